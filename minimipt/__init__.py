@@ -1,0 +1,23 @@
+"""minimipt: a small PyTorch package that teaches and reproduces MIPT-SSM (arXiv 2604.07716 v1).
+
+Dimension glossary used across the package:
+
+====  =========================================================
+B     batch size
+L     sequence length (tokens)
+D     state channels (complex) of a MIPT layer
+d     model width (``d_model``)
+K     cache slots
+H     attention heads
+V     vocabulary size
+C     classes
+====  =========================================================
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .env import get_device, seed_everything, setup, smoke_mode
+
+__all__ = ["__version__", "setup", "smoke_mode", "get_device", "seed_everything"]

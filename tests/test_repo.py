@@ -1,0 +1,152 @@
+"""Repository-level checks: packaging, environment files, README, notebooks as committed."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+import minimipt
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+def _pins() -> dict[str, str]:
+    pins = {}
+    for line in (ROOT / "requirements.txt").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if "==" in line:
+            name, version = line.split("==", 1)
+            pins[re.sub(r"[-_.]+", "-", name).lower()] = version
+    return pins
+
+
+def _req_name(req: str) -> str:
+    return re.sub(r"[-_.]+", "-", re.split(r"[<>=!~\[; ]", req, maxsplit=1)[0]).lower()
+
+
+def test_layout():
+    for path in ("notebooks", "minimipt", "data", "tests", "environment.yml", "README.md",
+                 "pyproject.toml", ".ci/run", "LICENSE", "requirements.txt"):
+        assert (ROOT / path).exists(), path
+
+
+def test_version_matches_pyproject():
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert meta["project"]["version"] == minimipt.__version__
+
+
+def test_pyproject_core_dependencies_loose_and_pinned_file_covers_them():
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    core = {_req_name(r): r for r in meta["dependencies"]}
+    assert set(core) == {"torch", "numpy", "tqdm"}
+    assert "==" not in core["torch"], "torch must stay unpinned in pyproject.toml"
+    pins = _pins()
+    assert pins["torch"] == "2.13.0"
+    wanted = set(core)
+    for extra in ("course", "data", "test"):
+        wanted |= {_req_name(r) for r in meta["optional-dependencies"][extra]}
+    missing = sorted(wanted - set(pins))
+    assert not missing, f"requirements.txt pins none of {missing}"
+
+
+def test_environment_yml_agrees():
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    assert "conda-forge" in env["channels"]
+    deps = env["dependencies"]
+    assert "python=3.11" in deps
+    pip_section = next(d["pip"] for d in deps if isinstance(d, dict) and "pip" in d)
+    assert "-r requirements.txt" in pip_section
+    editable = [p for p in pip_section if p.startswith("-e .")]
+    assert editable, "environment.yml must install the package itself"
+    extras = set(re.search(r"\[(.*)\]", editable[0]).group(1).split(","))
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert extras <= set(meta["optional-dependencies"])
+    assert {"course", "data", "test"} <= extras
+    py = re.search(r"python=(\d+\.\d+)", " ".join(d for d in deps if isinstance(d, str))).group(1)
+    lo = re.search(r">=\s*(\d+\.\d+)", meta["requires-python"]).group(1)
+    assert tuple(map(int, py.split("."))) >= tuple(map(int, lo.split(".")))
+
+
+def test_readme_test_command_is_what_ci_runs():
+    readme = (ROOT / "README.md").read_text()
+    m = re.search(r"<!-- test-command -->\s*```(?:bash|sh)?\s*\n(.+?)\n```\s*<!-- /test-command -->", readme, re.S)
+    assert m, "README must hold the test command between <!-- test-command --> markers"
+    cmd = m.group(1).strip()
+    assert "requirements.txt" in cmd and cmd.endswith("pytest")
+    assert "test-command" in (ROOT / ".ci/run").read_text()
+
+
+def test_readme_documents_every_env_variable():
+    readme = (ROOT / "README.md").read_text()
+    used = set()
+    for path in (ROOT / "minimipt").rglob("*.py"):
+        used |= set(re.findall(r"MINIMIPT_[A-Z_]+", path.read_text()))
+    for path in NOTEBOOKS:
+        used |= set(re.findall(r"MINIMIPT_[A-Z_]+", path.read_text()))
+    undocumented = sorted(v for v in used if f"`{v}`" not in readme)
+    assert not undocumented, f"README does not document {undocumented}"
+
+
+def test_readme_syllabus_lists_every_notebook():
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"<!-- syllabus -->(.*?)<!-- /syllabus -->", readme, re.S).group(1)
+    listed = re.findall(r"\(notebooks/([0-9]{2}_[A-Za-z0-9_]+\.ipynb)\)", block)
+    assert listed == [p.name for p in NOTEBOOKS], "README syllabus and notebooks/ disagree"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebook_committed_clean(path):
+    nb = json.loads(path.read_text())
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    for cell in code:
+        assert not cell.get("outputs"), f"{path.name}: commit notebooks without outputs"
+        assert cell.get("execution_count") is None, f"{path.name}: clear execution counts"
+    for cell in nb["cells"]:
+        src = "".join(cell["source"])
+        assert "data:image/" not in src and not cell.get("attachments"), f"{path.name}: embedded image"
+    first = "".join(code[0]["source"])
+    assert f'minimipt.setup(expect_version="{minimipt.__version__}"' in first, (
+        f"{path.name}: the first code cell must be the shared setup call for this version")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebook_has_summary_and_exercises(path):
+    text = "\n".join("".join(c["source"]) for c in json.loads(path.read_text())["cells"]
+                     if c["cell_type"] == "markdown")
+    assert "## Summary" in text and "## Exercises" in text, path.name
+
+
+def test_core_import_needs_no_course_extras():
+    """`pip install -e .` without extras must be enough to import the package."""
+    code = r"""
+import importlib.abc, sys
+BLOCKED = ("matplotlib", "ipywidgets", "jupyterlab", "IPython", "datasets", "tokenizers", "nbval")
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ImportError(f"blocked {name}")
+sys.meta_path.insert(0, Block())
+import minimipt, pkgutil, importlib
+for info in pkgutil.walk_packages(minimipt.__path__, "minimipt."):
+    if info.name.split(".")[-1] in ("viz",) or ".viz" in info.name:
+        continue  # plotting helpers need matplotlib by design
+    importlib.import_module(info.name)
+print("ok", minimipt.__version__)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("ok")
+
+
+def test_cli_info_runs():
+    out = subprocess.run([sys.executable, "-m", "minimipt", "info"], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert "minimipt" in out.stdout and "smoke" in out.stdout
