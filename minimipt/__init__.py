@@ -19,5 +19,14 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from .env import get_device, seed_everything, setup, smoke_mode
+from .layer import MIPTLayer
+from .optim import count_parameters, param_groups
+from .scan import mipt_scan, register_scan_method, scan_methods
 
-__all__ = ["__version__", "setup", "smoke_mode", "get_device", "seed_everything"]
+__all__ = [
+    "__version__",
+    "setup", "smoke_mode", "get_device", "seed_everything",
+    "mipt_scan", "register_scan_method", "scan_methods",
+    "MIPTLayer",
+    "param_groups", "count_parameters",
+]

@@ -1,0 +1,310 @@
+"""The MIPT recurrence and the scans that compute it.
+
+One layer of MIPT-SSM runs, independently for every channel ``d`` of a complex state,
+
+    h_t = (1 - p_t) · e^{iθ_t} · h_{t-1}  +  p_t · u_t,        h_{-1} = h0 (zeros if None)
+
+with a measurement rate ``p_t ∈ [0, 1]``, a real phase ``θ_t`` and a complex input ``u_t``. Written
+as a first-order linear recurrence ``h_t = a_t h_{t-1} + b_t`` it has the *gate*
+``a_t = (1 - p_t) e^{iθ_t}`` (``|a_t| ≤ 1``) and the *input* ``b_t = p_t u_t``.
+
+Shapes (glossary in ``minimipt/__init__.py``): ``p``, ``theta``: real ``(B, L, D)``; ``u``: complex
+``(B, L, D)``; ``h0``: complex ``(B, D)``; result: complex ``(B, L, D)``.
+
+Methods (all compute the same function; tests compare values and gradients):
+
+* ``"sequential"``: the reference loop, one step per token. It *is* the definition.
+* ``"chunked"``: parallel and pure PyTorch. The sequence is cut into chunks of ``C`` tokens. Inside
+  a chunk the closed form
+
+      h_j = A_j h_in + Σ_{s ≤ j} exp(Σ_{r=s+1}^{j} log a_r) · b_s,     A_j = exp(Σ_{r ≤ j} log a_r)
+
+  is evaluated as a small ``C × C`` matrix per channel; the sums of logs inside the exponent are
+  formed by a masked cumulative sum, never as a difference of two large cumulative sums, so no
+  cancellation and no division occurs. The chunk-end states form a recurrence of length ``L / C``
+  which is solved by the same method (recursively), then carried into every chunk. No cumulative
+  product over the whole sequence is ever formed, so nothing underflows or divides by ~0, at any
+  length. The backward pass is the adjoint recurrence run in reverse through the same forward code
+  (a custom autograd function), so memory stays O(B·L·D).
+* more methods (a fast GPU kernel) register themselves with :func:`register_scan_method`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+__all__ = [
+    "mipt_scan",
+    "linear_scan",
+    "scan_sequential",
+    "scan_chunked",
+    "register_scan_method",
+    "scan_methods",
+    "resolve_method",
+    "check_scan_inputs",
+]
+
+ScanFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, "torch.Tensor | None"], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class _Method:
+    fn: ScanFn
+    available: Callable[[torch.device], bool]
+    priority: int  # "auto" picks the available method with the highest priority for the device
+
+
+_REGISTRY: dict[str, _Method] = {}
+
+
+def register_scan_method(name: str, fn: ScanFn, *, available: Callable[[torch.device], bool] | None = None,
+                         priority: int = 0) -> None:
+    """Add a method to :func:`mipt_scan`.
+
+    ``fn(p, theta, u, h0) -> h`` must compute exactly the recurrence above with the same shapes.
+    ``available(device)`` says whether it can run on that device *now* (checked at call time, so
+    a kernel that fails to compile can fall back). ``"auto"`` picks the available method with the
+    highest ``priority``.
+    """
+    if not name or not isinstance(name, str):
+        raise ValueError(f"method name must be a non-empty string, got {name!r}")
+    _REGISTRY[name] = _Method(fn, available or (lambda device: True), priority)
+
+
+def scan_methods() -> list[str]:
+    """Names of all registered methods."""
+    return sorted(_REGISTRY)
+
+
+def resolve_method(method: str, device: torch.device) -> str:
+    """The method ``mipt_scan`` would run for ``method`` on ``device``."""
+    if method == "auto":
+        usable = [(m.priority, name) for name, m in _REGISTRY.items() if m.available(device)]
+        return max(usable)[1]
+    if method not in _REGISTRY:
+        raise ValueError(f"unknown scan method {method!r}; choose 'auto' or one of {scan_methods()}")
+    if not _REGISTRY[method].available(device):
+        raise ValueError(f"scan method {method!r} is not available on device {device}; use method='auto'")
+    return method
+
+
+# ----------------------------------------------------------------------------------------------
+# input checks
+# ----------------------------------------------------------------------------------------------
+
+def check_scan_inputs(p: torch.Tensor, theta: torch.Tensor, u: torch.Tensor, h0: torch.Tensor | None,
+                      check_values: bool = True) -> None:
+    """Raise ``ValueError`` naming the argument when the inputs do not fit the recurrence."""
+    for name, x in (("p", p), ("theta", theta), ("u", u)):
+        if not isinstance(x, torch.Tensor):
+            raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+        if x.dim() != 3:
+            raise ValueError(f"{name} must have shape (B, L, D); got {tuple(x.shape)}")
+    for name, x in (("p", p), ("theta", theta)):
+        if x.is_complex() or not x.is_floating_point():
+            raise ValueError(f"{name} must be a real floating tensor; got dtype {x.dtype}")
+    if not u.is_complex():
+        raise ValueError(f"u must be complex (e.g. torch.complex(u_re, u_im)); got dtype {u.dtype}")
+    if not (p.shape == theta.shape == u.shape):
+        raise ValueError(f"p, theta and u must have the same shape (B, L, D); got p {tuple(p.shape)}, "
+                         f"theta {tuple(theta.shape)}, u {tuple(u.shape)}")
+    if p.shape[1] == 0:
+        raise ValueError(f"the sequence is empty: p has shape {tuple(p.shape)} (L = 0)")
+    if not (p.device == theta.device == u.device):
+        raise ValueError(f"p, theta and u must be on one device; got {p.device}, {theta.device}, {u.device}")
+    if h0 is not None:
+        B, _, D = u.shape
+        if not isinstance(h0, torch.Tensor) or not h0.is_complex() or tuple(h0.shape) != (B, D):
+            shape = tuple(h0.shape) if isinstance(h0, torch.Tensor) else type(h0).__name__
+            raise ValueError(f"h0 must be a complex tensor of shape (B, D) = {(B, D)}; got {shape}"
+                             + (f" with dtype {h0.dtype}" if isinstance(h0, torch.Tensor) else ""))
+        if h0.device != u.device:
+            raise ValueError(f"h0 is on {h0.device} but u is on {u.device}")
+    if check_values:
+        # one fused reduction and one host sync for all value checks
+        with torch.no_grad():
+            flags = torch.stack([
+                (~torch.isfinite(p)).any(), ((p < 0) | (p > 1)).any(),
+                (~torch.isfinite(theta)).any(), (~torch.isfinite(torch.view_as_real(u))).any(),
+            ]).tolist()
+        if flags[0]:
+            raise ValueError(f"p of shape {tuple(p.shape)} contains NaN or inf")
+        if flags[1]:
+            raise ValueError(f"p must lie in [0, 1] (it is a rate, e.g. torch.sigmoid(logits)); "
+                             f"got values in [{p.min().item():.4g}, {p.max().item():.4g}]")
+        if flags[2]:
+            raise ValueError(f"theta of shape {tuple(theta.shape)} contains NaN or inf")
+        if flags[3]:
+            raise ValueError(f"u of shape {tuple(u.shape)} contains NaN or inf")
+        if h0 is not None and not torch.isfinite(torch.view_as_real(h0)).all():
+            raise ValueError(f"h0 of shape {tuple(h0.shape)} contains NaN or inf")
+
+
+def _gate_and_input(p: torch.Tensor, theta: torch.Tensor, u: torch.Tensor):
+    """``a = (1 - p) e^{iθ}`` and ``b = p u`` in the complex dtype of ``u`` (p, θ cast to its real dtype)."""
+    real = u.real.dtype
+    p, theta = p.to(real), theta.to(real)
+    a = torch.polar(1 - p, theta)  # (B, L, D) complex, |a| = 1 - p ≤ 1
+    b = p * u  # (B, L, D) complex
+    return a, b
+
+
+# ----------------------------------------------------------------------------------------------
+# "sequential": the definition
+# ----------------------------------------------------------------------------------------------
+
+def scan_sequential(p: torch.Tensor, theta: torch.Tensor, u: torch.Tensor,
+                    h0: torch.Tensor | None = None) -> torch.Tensor:
+    """Reference loop: ``h_t = (1 - p_t) e^{iθ_t} h_{t-1} + p_t u_t``, one token at a time."""
+    a, b = _gate_and_input(p, theta, u)
+    B, L, D = b.shape
+    h = torch.zeros(B, D, dtype=b.dtype, device=b.device) if h0 is None else h0.to(b.dtype)
+    out = []
+    for t in range(L):
+        h = a[:, t] * h + b[:, t]  # (B, D)
+        out.append(h)
+    return torch.stack(out, dim=1)  # (B, L, D)
+
+
+# ----------------------------------------------------------------------------------------------
+# "chunked": closed form inside chunks, recursive carry between them
+# ----------------------------------------------------------------------------------------------
+
+CHUNK_SIZE = 16
+# Largest number of complex elements the intra-chunk C×C matrices may take at once; larger inputs
+# are processed in pieces so the transient memory stays bounded.
+_MAX_CHUNK_ELEMENTS = 1 << 26
+
+
+def _scan_log_forward(log_mag: torch.Tensor, phase: torch.Tensor, b: torch.Tensor,
+                      h0: torch.Tensor | None, chunk: int = CHUNK_SIZE) -> torch.Tensor:
+    """Solve ``h_t = exp(log_mag_t + i·phase_t) h_{t-1} + b_t`` without autograd.
+
+    ``log_mag`` (may hold ``-inf`` where a gate is exactly 0) and ``phase``: real ``(N, L, D)``;
+    ``b``: complex ``(N, L, D)``; ``h0``: complex ``(N, D)`` or None. Returns complex ``(N, L, D)``.
+    """
+    N, L, D = b.shape
+    C = min(chunk, L)
+    n_chunks = -(-L // C)
+    pad = n_chunks * C - L
+    if pad:  # pad with a = 0 (log_mag = -inf) and b = 0; the padded outputs are dropped
+        log_mag = torch.cat([log_mag, log_mag.new_full((N, pad, D), float("-inf"))], 1)
+        phase = torch.cat([phase, phase.new_zeros(N, pad, D)], 1)
+        b = torch.cat([b, b.new_zeros(N, pad, D)], 1)
+    lm = log_mag.reshape(N * n_chunks, C, D)  # (M, C, D) with M = N · n_chunks
+    ph = phase.reshape(N * n_chunks, C, D)
+    bc = b.reshape(N * n_chunks, C, D)
+
+    # local states (zero carry-in) and cumulative gates A_j inside every chunk
+    local = torch.empty_like(bc)  # (M, C, D)
+    rows = max(1, _MAX_CHUNK_ELEMENTS // (C * C * D))
+    keep = torch.tril(torch.ones(C, C, dtype=torch.bool, device=b.device), diagonal=-1)  # r > s
+    upper = ~torch.tril(torch.ones(C, C, dtype=torch.bool, device=b.device))  # s > j
+    for start in range(0, lm.shape[0], rows):
+        sl = slice(start, start + rows)
+        # S[j, s] = Σ_{r=s+1}^{j} log a_r: expand log a_r along s, keep r > s, cumsum over r
+        x_mag = torch.where(keep[None, :, :, None], lm[sl, :, None, :], 0.0).cumsum(1)  # (m, C_j, C_s, D)
+        x_mag = x_mag.masked_fill(upper[None, :, :, None], float("-inf"))
+        x_ph = torch.where(keep[None, :, :, None], ph[sl, :, None, :], 0.0).cumsum(1)
+        M = torch.polar(torch.exp(x_mag), x_ph)  # (m, C, C, D) complex; zero above the diagonal
+        local[sl] = torch.einsum("mjsd,msd->mjd", M, bc[sl])
+    A = torch.polar(torch.exp(lm.cumsum(1)), ph.cumsum(1))  # (M, C, D): Π_{r ≤ j} a_r within the chunk
+
+    A = A.reshape(N, n_chunks, C, D)
+    local = local.reshape(N, n_chunks, C, D)
+    # chunk-level recurrence for the state entering each chunk: H_c = A_{c,C-1} H_{c-1} + local_{c,C-1}
+    if n_chunks == 1:
+        carry_in = (h0 if h0 is not None else b.new_zeros(N, D))[:, None]  # (N, 1, D)
+    else:
+        chunk_lm = lm.reshape(N, n_chunks, C, D).sum(2)  # (N, n_chunks, D), may be -inf
+        chunk_ph = ph.reshape(N, n_chunks, C, D).sum(2)
+        ends = _scan_log_forward(chunk_lm, chunk_ph, local[:, :, -1], h0, chunk)  # (N, n_chunks, D)
+        first = (h0 if h0 is not None else b.new_zeros(N, D))[:, None]
+        carry_in = torch.cat([first, ends[:, :-1]], 1)  # (N, n_chunks, D)
+    h = local + A * carry_in[:, :, None, :]  # (N, n_chunks, C, D)
+    return h.reshape(N, n_chunks * C, D)[:, :L]
+
+
+def _log_gate(a: torch.Tensor):
+    """``(log|a|, arg a)`` of a complex gate; ``log|a| = -inf`` where ``a = 0``."""
+    return torch.log(a.abs()), torch.angle(a)
+
+
+class _LinearScan(torch.autograd.Function):
+    """``h_t = a_t h_{t-1} + b_t`` by the chunked forward; backward by the adjoint recurrence.
+
+    With PyTorch's convention for complex gradients (``grad = ∂L/∂Re + i ∂L/∂Im``) and
+    ``g_t = ∂L/∂h_t`` the total gradient reaching ``h_t``:
+
+        g_t = gout_t + conj(a_{t+1}) g_{t+1},    g_L = 0          (a reverse linear scan)
+        ∂L/∂b_t = g_t,   ∂L/∂a_t = g_t conj(h_{t-1}),   ∂L/∂h0 = conj(a_0) g_0.
+    """
+
+    @staticmethod
+    def forward(ctx, a, b, h0):
+        log_mag, phase = _log_gate(a)
+        h = _scan_log_forward(log_mag, phase, b, h0)
+        ctx.save_for_backward(a, h, h0)
+        return h
+
+    @staticmethod
+    def backward(ctx, gout):
+        a, h, h0 = ctx.saved_tensors
+        N, L, D = a.shape
+        log_mag, phase = _log_gate(a)
+        # reversed time: G_k = conj(a_{L-k}) G_{k-1} + gout_{L-1-k}; the k = 0 gate is unused (G_{-1} = 0)
+        r_mag = torch.cat([log_mag[:, 1:], log_mag.new_full((N, 1, D), float("-inf"))], 1).flip(1)
+        r_ph = torch.cat([-phase[:, 1:], phase.new_zeros(N, 1, D)], 1).flip(1)
+        g = _scan_log_forward(r_mag, r_ph, gout.flip(1), None).flip(1)  # (N, L, D)
+        h_prev = torch.cat([(h0 if h0 is not None else h.new_zeros(N, D))[:, None], h[:, :-1]], 1)
+        grad_a = g * h_prev.conj() if ctx.needs_input_grad[0] else None
+        grad_b = g if ctx.needs_input_grad[1] else None
+        grad_h0 = a[:, 0].conj() * g[:, 0] if (h0 is not None and ctx.needs_input_grad[2]) else None
+        return grad_a, grad_b, grad_h0
+
+
+def linear_scan(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None = None) -> torch.Tensor:
+    """Chunked solution of ``h_t = a_t h_{t-1} + b_t`` for complex ``a``, ``b`` of shape ``(B, L, D)``.
+
+    Differentiable in ``a``, ``b`` and ``h0`` (first derivatives; no double backward). Requires
+    ``|a_t|`` to be finite; ``|a_t| ≤ 1`` keeps it exact at any length.
+    """
+    return _LinearScan.apply(a.contiguous(), b.contiguous(), None if h0 is None else h0.to(b.dtype))
+
+
+def scan_chunked(p: torch.Tensor, theta: torch.Tensor, u: torch.Tensor,
+                 h0: torch.Tensor | None = None) -> torch.Tensor:
+    """Parallel, exact, pure-PyTorch form of the recurrence (see the module docstring)."""
+    a, b = _gate_and_input(p, theta, u)
+    return linear_scan(a, b, h0)
+
+
+register_scan_method("sequential", scan_sequential, priority=0)
+register_scan_method("chunked", scan_chunked, priority=10)
+
+
+# ----------------------------------------------------------------------------------------------
+# the public entry point
+# ----------------------------------------------------------------------------------------------
+
+def mipt_scan(p: torch.Tensor, theta: torch.Tensor, u: torch.Tensor, h0: torch.Tensor | None = None,
+              method: str = "auto") -> torch.Tensor:
+    """Run the MIPT recurrence ``h_t = (1 - p_t) e^{iθ_t} h_{t-1} + p_t u_t`` over a sequence.
+
+    Args:
+        p: measurement rate in ``[0, 1]``, real ``(B, L, D)``.
+        theta: phase angle in radians, real ``(B, L, D)``.
+        u: complex input ``(B, L, D)``; the state takes ``u``'s complex dtype.
+        h0: state before the first token, complex ``(B, D)``; zeros if None.
+        method: ``"auto"`` (fastest correct method for the device), ``"sequential"`` (reference),
+            ``"chunked"``, or any name added by :func:`register_scan_method`.
+
+    Returns:
+        ``h``: complex ``(B, L, D)``, the state after each token. Differentiable in all inputs.
+    """
+    check_scan_inputs(p, theta, u, h0)
+    name = resolve_method(method, u.device)
+    return _REGISTRY[name].fn(p, theta, u, h0)
