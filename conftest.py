@@ -28,3 +28,9 @@ def pytest_configure(config):
     os.environ.pop("MINIMIPT_DEVICE", None)
     # Data loaders use the repository's data/ folder unless a test says otherwise.
     os.environ.pop("MINIMIPT_DATA", None)
+
+
+def pytest_addoption(parser):
+    # Declared here because pytest reads options only from the top-level conftest.
+    parser.addoption("--browser-artifacts", default=".pytest_artifacts", metavar="DIR",
+                     help="folder for the browser tests' screenshots and JupyterLab log (tests/browser)")
