@@ -1,0 +1,194 @@
+"""Plotting functions for the notebooks (needs the ``course`` extra: matplotlib).
+
+Every function computes what it shows through ``minimipt.theory`` (or takes that function's
+result), draws on a fresh :class:`matplotlib.figure.Figure` that is not registered with pyplot (no
+global state, nothing to close, nothing shown twice) and returns it. In a notebook with
+``%matplotlib inline`` a returned figure is displayed; ``ipywidgets.interact`` displays the return
+value of its callback, so ``interact(plot_phase_memory, D=..., N=..., noise=...)`` redraws on every
+slider move. Tests call the same functions headless (``MPLBACKEND=Agg``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
+from . import theory
+
+__all__ = [
+    "plot_memory_kernel",
+    "plot_tradeoff",
+    "plot_phase_memory",
+    "plot_phase_diagram",
+    "plot_entropy_vs_p",
+    "plot_particle_state",
+]
+
+
+def _figure(ncols: int = 1, width: float = 6.4, height: float = 3.6):
+    fig = Figure(figsize=(width, height), layout="constrained")
+    axes = fig.subplots(1, ncols)
+    return fig, axes
+
+
+def plot_memory_kernel(abs_lams: Sequence[float] = (0.5, 0.9, 0.99, 1.0), K: int = 64,
+                       floor: float = 1e-3) -> Figure:
+    """The LTI memory kernel ``|lambda|^k`` for several ``|lambda|`` (log scale), one line each.
+
+    The dotted line marks ``floor``; the legend gives each kernel's memory length
+    ``k* = log(floor) / log|lambda|``, the age at which a token has faded below it.
+    """
+    abs_lams = [float(a) for a in abs_lams]
+    if not abs_lams or any(not 0 < a <= 1 for a in abs_lams):
+        raise ValueError(f"abs_lams must be values in (0, 1], got {abs_lams}")
+    if not 0 < floor < 1:
+        raise ValueError(f"floor must lie in (0, 1), got {floor}")
+    fig, ax = _figure()
+    k = np.arange(K)
+    for a in abs_lams:
+        kernel = theory.lti_memory_kernel(a, K).numpy()
+        life = "∞" if a == 1 else f"{math.log(floor) / math.log(a):.0f}"
+        ax.plot(k, kernel, label=f"|λ| = {a:g}  (k* = {life})")
+    ax.axhline(floor, color="k", ls=":", lw=1)
+    ax.set(yscale="log", ylim=(floor / 10, 1.5), xlabel="age k of a token (steps back)",
+           ylabel="weight |λ|^k in h_t", title="memory kernel of h_t = λ h_{t−1} + u_t")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def plot_tradeoff(result: dict, threshold: float | None = 0.9) -> Figure:
+    """Recall of the old token against storage of the current one, from
+    :func:`minimipt.theory.copy_recall_tradeoff`: one point per fixed decay ``|lambda|`` (the
+    trade-off curve) and a star for the input-dependent gate. ``threshold`` shades the corner where
+    both are at least that good."""
+    fig, ax = _figure(width=5.6, height=4.2)
+    rec, cur = np.array(result["recall"]), np.array(result["current"])
+    ax.plot(rec, cur, "-", color="0.6", lw=1, zorder=1)
+    sc = ax.scatter(rec, cur, c=result["decay"], cmap="viridis", zorder=2, label="fixed λ (LTI)")
+    fig.colorbar(sc, ax=ax, label="decay |λ|")
+    ax.scatter([result["gate_recall"]], [result["gate_current"]], marker="*", s=250, color="C3",
+               zorder=3, label="input-dependent gate p_t")
+    if threshold is not None:
+        ax.fill_between([threshold, 1.05], threshold, 1.05, color="C2", alpha=0.12, label=f"both ≥ {threshold:g}")
+    ax.axhline(result["chance"], color="k", ls=":", lw=1)
+    ax.axvline(result["chance"], color="k", ls=":", lw=1)
+    ax.set(xlim=(-0.02, 1.05), ylim=(-0.02, 1.05), xlabel=f"recall of the token {result['k']} steps back",
+           ylabel="recall of the current token",
+           title=f"one state of D={result['D']} channels, codebook V={result['V']}")
+    ax.legend(fontsize=8, loc="lower left")
+    return fig
+
+
+def plot_phase_memory(D: int = 64, N: int = 64, noise: float = 0.0, trials: int = 16, seed: int = 0,
+                      ratios: Sequence[float] = (0.125, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0)) -> Figure:
+    """The wave-phase memory explorer (notebook 02's widget).
+
+    Left: retrieval quality (squared cosine between retrieved and stored values) against N/D for
+    a phase memory of ``D`` channels, measured (dots, :func:`minimipt.theory.phase_memory_accuracy`)
+    and predicted (lines, :func:`minimipt.theory.phase_memory_theory`), for the matched
+    (conjugate-key) decoder and the best linear (least-squares) decoder; the current ``N/D`` is the
+    vertical line. Right: the retrieved values ``v_hat_n`` of one memory with the current ``D``,
+    ``N``, ``noise`` in the complex plane, coloured by the stored bit ``v_n = +-1``.
+    """
+    D, N = int(D), int(N)
+    if D < 1 or N < 1:
+        raise ValueError(f"D and N must be >= 1, got D={D}, N={N}")
+    fig, (ax, ax2) = _figure(ncols=2, width=10.5, height=4.0)
+    grid = np.geomspace(min(ratios), max(ratios), 200)
+    for decoder, color in (("matched", "C0"), ("lstsq", "C1")):
+        th = [theory.phase_memory_theory(D, max(1.0, r * D), noise, decoder)["quality"]
+              if decoder == "matched" or abs(r * D - D) > 0.5 else np.nan for r in grid]
+        ax.plot(grid, th, color=color, lw=1.5, label=f"{decoder}: theory")
+        meas = [theory.phase_memory_accuracy(D, max(1, round(r * D)), noise, trials, seed, decoder)["quality"]
+                for r in ratios]
+        ax.plot(ratios, meas, "o", color=color, ms=5, label=f"{decoder}: measured")
+    ax.axvline(1.0, color="k", ls=":", lw=1)
+    ax.axvline(N / D, color="C3", lw=2, alpha=0.7, label=f"now: N/D = {N / D:.2f}")
+    ax.set(xscale="log", ylim=(-0.02, 1.05), xlabel="items per channel N/D",
+           ylabel="retrieval quality (cos²)", title=f"phase memory, D = {D}, noise = {noise:g}")
+    ax.set_xticks(list(ratios), [f"{r:g}" for r in ratios], fontsize=8)
+    ax.minorticks_off()
+    ax.legend(fontsize=7, loc="lower left")
+
+    keys = theory.random_phase_keys(N, D, seed=seed)  # (N, D)
+    g = torch.Generator().manual_seed(seed + 1)
+    v = torch.randint(2, (N,), generator=g).float() * 2 - 1
+    eps = torch.complex(torch.randn(D, generator=g), torch.randn(D, generator=g))
+    h = theory.phase_memory_store(keys, v) + noise / math.sqrt(2) * eps
+    v_hat = theory.phase_memory_retrieve(h, keys, "matched").numpy()
+    pos = v.numpy() > 0
+    ax2.scatter(v_hat.real[pos], v_hat.imag[pos], s=12, color="C2", label="stored +1")
+    ax2.scatter(v_hat.real[~pos], v_hat.imag[~pos], s=12, color="C4", label="stored −1")
+    ax2.axvline(0, color="k", lw=1)
+    acc = float(np.mean(np.sign(v_hat.real) == v.numpy()))
+    pred = theory.phase_memory_theory(D, N, noise, "matched")["accuracy"]
+    ax2.set(xlim=(-3, 3), ylim=(-3, 3), aspect="equal", xlabel="Re v̂", ylabel="Im v̂",
+            title=f"N = {N}: bits right {acc:.2f} (theory {pred:.2f})")
+    ax2.legend(fontsize=7, loc="upper left")
+    return fig
+
+
+def plot_phase_diagram(result: dict) -> Figure:
+    """Heatmap of recall over (N/D, p) from :func:`minimipt.theory.recall_phase_diagram`, with the
+    theory's 0.75 and 0.9 contours and the forgetting line ``N = 1/p`` (memory length of the gate)."""
+    fig, ax = _figure(width=6.4, height=4.4)
+    rec = np.array(result["recall"])  # (n_p, n_r)
+    p, r = np.array(result["p"]), np.array(result["ratio"])
+    im = ax.pcolormesh(np.arange(len(r) + 1) - 0.5, np.arange(len(p) + 1) - 0.5, rec, vmin=0.5, vmax=1.0,
+                       cmap="magma", shading="flat")
+    fig.colorbar(im, ax=ax, label="bits recalled (chance 0.5)")
+    cs = ax.contour(np.arange(len(r)), np.arange(len(p)), np.array(result["theory"]), levels=[0.75, 0.9],
+                    colors=["w", "c"], linewidths=1.2)
+    ax.clabel(cs, fmt="theory %.2f", fontsize=7)
+    ax.set_xticks(range(len(r)), [f"{x:g}" for x in r])
+    ax.set_yticks(range(len(p)), [f"{x:g}" for x in p])
+    ax.grid(False)
+    ax.set(xlabel="items per channel N/D", ylabel="measurement rate p",
+           title=f"recall from one MIPT state, D = {result['D']}")
+    return fig
+
+
+def plot_entropy_vs_p(result: dict) -> Figure:
+    """Both entropy proxies against p, from :func:`minimipt.theory.entropy_vs_p` (log-scaled p)."""
+    fig, ax = _figure()
+    p = np.array(result["p"])
+    se, sd = np.array(result["state_entropy"]), np.array(result["state_entropy_std"])
+    ax.plot(p, result["contribution_entropy"], "o-", label="time contributions H(w)/log L")
+    ax.errorbar(p, se, yerr=sd, fmt="s-", capsize=3, label="channels H(|h_d|²/‖h‖²)/log D")
+    ax.axhline(result["single_token"], color="k", ls=":", lw=1, label="one token's channel entropy")
+    ax.set(xscale="log", ylim=(-0.03, 1.05), xlabel="measurement rate p", ylabel="normalised entropy",
+           title=f"spread (volume-law-like) → concentrated (area-law-like); D={result['D']}, L={result['L']}")
+    ax.title.set_fontsize(9)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def plot_particle_state(p: float = 0.05, D: int = 64, L: int = 128, active: int = 4, seed: int = 0) -> Figure:
+    """One state at measurement rate ``p`` (notebook 03's widget).
+
+    Left: the weights ``p (1 - p)^k`` of the last ``L`` tokens in ``h_L`` by age ``k``. Right: the
+    channel distribution ``|h_d|^2 / ||h||^2`` of the final state for sparse tokens
+    (:func:`minimipt.theory.sparse_tokens`), computed with ``minimipt.mipt_scan``. Titles give both
+    normalised entropies.
+    """
+    from .scan import mipt_scan
+
+    if not 0 < float(p) <= 1:
+        raise ValueError(f"p must lie in (0, 1], got {p}")
+    fig, (ax, ax2) = _figure(ncols=2, width=10.5, height=3.6)
+    w = theory.contribution_weights(float(p), L).numpy()[::-1]  # by age k = 0..L-1
+    ax.bar(np.arange(L), w, width=1.0, color="C0")
+    ax.set(xlabel="age k of a token", ylabel="weight p(1−p)^k",
+           title=f"p = {p:.3f}: time entropy {float(theory.contribution_entropy(float(p), L)):.2f}")
+    u = theory.sparse_tokens(1, L, D, active, seed)  # (1, L, D)
+    theta = 2 * math.pi * torch.rand(1, L, D, generator=torch.Generator().manual_seed(seed + 1))
+    h = mipt_scan(torch.full((1, L, D), float(p)), theta, u)[0, -1]  # (D,)
+    q = (h.abs() ** 2 / (h.abs() ** 2).sum()).numpy()
+    ax2.bar(np.arange(D), q, width=1.0, color="C1")
+    ax2.set(xlabel="channel d", ylabel="|h_d|² / ‖h‖²", ylim=(0, max(0.3, float(q.max()) * 1.05)),
+            title=f"channel entropy {float(theory.state_entropy(h)):.2f} (tokens write {active} of {D})")
+    return fig
