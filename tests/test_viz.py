@@ -1,0 +1,79 @@
+"""minimipt.viz: every plotting function runs headless and returns the figure it promises."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+matplotlib = pytest.importorskip("matplotlib")
+from matplotlib.figure import Figure  # noqa: E402
+
+from minimipt import theory as T  # noqa: E402
+from minimipt import viz  # noqa: E402
+
+
+def _png(fig: Figure) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def test_plot_memory_kernel():
+    fig = viz.plot_memory_kernel((0.5, 0.9, 1.0), K=20)
+    assert isinstance(fig, Figure) and len(fig.axes) == 1
+    ax = fig.axes[0]
+    assert len(ax.get_lines()) == 4  # three kernels and the floor line
+    assert ax.get_yscale() == "log"
+    assert list(ax.get_lines()[2].get_ydata()) == [1.0] * 20
+    _png(fig)
+    with pytest.raises(ValueError, match="abs_lams"):
+        viz.plot_memory_kernel((1.5,))
+
+
+def test_plot_tradeoff():
+    r = T.copy_recall_tradeoff([0.0, 0.8, 0.95], k=2, D=8, L=8, V=16, trials=8)
+    fig = viz.plot_tradeoff(r)
+    assert isinstance(fig, Figure) and len(fig.axes) == 2  # plot and colorbar
+    ax = fig.axes[0]
+    assert len(ax.collections) >= 2  # the fixed-λ points and the gate star
+    assert "steps back" in ax.get_xlabel()
+    _png(fig)
+
+
+def test_plot_phase_memory_changes_with_its_controls():
+    small = viz.plot_phase_memory(D=16, N=8, noise=0.0, trials=2, ratios=(0.5, 1.0, 2.0))
+    assert isinstance(small, Figure) and len(small.axes) == 2
+    left, right = small.axes
+    assert len(left.get_lines()) >= 4 and left.get_xscale() == "log"
+    assert "N = 8" in right.get_title()
+    big = viz.plot_phase_memory(D=16, N=48, noise=0.0, trials=2, ratios=(0.5, 1.0, 2.0))
+    noisy = viz.plot_phase_memory(D=16, N=8, noise=2.0, trials=2, ratios=(0.5, 1.0, 2.0))
+    assert _png(small) != _png(big) and _png(small) != _png(noisy)
+    with pytest.raises(ValueError, match="D and N"):
+        viz.plot_phase_memory(D=0, N=4)
+
+
+def test_plot_phase_diagram():
+    r = T.recall_phase_diagram([0.01, 0.3], [0.5, 2.0], D=8, trials=2)
+    fig = viz.plot_phase_diagram(r)
+    assert isinstance(fig, Figure) and len(fig.axes) == 2
+    assert fig.axes[0].get_ylabel() == "measurement rate p"
+    _png(fig)
+
+
+def test_plot_entropy_vs_p():
+    r = T.entropy_vs_p([0.01, 0.1, 1.0], D=8, L=16, active=2, trials=2)
+    fig = viz.plot_entropy_vs_p(r)
+    assert isinstance(fig, Figure) and len(fig.axes) == 1
+    assert fig.axes[0].get_xscale() == "log"
+    _png(fig)
+
+
+def test_plot_particle_state():
+    a = viz.plot_particle_state(p=0.02, D=16, L=32, active=2)
+    b = viz.plot_particle_state(p=0.9, D=16, L=32, active=2)
+    assert isinstance(a, Figure) and len(a.axes) == 2
+    assert a.axes[0].get_title() != b.axes[0].get_title()
+    with pytest.raises(ValueError, match="p must"):
+        viz.plot_particle_state(p=0.0)
