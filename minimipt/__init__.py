@@ -22,6 +22,7 @@ from .env import get_device, seed_everything, setup, smoke_mode
 from .layer import MIPTLayer
 from .optim import count_parameters, param_groups
 from .scan import mipt_scan, register_scan_method, scan_methods
+from . import kernels  # noqa: E402,F401  registers scan method "triton" (imports Triton lazily, on CUDA only)
 
 __all__ = [
     "__version__",

@@ -1,0 +1,106 @@
+"""Fast GPU kernels, registered as :func:`minimipt.mipt_scan` methods.
+
+Importing this package is cheap and never imports Triton. It registers the method ``"triton"``
+(:mod:`minimipt.kernels.triton_scan`) with a higher priority than ``"chunked"``. The method is
+*available* on a device only when
+
+1. the device is a CUDA device,
+2. ``import triton`` works, and
+3. a first-use self-check on that device passes: the kernel compiles, runs, and its values and
+   gradients on a small random problem (p near 0, near 1 and mixed; a length that is not a
+   multiple of the block) match the ``"sequential"`` reference in float64.
+
+The result is cached per device. If any step fails, ``"auto"`` silently uses ``"chunked"`` instead
+(a warning says why once); nothing raises on a machine without Triton or without a GPU. Inputs the
+kernel does not handle (complex128 ``u``) are passed to ``"chunked"`` at call time.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+from ..scan import register_scan_method, scan_chunked, scan_sequential
+
+__all__ = ["triton_available", "scan_triton_or_chunked", "self_check"]
+
+_CHECKED: dict[str, bool] = {}
+_SELF_CHECK_TOL = 1e-4
+
+
+def self_check(device: torch.device) -> tuple[bool, str]:
+    """Compile and run the Triton kernel on ``device`` and compare it with the reference.
+
+    Returns ``(ok, message)``; never raises.
+    """
+    try:
+        from . import triton_scan  # imports triton
+    except Exception as err:  # ImportError, or a broken Triton install
+        return False, f"Triton could not be imported ({type(err).__name__}: {err})"
+    try:
+        with torch.enable_grad(), torch.autocast(device.type, enabled=False):
+            gen = torch.Generator(device="cpu").manual_seed(0)
+            B, L, D = 2, 77, 33  # L, D not multiples of any block size
+            p = torch.rand(B, L, D, generator=gen, dtype=torch.float64)
+            p[0, :, :11] = 1e-6
+            p[0, :, 11:22] = 1 - 1e-6
+            theta = 3 * torch.randn(B, L, D, generator=gen, dtype=torch.float64)
+            u = torch.randn(B, L, D, 2, generator=gen, dtype=torch.float64)
+            h0 = torch.randn(B, D, 2, generator=gen, dtype=torch.float64)
+            gout = torch.randn(B, L, D, 2, generator=gen, dtype=torch.float64)
+            ref_in = [p, theta, torch.view_as_complex(u), torch.view_as_complex(h0)]
+            ref_in = [x.to(device).requires_grad_() for x in ref_in]
+            ours_in = [x.detach().to(torch.complex64 if x.is_complex() else torch.float32).requires_grad_()
+                       for x in ref_in]
+            g = torch.view_as_complex(gout).to(device)
+            h_ref = scan_sequential(*ref_in)
+            grads_ref = torch.autograd.grad((h_ref * g.conj()).real.sum(), ref_in)
+            h = triton_scan.scan_triton(*ours_in)
+            grads = torch.autograd.grad((h * g.to(h.dtype).conj()).real.sum(), ours_in)
+            for name, x, ref in zip(("h", "dp", "dtheta", "du", "dh0"), (h, *grads), (h_ref, *grads_ref)):
+                err = ((x.to(ref.dtype) - ref).abs().norm() / ref.abs().norm()).item()
+                if not err <= _SELF_CHECK_TOL:  # also catches NaN
+                    return False, f"self-check mismatch in {name}: relative error {err:.2e}"
+            # the variant without h0 is a separate compilation
+            h = triton_scan.scan_triton(*ours_in[:3])
+            grads = torch.autograd.grad((h * g.to(h.dtype).conj()).real.sum(), ours_in[:3])
+            h_ref = scan_sequential(*ref_in[:3])
+            grads_ref = torch.autograd.grad((h_ref * g.conj()).real.sum(), ref_in[:3])
+            for name, x, ref in zip(("h", "dp", "dtheta", "du"), (h, *grads), (h_ref, *grads_ref)):
+                err = ((x.to(ref.dtype) - ref).abs().norm() / ref.abs().norm()).item()
+                if not err <= _SELF_CHECK_TOL:
+                    return False, f"self-check mismatch in {name} (no h0): relative error {err:.2e}"
+    except Exception as err:  # a compile or launch failure
+        return False, f"the kernel failed on {device} ({type(err).__name__}: {err})"
+    return True, "ok"
+
+
+def triton_available(device: torch.device) -> bool:
+    """Whether method ``"triton"`` runs correctly on ``device`` (checked once per device)."""
+    device = torch.device(device)
+    if device.type != "cuda" or not torch.cuda.is_available():
+        return False
+    if device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    key = str(device)
+    if key not in _CHECKED:
+        ok, message = self_check(device)
+        if not ok:
+            warnings.warn(f"minimipt: scan method 'triton' disabled on {key}: {message}; "
+                          f"using 'chunked' instead", RuntimeWarning, stacklevel=2)
+        _CHECKED[key] = ok
+    return _CHECKED[key]
+
+
+def scan_triton_or_chunked(p: torch.Tensor, theta: torch.Tensor, u: torch.Tensor,
+                           h0: torch.Tensor | None = None) -> torch.Tensor:
+    """Method ``"triton"``: the fused kernel for complex64 ``u`` on CUDA, else ``"chunked"``."""
+    if u.dtype != torch.complex64 or not triton_available(u.device):
+        return scan_chunked(p, theta, u, h0)
+    from .triton_scan import scan_triton
+
+    return scan_triton(p, theta, u, h0)
+
+
+register_scan_method("triton", scan_triton_or_chunked, available=triton_available, priority=20)

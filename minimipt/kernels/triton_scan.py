@@ -1,0 +1,262 @@
+"""A fused Triton kernel for the MIPT recurrence (forward and backward), method ``"triton"``.
+
+It computes exactly what :func:`minimipt.scan.scan_sequential` defines,
+
+    h_t = a_t h_{t-1} + b_t,     a_t = (1 - p_t) e^{iθ_t},   b_t = p_t u_t,     h_{-1} = h0,
+
+but reads ``p``, ``θ`` and ``u`` directly and forms ``a`` and ``b`` in registers, so neither is
+ever written to memory. The state is float32 whatever the input dtype (float32 or bf16).
+
+Parallelisation. Our layout is ``(B, L, D)`` with ``D`` contiguous. One program owns one batch row
+and ``BLOCK_D`` neighbouring channels and walks the sequence in tiles of ``BLOCK_L`` tokens: every
+load and store is a ``(BLOCK_L, BLOCK_D)`` tile whose rows are contiguous runs of ``D``, so the
+accesses are coalesced. Inside a tile ``tl.associative_scan`` along ``L`` composes the affine maps
+``x ↦ a x + b``; the state entering the tile (the carry, one complex number per channel) is added
+as ``h = S + A · carry`` with ``(A, S)`` the scanned pairs. ``|a| ≤ 1``, so the products ``A`` only
+shrink: nothing overflows or divides, at any length.
+
+Backward (PyTorch's convention ``grad = ∂L/∂Re + i ∂L/∂Im``; ``g_t`` the total gradient at ``h_t``):
+
+    g_t = gout_t + conj(a_{t+1}) g_{t+1}          (a reverse scan, tiles walked from the end)
+    r_t = e^{iθ_t} h_{t-1}
+    ∂L/∂p_t = Re(conj(g_t) (u_t − r_t))
+    ∂L/∂θ_t = −(1 − p_t) Im(r_t conj(g_t))
+    ∂L/∂u_t = p_t g_t
+    ∂L/∂h0  = conj(a_0) g_0
+
+It recomputes ``a`` from ``p`` and ``θ`` and reads ``h`` (saved by the forward) at ``t − 1``.
+
+Bytes per complex element at float32 inputs: forward reads p, θ (4 + 4), u (8), writes h (8) = 24;
+backward reads gout, p, θ, u, h (8 + 4 + 4 + 8 + 8) and writes dp, dθ, du (4 + 4 + 8) = 48.
+With bf16 ``p``, ``θ`` (and ``u`` given as bf16 (re, im) pairs) the reads shrink accordingly.
+
+This module imports Triton; :mod:`minimipt.kernels` imports it only on first use on a CUDA device.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+__all__ = ["scan_triton", "TritonScan", "DEFAULT_CONFIG", "BWD_CONFIG"]
+
+# (BLOCK_L, BLOCK_D, num_warps); chosen by the sweep recorded in notes/kernel.md
+DEFAULT_CONFIG = (32, 32, 4)
+BWD_CONFIG = (32, 32, 4)
+
+
+@triton.jit
+def _cmul(ar, ai, br, bi):
+    return ar * br - ai * bi, ar * bi + ai * br
+
+
+@triton.jit
+def _compose(al_r, al_i, bl_r, bl_i, ar_r, ar_i, br_r, br_i):
+    """Compose the affine maps ``x ↦ a_l x + b_l`` (applied first) and ``x ↦ a_r x + b_r``."""
+    a_r, a_i = _cmul(ar_r, ar_i, al_r, al_i)
+    b_r, b_i = _cmul(ar_r, ar_i, bl_r, bl_i)
+    return a_r, a_i, b_r + br_r, b_i + br_i
+
+
+@triton.jit
+def _fwd_kernel(P, TH, U, H0, H, L, D, n_tiles,
+                HAS_H0: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr):
+    pid_b = tl.program_id(0)
+    pid_d = tl.program_id(1)
+    rows = tl.arange(0, BLOCK_L)                      # (BLOCK_L,)
+    cols = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)    # (BLOCK_D,)
+    two = tl.arange(0, 2)                             # (re, im)
+    cmask = cols < D
+    base = pid_b.to(tl.int64) * L * D
+    if HAS_H0:
+        c = tl.load(H0 + ((pid_b.to(tl.int64) * D + cols)[:, None] * 2 + two[None, :]),
+                    mask=cmask[:, None], other=0.0).to(tl.float32)
+        c_r, c_i = tl.split(c)                        # (BLOCK_D,) carry = state before the tile
+    else:
+        c_r = tl.zeros([BLOCK_D], dtype=tl.float32)
+        c_i = tl.zeros([BLOCK_D], dtype=tl.float32)
+    last = (rows == BLOCK_L - 1)[:, None]
+    for k in tl.range(0, n_tiles):
+        t = k * BLOCK_L + rows
+        mask = (t < L)[:, None] & cmask[None, :]      # (BLOCK_L, BLOCK_D)
+        off = base + t.to(tl.int64)[:, None] * D + cols[None, :]
+        # padded rows load p = 0, θ = 0, u = 0: the identity map, so the carry passes unchanged
+        p = tl.load(P + off, mask=mask, other=0.0).to(tl.float32)
+        th = tl.load(TH + off, mask=mask, other=0.0).to(tl.float32)
+        uu = tl.load(U + (off[:, :, None] * 2 + two[None, None, :]), mask=mask[:, :, None],
+                     other=0.0).to(tl.float32)
+        u_r, u_i = tl.split(uu)
+        m = 1.0 - p
+        a_r = m * tl.cos(th)
+        a_i = m * tl.sin(th)
+        A_r, A_i, S_r, S_i = tl.associative_scan((a_r, a_i, p * u_r, p * u_i), 0, _compose)
+        h_r = S_r + A_r * c_r[None, :] - A_i * c_i[None, :]
+        h_i = S_i + A_r * c_i[None, :] + A_i * c_r[None, :]
+        tl.store(H + (off[:, :, None] * 2 + two[None, None, :]), tl.join(h_r, h_i),
+                 mask=mask[:, :, None])
+        c_r = tl.sum(tl.where(last, h_r, 0.0), axis=0)
+        c_i = tl.sum(tl.where(last, h_i, 0.0), axis=0)
+
+
+@triton.jit
+def _bwd_kernel(P, TH, U, H0, H, GH, DP, DTH, DU, DH0, L, D, n_tiles,
+                HAS_H0: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr):
+    pid_b = tl.program_id(0)
+    pid_d = tl.program_id(1)
+    rows = tl.arange(0, BLOCK_L)
+    cols = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+    two = tl.arange(0, 2)
+    cmask = cols < D
+    base = pid_b.to(tl.int64) * L * D
+    if HAS_H0:
+        h0 = tl.load(H0 + ((pid_b.to(tl.int64) * D + cols)[:, None] * 2 + two[None, :]),
+                     mask=cmask[:, None], other=0.0).to(tl.float32)
+        h0_r, h0_i = tl.split(h0)
+    c_r = tl.zeros([BLOCK_D], dtype=tl.float32)      # g at the first row after the tile
+    c_i = tl.zeros([BLOCK_D], dtype=tl.float32)
+    first = (rows == 0)[:, None]
+    for kk in tl.range(0, n_tiles):
+        t = (n_tiles - 1 - kk) * BLOCK_L + rows
+        valid = t < L
+        mask = valid[:, None] & cmask[None, :]
+        off = base + t.to(tl.int64)[:, None] * D + cols[None, :]
+        off2 = off[:, :, None] * 2 + two[None, None, :]
+        # the reverse gate conj(a_{t+1}); zero past the end (p = 1 there)
+        mask1 = (t + 1 < L)[:, None] & cmask[None, :]
+        p1 = tl.load(P + off + D, mask=mask1, other=1.0).to(tl.float32)
+        th1 = tl.load(TH + off + D, mask=mask1, other=0.0).to(tl.float32)
+        m1 = 1.0 - p1
+        ca_r = m1 * tl.cos(th1)
+        ca_i = -m1 * tl.sin(th1)
+        go = tl.load(GH + off2, mask=mask[:, :, None], other=0.0).to(tl.float32)
+        go_r, go_i = tl.split(go)
+        F_r, F_i, G_r, G_i = tl.associative_scan((ca_r, ca_i, go_r, go_i), 0, _compose, reverse=True)
+        g_r = G_r + F_r * c_r[None, :] - F_i * c_i[None, :]
+        g_i = G_i + F_r * c_i[None, :] + F_i * c_r[None, :]
+        # inputs at t and the state before t
+        p = tl.load(P + off, mask=mask, other=0.0).to(tl.float32)
+        th = tl.load(TH + off, mask=mask, other=0.0).to(tl.float32)
+        uu = tl.load(U + off2, mask=mask[:, :, None], other=0.0).to(tl.float32)
+        u_r, u_i = tl.split(uu)
+        maskh = (valid & (t >= 1))[:, None] & cmask[None, :]
+        hp = tl.load(H + (off2 - 2 * D), mask=maskh[:, :, None], other=0.0).to(tl.float32)
+        hp_r, hp_i = tl.split(hp)
+        if HAS_H0:
+            at0 = (t == 0)[:, None]
+            hp_r = tl.where(at0, h0_r[None, :], hp_r)
+            hp_i = tl.where(at0, h0_i[None, :], hp_i)
+        cs = tl.cos(th)
+        sn = tl.sin(th)
+        r_r = cs * hp_r - sn * hp_i
+        r_i = cs * hp_i + sn * hp_r
+        dp = g_r * (u_r - r_r) + g_i * (u_i - r_i)
+        dth = (p - 1.0) * (r_i * g_r - r_r * g_i)
+        tl.store(DP + off, dp, mask=mask)
+        tl.store(DTH + off, dth, mask=mask)
+        tl.store(DU + off2, tl.join(p * g_r, p * g_i), mask=mask[:, :, None])
+        c_r = tl.sum(tl.where(first, g_r, 0.0), axis=0)
+        c_i = tl.sum(tl.where(first, g_i, 0.0), axis=0)
+    if HAS_H0:  # c = g_0 now; ∂L/∂h0 = conj(a_0) g_0
+        off0 = base + cols
+        p0 = tl.load(P + off0, mask=cmask, other=0.0).to(tl.float32)
+        th0 = tl.load(TH + off0, mask=cmask, other=0.0).to(tl.float32)
+        m0 = 1.0 - p0
+        a0_r = m0 * tl.cos(th0)
+        a0_i = -m0 * tl.sin(th0)
+        d_r, d_i = _cmul(a0_r, a0_i, c_r, c_i)
+        tl.store(DH0 + ((pid_b.to(tl.int64) * D + cols)[:, None] * 2 + two[None, :]),
+                 tl.join(d_r, d_i), mask=cmask[:, None])
+
+
+def _pairs(u: torch.Tensor) -> torch.Tensor:
+    """``u`` as a contiguous real ``(..., 2)`` tensor of (re, im) pairs (complex → view_as_real)."""
+    if u.is_complex():
+        return torch.view_as_real(u.resolve_conj().contiguous())
+    return u.contiguous()
+
+
+def _launch_fwd(p, theta, u2, h02, config):
+    B, L, D = p.shape
+    BL, BD, warps = config
+    h2 = torch.empty(B, L, D, 2, device=p.device, dtype=torch.float32)
+    grid = (B, triton.cdiv(D, BD))
+    _fwd_kernel[grid](p, theta, u2, h02 if h02 is not None else h2, h2, L, D, triton.cdiv(L, BL),
+                      HAS_H0=h02 is not None, BLOCK_L=BL, BLOCK_D=BD, num_warps=warps)
+    return h2
+
+
+def _launch_bwd(p, theta, u2, h02, h2, g2, config):
+    B, L, D = p.shape
+    BL, BD, warps = config
+    dp = torch.empty_like(p)
+    dth = torch.empty_like(theta)
+    du2 = torch.empty_like(u2)
+    dh02 = torch.empty_like(h02) if h02 is not None else None
+    grid = (B, triton.cdiv(D, BD))
+    _bwd_kernel[grid](p, theta, u2, h02 if h02 is not None else h2, h2, g2, dp, dth, du2,
+                      dh02 if dh02 is not None else dp, L, D, triton.cdiv(L, BL),
+                      HAS_H0=h02 is not None, BLOCK_L=BL, BLOCK_D=BD, num_warps=warps)
+    return dp, dth, du2, dh02
+
+
+class TritonScan(torch.autograd.Function):
+    """Autograd wrapper: ``(p, θ, u, h0) -> h``; ``u`` complex64 or real ``(B, L, D, 2)`` pairs."""
+
+    @staticmethod
+    def forward(ctx, p, theta, u, h0, fwd_config, bwd_config):
+        p, theta = p.contiguous(), theta.contiguous()
+        u2 = _pairs(u)
+        h02 = None if h0 is None else torch.view_as_real(h0.to(torch.complex64).resolve_conj().contiguous())
+        h2 = _launch_fwd(p, theta, u2, h02, fwd_config)
+        ctx.save_for_backward(p, theta, u2, h02, h2)
+        ctx.u_complex = u.is_complex()
+        ctx.bwd_config = bwd_config
+        return torch.view_as_complex(h2)
+
+    @staticmethod
+    def backward(ctx, gh):
+        p, theta, u2, h02, h2 = ctx.saved_tensors
+        g2 = torch.view_as_real(gh.to(torch.complex64).resolve_conj().contiguous())
+        dp, dth, du2, dh02 = _launch_bwd(p, theta, u2, h02, h2, g2, ctx.bwd_config)
+        du = torch.view_as_complex(du2) if ctx.u_complex else du2
+        dh0 = torch.view_as_complex(dh02) if dh02 is not None else None
+        return dp, dth, du, dh0, None, None
+
+
+def scan_triton(p: torch.Tensor, theta: torch.Tensor, u: torch.Tensor, h0: torch.Tensor | None = None,
+                fwd_config: tuple[int, int, int] | None = None,
+                bwd_config: tuple[int, int, int] | None = None) -> torch.Tensor:
+    """The MIPT recurrence on a CUDA device by the fused Triton kernel.
+
+    Args:
+        p, theta: real ``(B, L, D)``, float32 or bf16 (float16 works too); read as float32.
+        u: complex64 ``(B, L, D)``, or its real ``(B, L, D, 2)`` (re, im) pairs in float32 or bf16
+            (the narrow form for bf16 training; its gradient comes back in the same form).
+        h0: complex ``(B, D)`` or None.
+        fwd_config, bwd_config: ``(BLOCK_L, BLOCK_D, num_warps)``; defaults chosen on an H200.
+
+    Returns:
+        complex64 ``h`` of shape ``(B, L, D)``; differentiable in ``p``, ``theta``, ``u``, ``h0``.
+    """
+    if u.is_complex():
+        if u.dtype != torch.complex64:
+            raise ValueError(f"u must be complex64 for the Triton kernel (float32 state); got {u.dtype}. "
+                             f"Use method='chunked' for complex128.")
+    elif not (u.dim() == 4 and u.shape[-1] == 2 and u.is_floating_point()):
+        raise ValueError(f"u must be complex64 (B, L, D) or real (re, im) pairs (B, L, D, 2); "
+                         f"got dtype {u.dtype} and shape {tuple(u.shape)}")
+    if tuple(u.shape[:3]) != tuple(p.shape) or p.shape != theta.shape:
+        raise ValueError(f"p, theta and u must share (B, L, D); got p {tuple(p.shape)}, "
+                         f"theta {tuple(theta.shape)}, u {tuple(u.shape)}")
+    if p.is_complex() or theta.is_complex():
+        raise ValueError(f"p and theta must be real; got {p.dtype}, {theta.dtype}")
+    if p.device.type != "cuda" and not _interpreting():
+        raise ValueError(f"the Triton kernel needs a CUDA device; got p on {p.device}. Use method='chunked'.")
+    return TritonScan.apply(p, theta, u, h0, fwd_config or DEFAULT_CONFIG, bwd_config or BWD_CONFIG)
+
+
+def _interpreting() -> bool:
+    import os
+
+    return os.environ.get("TRITON_INTERPRET", "") == "1"
