@@ -110,8 +110,8 @@ def _canonical(file_split: str, root) -> tuple[list[str], list[int], str]:
     found = sources.find_files([key], root)
     if found is not None:
         texts, labels = read_ag_news_csv(found[key])
-        return texts, labels, f"{found[key]} (sha256 checked against data/manifests)"
-    hub = sources.hub_status()
+        return texts, labels, sources.describe(found[key], key)
+    hub = sources.hub_status(repo=HUB_REPO)
     what = f"AG News split {file_split!r}"
     if not hub:
         raise sources.missing_files_error(what, [key], root, hub, PREPARE_HINT)

@@ -6,8 +6,8 @@ Source order for every canonical file (the same for AG News and WikiText):
    ``data/manifests/``: the ``root`` argument if given, else ``MINIMIPT_DATA`` if set, else the
    repository's ``data/`` (and its git-ignored ``data/raw/``, where ``prepare --from`` copies files);
 2. otherwise Hugging Face ``datasets`` (``fancyzhx/ag_news``, ``Salesforce/wikitext``), only when the
-   hub is reachable -- decided in about a second: ``HF_HUB_OFFLINE``/``HF_DATASETS_OFFLINE`` or a
-   missing ``datasets`` package answer at once, else one TCP connection with a short timeout;
+   hub is reachable -- decided within about two seconds: ``HF_HUB_OFFLINE``/``HF_DATASETS_OFFLINE``
+   or a missing ``datasets`` package answer at once, else one HTTP request with a short timeout;
 3. otherwise :class:`FileNotFoundError` naming the missing files, the folders searched and the
    command that prepares them.
 
@@ -22,12 +22,10 @@ from __future__ import annotations
 
 import hashlib
 import os
-import socket
 import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlparse
 
 from ..env import DATA_VAR, data_dir, repo_root
 
@@ -43,6 +41,7 @@ __all__ = [
     "search_roots",
     "find_files",
     "hub_status",
+    "describe",
     "hub_load",
     "missing_files_error",
 ]
@@ -184,15 +183,17 @@ class HubStatus:
         return self.online
 
 
-def hub_status(timeout: float = 1.5) -> HubStatus:
+def hub_status(timeout: float = 2.0, repo: str = "fancyzhx/ag_news") -> HubStatus:
     """Can ``datasets`` reach the hub? Answers within about ``timeout`` seconds, never retries.
 
     Offline when ``HF_HUB_OFFLINE`` or ``HF_DATASETS_OFFLINE`` is set, when ``datasets`` is not
-    installed, or when one TCP connection to the hub (``HF_ENDPOINT``, default huggingface.co:443)
-    does not open within ``timeout``. The probe runs in a daemon thread so that a slow DNS lookup
-    cannot stall the caller either.
+    installed, or when one request for the dataset's hub record
+    (``<HF_ENDPOINT or https://huggingface.co>/api/datasets/<repo>``) does not return HTTP 200
+    within ``timeout`` (an open TCP port is not enough: proxies accept connections too). The
+    request runs in a daemon thread so that a slow DNS lookup cannot stall the caller either.
     """
     import importlib.util
+    import urllib.request
 
     for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
         if os.environ.get(var, "").strip().lower() in _TRUE:
@@ -204,25 +205,30 @@ def hub_status(timeout: float = 1.5) -> HubStatus:
     if missing:
         return HubStatus(False, "the optional `datasets` package is not installed "
                                 "(pip install -e \".[data]\")")
-    url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
-    host, port = url.hostname or "huggingface.co", url.port or (80 if url.scheme == "http" else 443)
-    result: list[BaseException | None] = []
+    url = (os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/") + f"/api/datasets/{repo}"
+    result: list[object] = []
 
     def probe() -> None:
         try:
-            socket.create_connection((host, port), timeout=timeout).close()
-            result.append(None)
-        except OSError as err:
+            with urllib.request.urlopen(url, timeout=timeout) as reply:
+                result.append(reply.status)
+        except Exception as err:  # URLError, HTTPError, socket errors, TLS errors
             result.append(err)
 
     thread = threading.Thread(target=probe, daemon=True)
     thread.start()
     thread.join(timeout + 0.5)
     if not result:
-        return HubStatus(False, f"{host}:{port} did not answer within {timeout:g} s")
-    if result[0] is not None:
-        return HubStatus(False, f"cannot reach {host}:{port} ({result[0]})")
-    return HubStatus(True, f"{host}:{port} reachable")
+        return HubStatus(False, f"{url} did not answer within {timeout:g} s")
+    if result[0] != 200:
+        return HubStatus(False, f"{url} is not reachable ({result[0]!r})")
+    return HubStatus(True, f"{url} answered")
+
+
+def describe(path: Path, key: str) -> str:
+    """How a found file was checked, for a loader's ``source`` field."""
+    how = "sha256 verified" if key in known_hashes() else "UNVERIFIED: no published sha256"
+    return f"{path} ({how})"
 
 
 def hub_load(repo: str, config: str | None, split: str):

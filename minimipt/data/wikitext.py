@@ -87,8 +87,8 @@ def load_wikitext(name: str, split: str, root: str | Path | None = None, *, raw:
     found = sources.find_files([key], root)
     if found is not None:
         return TextSplit(found[key].read_text(encoding="utf-8"), f"{name}/{split}" + ("-raw" if raw else ""),
-                         f"{found[key]} (sha256 checked against data/manifests)")
-    hub = sources.hub_status()
+                         sources.describe(found[key], key))
+    hub = sources.hub_status(repo=HUB_REPO)
     what = f"WikiText {name!r} split {split!r}"
     prepare = f"python -m minimipt data prepare {name} --from DIR"
     if not hub:

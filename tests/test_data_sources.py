@@ -1,0 +1,216 @@
+"""Loaders: bundled samples, verified local files, hub fallback, and the errors when all fail."""
+
+from __future__ import annotations
+
+import csv
+import time
+
+import pytest
+import torch
+
+import minimipt.data as D
+from minimipt.data import ag_news, sources, wikitext
+
+
+@pytest.fixture
+def fake_manifest(tmp_path, monkeypatch):
+    """Point the manifests at a temporary folder; ``add(key, path)`` records a file's real hash."""
+    folder = tmp_path / "manifests"
+    folder.mkdir()
+    (folder / "samples.sha256").write_text((sources.MANIFEST_DIR / "samples.sha256").read_text())
+    monkeypatch.setattr(sources, "MANIFEST_DIR", folder)
+
+    def add(key, path):
+        with open(folder / "fake.sha256", "a") as f:
+            f.write(f"{sources.sha256_file(path)}  {key}\n")
+    return add
+
+
+def _write_ag_csv(path, per_class=1900):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f, quoting=csv.QUOTE_ALL)
+        for i in range(per_class):
+            for c in (1, 2, 3, 4):
+                w.writerow([str(c), f"title {c} {i}", f"body \\ of row {i}, class {c}"])
+
+
+# ---------------------------------------------------------------------------------- samples
+
+def test_ag_news_sample_splits_are_balanced_disjoint_and_seeded():
+    full = D.load_ag_news("sample")
+    assert len(full) == 800 and torch.bincount(full.labels).tolist() == [200] * 4
+    tr, ev = D.load_ag_news("sample-train"), D.load_ag_news("sample-eval")
+    assert len(tr) == 600 and len(ev) == 200
+    assert torch.bincount(tr.labels).tolist() == [150] * 4 and torch.bincount(ev.labels).tolist() == [50] * 4
+    assert not set(tr.texts) & set(ev.texts)
+    assert sorted(tr.texts + ev.texts) == sorted(full.texts)
+    again = D.load_ag_news("sample-train")
+    assert again.texts == tr.texts and torch.equal(again.labels, tr.labels)
+    other = D.load_ag_news("sample-train", split_seed=1)
+    assert other.texts != tr.texts
+    assert "split_seed=0" in tr.name and "sample" in tr.name
+    assert tr.classes == ("World", "Sports", "Business", "Sci/Tech")
+
+
+def test_wikitext_sample_splits():
+    parts = {s: D.load_wikitext("wikitext-2", f"sample-{s}") for s in ("train", "valid", "test")}
+    for s, p in parts.items():
+        assert p.text.startswith(" \n = ") and p.text.endswith(" \n")
+        assert p.n_words == D.count_words(p.text) > 1000
+    assert parts["valid"].text.splitlines()[1] == " = Homarus gammarus = "  # first valid article
+
+
+def test_samples_small_and_attributed():
+    total = sum(p.stat().st_size for p in sources.SAMPLES_DIR.rglob("*") if p.is_file())
+    assert total <= 1_000_000
+    readme = (sources.SAMPLES_DIR.parent / "README.md").read_text()
+    for needle in ("Zhang", "non-commercial", "CC BY-SA 3.0", "Merity"):
+        assert needle in readme
+
+
+def test_default_splits_follow_smoke_mode():
+    assert D.default_splits("ag_news", smoke=True) == ("sample-train", "sample-eval")
+    assert D.default_splits("ag_news", smoke=False) == ("train", "test")
+    assert D.default_splits("wikitext") == ("sample-train", "sample-valid", "sample-test")  # conftest: smoke
+    with pytest.raises(ValueError, match="dataset"):
+        D.default_splits("imdb")
+
+
+def test_bad_arguments_name_themselves():
+    with pytest.raises(ValueError, match="split='dev'"):
+        D.load_ag_news("dev")
+    with pytest.raises(ValueError, match="name='wikitext-3'"):
+        D.load_wikitext("wikitext-3", "train")
+    with pytest.raises(ValueError, match="bundled"):
+        D.load_wikitext("wikitext-103", "sample-train")
+    with pytest.raises(ValueError, match="root"):
+        D.load_ag_news("sample", root="/tmp")
+
+
+# ------------------------------------------------------------------------- local canonical files
+
+def test_checksum_mismatch_names_the_file(tmp_path):
+    bad = tmp_path / "ag_news_csv" / "test.csv"
+    _write_ag_csv(bad, per_class=3)  # not the canonical bytes
+    with pytest.raises(D.ChecksumError, match=r"ag_news_csv/test\.csv") as err:
+        D.load_ag_news("test", root=tmp_path)
+    assert str(bad) in str(err.value) and "521465c2" in str(err.value)
+
+
+def test_sample_tampering_is_caught(tmp_path, monkeypatch):
+    fake = tmp_path / "samples"
+    (fake / "wikitext-2-sample").mkdir(parents=True)
+    for p in (sources.SAMPLES_DIR / "wikitext-2-sample").iterdir():
+        (fake / "wikitext-2-sample" / p.name).write_text(p.read_text() + "x")
+    monkeypatch.setattr(sources, "SAMPLES_DIR", fake)
+    with pytest.raises(D.ChecksumError, match="wiki.valid.tokens"):
+        D.load_wikitext("wikitext-2", "sample-valid")
+
+
+def test_offline_protocol_from_a_verified_root(tmp_path, fake_manifest):
+    path = tmp_path / "ag_news" / "test.csv"  # the alias folder name is accepted too
+    _write_ag_csv(path)
+    fake_manifest("ag_news_csv/test.csv", path)
+    tr = D.load_ag_news("offline-train", root=tmp_path)
+    ev = D.load_ag_news("offline-eval", root=tmp_path)
+    assert (len(tr), len(ev)) == (5600, 2000)
+    assert torch.bincount(tr.labels).tolist() == [1400] * 4 and torch.bincount(ev.labels).tolist() == [500] * 4
+    assert not set(tr.texts) & set(ev.texts)
+    assert "offline-train" in tr.name and "offline" in ev.name
+    tr1 = D.load_ag_news("offline-train", root=tmp_path, split_seed=1)
+    assert tr1.texts != tr.texts
+    # the text is "title description" and labels 0-3 follow the class column 1-4
+    assert all(t.startswith(f"title {y + 1} ") for t, y in zip(tr.texts, tr.labels.tolist()))
+
+
+def test_unknown_hash_is_accepted_with_a_warning(tmp_path):
+    path = tmp_path / "wikitext-103" / "wiki.train.tokens"
+    path.parent.mkdir()
+    path.write_text(" \n = A = \n \n a b c \n")
+    with pytest.warns(D.UnverifiedFileWarning, match="wiki.train.tokens"):
+        split = D.load_wikitext("wikitext-103", "train", root=tmp_path)
+    assert split.n_words == 3 + 3 + 4  # " = A = " and " a b c " have 3 tokens each; 4 lines
+    assert "UNVERIFIED" in split.source
+
+
+def test_minimipt_data_env_is_a_search_root(tmp_path, monkeypatch):
+    monkeypatch.setenv("MINIMIPT_DATA", str(tmp_path))
+    assert sources.search_roots() == [tmp_path, tmp_path / "raw"]
+    assert sources.search_roots("/x") == [sources.search_roots("/x")[0]]
+
+
+# ----------------------------------------------------------------------------- hub and offline
+
+def test_missing_files_offline_fail_fast_with_the_fix(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(sources, "hub_load", lambda *a: pytest.fail("hub used while offline"))
+    t0 = time.perf_counter()
+    with pytest.raises(FileNotFoundError) as err:
+        D.load_ag_news("train", root=tmp_path)
+    msg = str(err.value)
+    assert "ag_news_csv/train.csv" in msg and str(tmp_path) in msg
+    assert "python -m minimipt data prepare ag_news --from DIR" in msg and "HF_HUB_OFFLINE" in msg
+    with pytest.raises(FileNotFoundError, match=r"wikitext-103/wiki\.test\.tokens.*prepare wikitext-103"):
+        D.load_wikitext("wikitext-103", "test", root=tmp_path)
+    assert time.perf_counter() - t0 < 10
+
+
+@pytest.mark.parametrize("endpoint", ["http://127.0.0.1:9", "http://10.255.255.1:9"])
+def test_hub_probe_answers_within_seconds_without_offline_flags(monkeypatch, endpoint, tmp_path):
+    """No offline flag set: the connection probe itself must fail fast (refused / unroutable)."""
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", endpoint)
+    monkeypatch.setattr(sources, "hub_load", lambda *a: pytest.fail("hub used while unreachable"))
+    t0 = time.perf_counter()
+    status = sources.hub_status(timeout=1.0)
+    assert not status and ":9" in status.reason
+    with pytest.raises(FileNotFoundError, match="prepare"):
+        D.load_wikitext("wikitext-2", "valid", root=tmp_path)
+    assert time.perf_counter() - t0 < 10
+
+
+def test_offline_flags_answer_at_once(monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    t0 = time.perf_counter()
+    status = sources.hub_status()
+    assert not status and "HF_DATASETS_OFFLINE" in status.reason
+    assert time.perf_counter() - t0 < 0.5
+
+
+def test_hub_fallback_when_online(tmp_path, monkeypatch):
+    """With files absent and the hub reachable, rows come from `datasets` (faked here)."""
+    calls = []
+    sample = D.load_wikitext("wikitext-2", "sample-valid").text
+    rows = [line if line.strip() else "" for line in sample.splitlines(keepends=True)]
+
+    def fake_load(repo, config, split):
+        calls.append((repo, config, split))
+        if repo == ag_news.HUB_REPO:
+            return {"text": ["a b", "c d"], "label": [3, 0]}
+        return {"text": rows}
+
+    monkeypatch.setattr(sources, "hub_status", lambda **kw: sources.HubStatus(True, "faked"))
+    monkeypatch.setattr(sources, "hub_load", fake_load)
+    got = D.load_ag_news("test", root=tmp_path)
+    assert got.texts == ["a b", "c d"] and got.labels.tolist() == [3, 0] and "hub:" in got.source
+    with pytest.warns(D.UnverifiedFileWarning):  # the excerpt is not the canonical valid file
+        text = D.load_wikitext("wikitext-2", "valid", root=tmp_path)
+    assert text.text == sample  # rows reassemble into the file's bytes
+    assert calls == [("fancyzhx/ag_news", None, "test"), ("Salesforce/wikitext", "wikitext-2-v1", "validation")]
+
+
+def test_hub_error_is_reported_as_missing_files(tmp_path, monkeypatch):
+    def broken(*a):
+        raise ConnectionError("rate limited")
+    monkeypatch.setattr(sources, "hub_status", lambda **kw: sources.HubStatus(True, "faked"))
+    monkeypatch.setattr(sources, "hub_load", broken)
+    with pytest.raises(FileNotFoundError, match="rate limited"):
+        D.load_ag_news("train", root=tmp_path)
+
+
+def test_wikitext_count_words_convention():
+    assert wikitext.count_words(" \n = T = \n a , b \n") == 0 + 3 + 3 + 3
+    assert wikitext.count_words("a b", eos_per_line=False) == 2
