@@ -46,6 +46,7 @@ JS_ERRORS = f"""() => {{
     const panel = {JS_PANEL};
     if (!panel) return [];
     return [...panel.querySelectorAll('.jp-OutputArea-output')]
+        .filter(el => !el.querySelector('.jp-OutputArea-output'))  // innermost: a widget nests outputs
         .filter(el => {{
             const text = el.innerText || '';
             const stderr = el.getAttribute('data-mime-type') === 'application/vnd.jupyter.stderr';
@@ -94,7 +95,8 @@ class Browsing:
         try:
             return self.page.wait_for_function(js, arg=arg, timeout=timeout_ms, polling=100)
         except PlaywrightTimeout:
-            self.fail(f"timed out after {timeout_ms / 1000:.0f} s waiting for {what}")
+            pass  # fail outside the handler: the message is ours, not Playwright's traceback
+        self.fail(f"timed out after {timeout_ms / 1000:.0f} s waiting for {what}")
 
     def open_and_run_all(self, notebook: str) -> None:
         """Open ``notebook`` in a fresh workspace, wait for an idle kernel, run all cells, wait."""
@@ -148,13 +150,16 @@ def test_explorer_slider_redraws_plot(browsing):
     before_src, before_value = page.evaluate(JS_INTERACT_IMG), readout.inner_text()
     before_shot = browsing.shot("before", explorer)
 
-    slider.locator(".noUi-handle").first.focus()
-    page.keyboard.press("ArrowRight")  # one step, as a learner would with the keyboard
+    handle = slider.locator(".noUi-handle").first
+    now, top = (handle.get_attribute(a) for a in ("aria-valuenow", "aria-valuemax"))
+    at_max = now is not None and top is not None and float(now) >= float(top)
+    handle.focus()
+    page.keyboard.press("ArrowLeft" if at_max else "ArrowRight")  # one step, as with the keyboard
     # Redrawn (a new image) or failed (the callback's traceback shows in the widget's output).
     browsing.wait(f"""(old) => {{ const src = ({JS_INTERACT_IMG})();
                       return (src !== null && src !== old) || ({JS_ERRORS})().length > 0; }}""",
-                  f"the plot to redraw after moving the slider (readout {before_value!r} -> "
-                  f"{readout.inner_text()!r})", WIDGET_TIMEOUT_MS, arg=before_src)
+                  f"the plot to redraw after moving the slider from {before_value!r}",
+                  WIDGET_TIMEOUT_MS, arg=before_src)
     browsing.assert_no_errors("after moving the slider")
     after_src, after_value = page.evaluate(JS_INTERACT_IMG), readout.inner_text()
     after_shot = browsing.shot("after", explorer)
@@ -177,11 +182,10 @@ def test_start_here_reports_widgets_working(browsing):
     for name in ("widgets", "widgets in JupyterLab"):
         if not re.search(rf"^{re.escape(name)}\s+ok\b", report, re.M):
             browsing.fail(f"the environment check does not report {name!r} as ok:\n{report[:3000]}")
-    label = page.locator(".widget-label", has_text="widgets: working")
-    try:
-        label.wait_for(state="visible", timeout=WIDGET_TIMEOUT_MS)
-    except Exception:
-        browsing.fail("the Label 'widgets: working' did not render: the widgets frontend extension is not working")
+    browsing.wait("""() => [...document.querySelectorAll('.jp-NotebookPanel .widget-label')]
+                         .some(el => el.textContent.includes('widgets: working') && el.offsetParent !== null)""",
+                  "the Label 'widgets: working' to render (if it never does, the widgets frontend "
+                  "extension is not working)", WIDGET_TIMEOUT_MS)
     browsing.shot("widgets", page.locator(".jp-NotebookPanel:not(.lm-mod-hidden)"))
 
 
