@@ -33,7 +33,7 @@ Tokenizers (:mod:`minimipt.data.tokenizer`, need the ``tokenizers`` extra)::
     encode_fixed(tok, texts, length)         # -> ids (N, L) int64 padded with 0, lengths (N,)
     train_bpe(texts, vocab_size=16384)       # byte-level BPE; <pad>=0; decode(encode(t)) == t
 
-Prepared arrays (``python -m minimipt data prepare DATASET``, :mod:`minimipt.data.prepare`)::
+Prepared arrays (``python -m minimipt data prepare DATASET``, :mod:`minimipt.data.prepared`)::
 
     load_prepared("wikitext-2", "train").as_tensor()            # (T,) int64 token stream
     load_prepared("ag_news-offline-seed0", "offline-train").fixed_length(128)  # ids (N, 128), labels
@@ -47,7 +47,7 @@ from __future__ import annotations
 from ..env import smoke_mode
 from .ag_news import AG_NEWS_CLASSES, AG_NEWS_SPLITS, TextClassification, load_ag_news
 from .needle import NeedleTask, NeedleVocab, make_needle_splits, make_needle_task
-from .prepare import PREPARE_TARGETS, PreparedSplit, load_prepared, prepare
+from .prepared import PREPARE_TARGETS, PreparedSplit, load_prepared, prepare
 from .sources import ChecksumError, UnverifiedFileWarning, hub_status
 from .tokenizer import encode_fixed, load_tokenizer, train_bpe, train_wordlevel
 from .wikitext import WIKITEXT_NAMES, WIKITEXT_SPLITS, TextSplit, count_words, load_wikitext

@@ -9,7 +9,7 @@ from pathlib import Path
 
 def register(subparsers) -> None:
     """Add the ``data`` command (with ``prepare``, ``verify``, ``make-samples``) to the CLI."""
-    from .prepare import PREPARE_TARGETS
+    from .prepared import PREPARE_TARGETS
 
     data = subparsers.add_parser("data", help="prepare token arrays, verify raw files, rebuild samples")
     sub = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
@@ -39,7 +39,7 @@ def register(subparsers) -> None:
 
 
 def _prepare(args: argparse.Namespace) -> int:
-    from .prepare import prepare
+    from .prepared import prepare
 
     prepare(args.dataset, src=args.src, root=args.root, vocab_size=args.vocab_size,
             min_count=args.min_count, split_seed=args.split_seed, force=args.force,

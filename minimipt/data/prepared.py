@@ -273,7 +273,7 @@ class PreparedSplit:
 
     def as_tensor(self) -> torch.Tensor:
         """The whole token stream as an int64 tensor (T,)."""
-        return torch.from_numpy(np.asarray(self.tokens, dtype=np.int64))
+        return torch.from_numpy(np.array(self.tokens, dtype=np.int64))
 
     def fixed_length(self, length: int) -> tuple[torch.Tensor, torch.Tensor]:
         """AG News rows cut at ``length`` and right-padded: ids (N, L) int64, labels (N,) int64."""
@@ -287,7 +287,7 @@ class PreparedSplit:
         keep = col[None, :] < n[:, None]  # (N, L)
         idx = np.where(keep, start[:, None] + col[None, :], 0)
         ids = np.where(keep, np.asarray(self.tokens)[idx], self.meta["pad_id"]).astype(np.int64)
-        return torch.from_numpy(ids), torch.from_numpy(np.asarray(self.labels, dtype=np.int64))
+        return torch.from_numpy(ids), torch.from_numpy(np.array(self.labels, dtype=np.int64))
 
 
 def load_prepared(name: str, split: str, root: str | Path | None = None, *,
