@@ -20,6 +20,10 @@ __version__ = "0.1.0"
 
 from .env import get_device, seed_everything, setup, smoke_mode
 from .layer import MIPTLayer
+from .cache import CausalSparseCache
+from .generate import state_nbytes
+from .models import MIPTClassifier, MIPTLM
+from .transformer import TransformerClassifier, TransformerLM
 from .optim import count_parameters, param_groups
 from .scan import mipt_scan, register_scan_method, scan_methods
 from . import kernels  # noqa: E402,F401  registers scan method "triton" (imports Triton lazily, on CUDA only)
@@ -29,5 +33,6 @@ __all__ = [
     "setup", "smoke_mode", "get_device", "seed_everything",
     "mipt_scan", "register_scan_method", "scan_methods",
     "MIPTLayer",
+    "CausalSparseCache", "MIPTClassifier", "MIPTLM", "TransformerClassifier", "TransformerLM", "state_nbytes",
     "param_groups", "count_parameters",
 ]

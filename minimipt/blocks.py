@@ -1,0 +1,85 @@
+"""The MIPT block: pre-LN residual mixer (MIPT layer + optional causal sparse cache), then an MLP.
+
+Glossary (``minimipt/__init__.py``): B batch, L length, D state channels, d model width, K slots.
+
+    x̂_t = LN(x_t)
+    y_t = Re h_t  [+ r_t]          h from MIPTLayer on x̂ (no second norm), r from CausalSparseCache(x̂, log p)
+    x_t ← x_t + y_t
+    x_t ← x_t + W_2 GELU(W_1 LN(x_t))                (hidden width 4·d)
+
+The one LayerNorm ``norm`` feeds both the scan and the cache; the MIPT layer is built with
+``norm=False`` so nothing is normalised twice. ``step`` carries ``{"h": (B, D) complex,
+"cache": cache state or None}`` and matches ``forward`` token by token.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+
+from .cache import CausalSparseCache, check_cache_slots
+from .layer import MIPTLayer
+
+__all__ = ["FeedForward", "MIPTBlock"]
+
+
+class FeedForward(nn.Module):
+    """``W_2 GELU(W_1 x)`` with hidden width ``mult · d``."""
+
+    def __init__(self, d_model: int, mult: int = 4, dropout: float = 0.0):
+        super().__init__()
+        self.fc1 = nn.Linear(d_model, mult * d_model)
+        self.fc2 = nn.Linear(mult * d_model, d_model)
+        self.act = nn.GELU()
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.fc2(self.act(self.fc1(x))))
+
+
+class MIPTBlock(nn.Module):
+    """One MIPT block (see the module docstring). ``cache_slots``: 0 none, K ≥ 1, or None (unbounded)."""
+
+    def __init__(self, d_model: int, *, cache_slots: int | None = 0, cache_heads: int = 4,
+                 write_threshold: float = 0.0, cache_method: str = "auto", d_state: int | None = None,
+                 phase: str = "input", readout: str = "real", scan_method: str = "auto",
+                 p_init: tuple[float, float] = (1e-3, 0.1), theta_init: float = math.pi / 2,
+                 ffn_mult: int = 4, dropout: float = 0.0):
+        super().__init__()
+        check_cache_slots(cache_slots)
+        self.norm = nn.LayerNorm(d_model)
+        self.mixer = MIPTLayer(d_model, d_state, phase=phase, readout=readout, norm=False,
+                               scan_method=scan_method, p_init=p_init, theta_init=theta_init)
+        self.cache = None if cache_slots == 0 else CausalSparseCache(
+            d_model, cache_slots, heads=cache_heads, write_threshold=write_threshold, method=cache_method)
+        self.ffn_norm = nn.LayerNorm(d_model)
+        self.ffn = FeedForward(d_model, ffn_mult, dropout)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """``x``: ``(B, L, d)`` → ``(B, L, d)``; ``lengths`` (B,) only feeds the cache statistics."""
+        xh = self.norm(x)  # (B, L, d)
+        if self.cache is None:
+            y = self.mixer(xh)
+        else:
+            y, aux = self.mixer(xh, return_aux=True)
+            y = y + self.cache(xh, aux.log_p, lengths).to(y.dtype)
+        x = x + self.drop(y)
+        return x + self.ffn(self.ffn_norm(x))
+
+    def init_state(self, batch_size: int, device=None) -> dict:
+        return {"h": self.mixer.init_state(batch_size, device=device),
+                "cache": None if self.cache is None else self.cache.init_state(batch_size, device=device)}
+
+    def step(self, x_t: torch.Tensor, state: dict):
+        """``x_t``: ``(B, d)`` → ``(x_t (B, d), new state)``."""
+        xh = self.norm(x_t)
+        y, h, aux = self.mixer.step(xh, state["h"], return_aux=True)
+        cache_state = state["cache"]
+        if self.cache is not None:
+            r, cache_state = self.cache.step(xh, aux.log_p, cache_state)
+            y = y + r.to(y.dtype)
+        x_t = x_t + self.drop(y)
+        return x_t + self.ffn(self.ffn_norm(x_t)), {"h": h, "cache": cache_state}

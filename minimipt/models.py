@@ -1,0 +1,164 @@
+"""MIPT models: a sequence classifier and a language model with O(1)-per-token streaming.
+
+Glossary (``minimipt/__init__.py``): B batch, L length, d model width, V vocabulary, C classes, K slots.
+
+    x = E[tokens] (+ P[positions])  →  n_layers × MIPTBlock  →  LN
+    classifier:  logits = W_c · masked_mean_t(x_t)  over non-pad tokens           (B, C)
+    LM:          logits_t = E · x_t   (weights tied to the token embedding)          (B, L, V)
+
+Positions: the classifier uses a learned absolute position embedding by default, as the paper.
+The LM defaults to ``pos_embedding="none"``: the causal recurrence already knows order, and a
+learned table of ``max_len`` rows would cap streaming generation at ``max_len`` tokens, which
+would defeat the O(1) state. (With ``"learned"``, ``step`` past ``max_len`` raises ``ValueError``.)
+
+Padding (classifier): pads are left out of the pooled mean. The model is causal, so pads placed
+*after* the text (right padding) cannot change any real position; left padding would.
+
+Streaming state of :class:`MIPTLM` (``init_state``): ``{"t": int, "layers": [{"h": (B, D) complex,
+"cache": None or K slots of keys/values/scores}]}`` — its size does not depend on t for finite K
+(:func:`minimipt.state_nbytes` measures it).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .blocks import MIPTBlock
+from .cache import CacheStats, check_cache_slots
+from .embedding import TokenEmbedding, check_tokens, masked_mean
+from .generate import GenerateMixin
+
+__all__ = ["MIPTClassifier", "MIPTLM"]
+
+
+class _MIPTStack(nn.Module):
+    """Embedding, ``n_layers`` MIPT blocks and the final LayerNorm; cache report and aux loss."""
+
+    def __init__(self, vocab_size, d_model, n_layers, cache_slots, *, cache_heads, write_threshold,
+                 write_penalty, cache_method, d_state, phase, readout, scan_method, p_init, theta_init,
+                 ffn_mult, dropout, max_len, pos_embedding):
+        super().__init__()
+        if isinstance(n_layers, bool) or not isinstance(n_layers, int) or n_layers <= 0:
+            raise ValueError(f"n_layers must be a positive int; got {n_layers!r}")
+        check_cache_slots(cache_slots)
+        if write_penalty < 0:
+            raise ValueError(f"write_penalty must be >= 0; got {write_penalty}")
+        self.vocab_size, self.d_model, self.n_layers = vocab_size, d_model, n_layers
+        self.cache_slots, self.write_penalty = cache_slots, float(write_penalty)
+        self.embed = TokenEmbedding(vocab_size, d_model, pos_embedding, max_len, dropout)
+        self.blocks = nn.ModuleList(MIPTBlock(
+            d_model, cache_slots=cache_slots, cache_heads=cache_heads, write_threshold=write_threshold,
+            cache_method=cache_method, d_state=d_state, phase=phase, readout=readout, scan_method=scan_method,
+            p_init=p_init, theta_init=theta_init, ffn_mult=ffn_mult, dropout=dropout) for _ in range(n_layers))
+        self.final_norm = nn.LayerNorm(d_model)
+
+    def features(self, tokens: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.embed(tokens)  # (B, L, d)
+        for block in self.blocks:
+            x = block(x, lengths)
+        return self.final_norm(x)
+
+    def cache_stats(self) -> list[CacheStats]:
+        """Per layer, the :class:`~minimipt.cache.CacheStats` of the last forward ([] without a cache)."""
+        return [b.cache.last_stats for b in self.blocks if b.cache is not None and b.cache.last_stats is not None]
+
+    def aux_loss(self) -> torch.Tensor:
+        """``write_penalty · mean over layers of mean_t w_t`` from the last forward (0 if unused)."""
+        rates = [b.cache.last_write_rate for b in self.blocks
+                 if b.cache is not None and b.cache.last_write_rate is not None]
+        if self.write_penalty == 0 or not rates:
+            return self.final_norm.weight.new_zeros(())
+        return self.write_penalty * torch.stack(rates).mean()
+
+
+class MIPTClassifier(_MIPTStack):
+    """``(B, L)`` token ids → ``(B, n_classes)`` logits (masked mean pooling over non-pad tokens).
+
+    ``cache_slots``: 0 (no cache, the plain MIPT model), K ≥ 1, or None (unbounded). Layer options
+    (``d_state``, ``phase``, ``readout``, ``scan_method``, ``p_init``, ``theta_init``) go to every
+    :class:`~minimipt.MIPTLayer`; cache options to every :class:`~minimipt.CausalSparseCache`.
+    ``pad_id=None``: no padding, every token is pooled.
+    """
+
+    def __init__(self, vocab_size: int, n_classes: int, d_model: int, n_layers: int,
+                 cache_slots: int | None = 0, *, cache_heads: int = 4, write_threshold: float = 0.0,
+                 write_penalty: float = 0.0, cache_method: str = "auto", d_state: int | None = None,
+                 phase: str = "input", readout: str = "real", scan_method: str = "auto",
+                 p_init: tuple[float, float] = (1e-3, 0.1), theta_init: float = math.pi / 2,
+                 ffn_mult: int = 4, dropout: float = 0.0, max_len: int = 512, pos_embedding: str = "learned",
+                 pad_id: int | None = 0):
+        super().__init__(vocab_size, d_model, n_layers, cache_slots, cache_heads=cache_heads,
+                         write_threshold=write_threshold, write_penalty=write_penalty, cache_method=cache_method,
+                         d_state=d_state, phase=phase, readout=readout, scan_method=scan_method, p_init=p_init,
+                         theta_init=theta_init, ffn_mult=ffn_mult, dropout=dropout, max_len=max_len,
+                         pos_embedding=pos_embedding)
+        if isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 2:
+            raise ValueError(f"n_classes must be an int >= 2; got {n_classes!r}")
+        if pad_id is not None and not 0 <= pad_id < vocab_size:
+            raise ValueError(f"pad_id must be None or an id in [0, vocab_size={vocab_size}); got {pad_id}")
+        self.n_classes, self.pad_id = n_classes, pad_id
+        self.head = nn.Linear(d_model, n_classes)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        check_tokens(tokens, self.vocab_size)
+        mask = None if self.pad_id is None else tokens != self.pad_id  # (B, L)
+        lengths = None
+        if mask is not None:
+            lengths = mask.sum(1)
+            if bool((lengths == 0).any()):
+                raise ValueError(f"a sequence in the batch is all padding (pad_id={self.pad_id}); "
+                                 "every sequence needs at least one real token")
+        x = self.features(tokens, lengths)  # (B, L, d)
+        return self.head(masked_mean(x, mask))  # (B, C)
+
+
+class MIPTLM(GenerateMixin, _MIPTStack):
+    """``(B, L)`` token ids → ``(B, L, vocab_size)`` next-token logits, tied embeddings.
+
+    Streaming: ``state = lm.init_state(B)``; ``logits_t, state = lm.step(tokens_t, state)`` with
+    ``tokens_t`` ``(B,)``; ``lm.generate(prompt, max_new_tokens, temperature=1.0, top_k=None)``.
+    Same options as :class:`MIPTClassifier`; ``pos_embedding`` defaults to ``"none"`` (see module).
+    """
+
+    def __init__(self, vocab_size: int, d_model: int, n_layers: int, cache_slots: int | None = 0, *,
+                 cache_heads: int = 4, write_threshold: float = 0.0, write_penalty: float = 0.0,
+                 cache_method: str = "auto", d_state: int | None = None, phase: str = "input",
+                 readout: str = "real", scan_method: str = "auto", p_init: tuple[float, float] = (1e-3, 0.1),
+                 theta_init: float = math.pi / 2, ffn_mult: int = 4, dropout: float = 0.0, max_len: int = 1024,
+                 pos_embedding: str = "none"):
+        super().__init__(vocab_size, d_model, n_layers, cache_slots, cache_heads=cache_heads,
+                         write_threshold=write_threshold, write_penalty=write_penalty, cache_method=cache_method,
+                         d_state=d_state, phase=phase, readout=readout, scan_method=scan_method, p_init=p_init,
+                         theta_init=theta_init, ffn_mult=ffn_mult, dropout=dropout, max_len=max_len,
+                         pos_embedding=pos_embedding)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        check_tokens(tokens, self.vocab_size)
+        return F.linear(self.features(tokens), self.embed.tok.weight)  # (B, L, V)
+
+    def init_state(self, batch_size: int, device: torch.device | str | None = None) -> dict:
+        """State before any token (see the module docstring)."""
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+            raise ValueError(f"batch_size must be a positive int; got {batch_size!r}")
+        return {"t": 0, "layers": [b.init_state(batch_size, device) for b in self.blocks]}
+
+    def step(self, tokens_t: torch.Tensor, state: dict):
+        """One token per sequence: ``tokens_t`` ``(B,)`` → ``(logits_t (B, V), new state)``."""
+        check_tokens(tokens_t, self.vocab_size, ndim=1, name="tokens_t")
+        if not isinstance(state, dict) or "layers" not in state or len(state["layers"]) != self.n_layers:
+            raise ValueError("state must come from this model's init_state(batch_size)")
+        B = state["layers"][0]["h"].shape[0]
+        if tokens_t.shape[0] != B:
+            raise ValueError(f"tokens_t has batch {tokens_t.shape[0]} but the state was made for batch {B}")
+        t = state["t"]
+        x = self.embed(tokens_t[:, None], start=t)[:, 0]  # (B, d)
+        layers = []
+        for block, s in zip(self.blocks, state["layers"]):
+            x, s = block.step(x, s)
+            layers.append(s)
+        logits = F.linear(self.final_norm(x), self.embed.tok.weight)  # (B, V)
+        return logits, {"t": t + 1, "layers": layers}
