@@ -33,6 +33,8 @@ _COMMANDS: list = []
 def _load_commands() -> None:
     import importlib
 
+    if _COMMANDS:  # already loaded in this process
+        return
     for name in ("minimipt.data.cli", "minimipt.train.cli", "minimipt.report"):
         try:
             module = importlib.import_module(name)
