@@ -1,0 +1,241 @@
+"""MIPT models: causality, streaming == batched, O(1) state, input checks, save/load, counts."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+
+import minimipt
+from minimipt import MIPTLM, MIPTClassifier, count_parameters, state_nbytes
+from minimipt.blocks import MIPTBlock
+from minimipt.cache import write_scores
+
+V = 37
+# (cache_slots, write_threshold): no cache, K = 1, K = 4, unbounded, unbounded with a threshold
+CACHES = [(0, 0.0), (1, 0.0), (4, 0.0), (None, 0.0), (None, "split"), (3, "split")]
+
+
+def _lm(cache_slots=0, write_threshold=0.0, **kw):
+    """A small LM; ``write_threshold="split"`` sets each layer's τ between the two middle write
+    scores of a probe batch, so that the threshold really excludes about half of the tokens."""
+    torch.manual_seed(0)
+    split = write_threshold == "split"
+    model = MIPTLM(V, 16, 2, cache_slots=cache_slots, write_threshold=0.0 if split else write_threshold,
+                   cache_heads=2, **kw).eval()
+    if split:
+        with torch.no_grad():
+            x = model.embed(torch.randint(0, V, (3, 20), generator=torch.Generator().manual_seed(99)))
+            for block in model.blocks:
+                D = block.mixer.d_state
+                block.mixer.in_proj.weight[:D] *= 30  # spread the rates so that w varies by token
+                xh = block.norm(x)
+                w = write_scores(block.mixer(xh, return_aux=True)[1].log_p).exp().flatten().sort().values
+                block.cache.write_threshold = float(w[len(w) // 2 - 1:len(w) // 2 + 1].mean())
+                x = block(x)
+    return model
+
+
+def _stream(model, tokens):
+    state = model.init_state(tokens.shape[0])
+    out = []
+    for t in range(tokens.shape[1]):
+        logits, state = model.step(tokens[:, t], state)
+        out.append(logits)
+    return torch.stack(out, 1), state
+
+
+@pytest.mark.parametrize("cache_slots,write_threshold", CACHES)
+def test_lm_is_causal(cache_slots, write_threshold):
+    model = _lm(cache_slots, write_threshold)
+    gen = torch.Generator().manual_seed(1)
+    tokens = torch.randint(0, V, (3, 20), generator=gen)
+    with torch.no_grad():
+        ref = model(tokens)
+        for t in (1, 7, 19):
+            other = tokens.clone()
+            other[:, t:] = torch.randint(0, V, (3, 20 - t), generator=gen)
+            out = model(other)
+            torch.testing.assert_close(out[:, :t], ref[:, :t], atol=1e-6, rtol=0)
+            assert not torch.allclose(out[:, t], ref[:, t])  # the perturbation is visible where it happens
+
+
+@pytest.mark.parametrize("cache_slots,write_threshold", CACHES)
+def test_step_equals_forward(cache_slots, write_threshold):
+    model = _lm(cache_slots, write_threshold)
+    tokens = torch.randint(0, V, (2, 24), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        full = model(tokens)
+        streamed, state = _stream(model, tokens)
+    torch.testing.assert_close(streamed, full, atol=1e-4, rtol=1e-4)
+    if write_threshold == "split":  # the threshold really excluded tokens, and really let some in
+        stats = model.cache_stats()
+        assert any((s.eligible < 24).any() for s in stats) and any((s.written > 0).any() for s in stats)
+
+
+@pytest.mark.parametrize("options", [dict(phase="static"), dict(readout="proj", d_state=8),
+                                     dict(pos_embedding="learned", max_len=30), dict(scan_method="sequential")])
+def test_step_equals_forward_with_layer_options(options):
+    model = _lm(4, **options)
+    tokens = torch.randint(0, V, (2, 12), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        torch.testing.assert_close(_stream(model, tokens)[0], model(tokens), atol=1e-4, rtol=1e-4)
+
+
+@pytest.fixture
+def one_thread():
+    """Thousands of tiny steps: one thread avoids OpenMP spin-waits on a busy 2-core machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.mark.parametrize("cache_slots", [0, 4])
+def test_streaming_state_size_is_constant(cache_slots, one_thread):
+    torch.manual_seed(0)
+    model = MIPTLM(V, 8, 1, cache_slots=cache_slots, cache_heads=2).eval()
+    state = model.init_state(2)
+    tokens = torch.randint(0, V, (2, 5000))
+    sizes = {}
+    with torch.no_grad():
+        for t in range(5000):
+            logits, state = model.step(tokens[:, t], state)
+            if t + 1 in (10, 5000):
+                sizes[t + 1] = state_nbytes(state)
+    assert torch.isfinite(logits).all()
+    assert sizes[10] == sizes[5000] == state_nbytes(model.init_state(2)) > 0
+    assert state["t"] == 5000
+
+
+def test_unbounded_cache_state_grows():
+    model = _lm(None)
+    _, s10 = _stream(model, torch.randint(0, V, (1, 10)))
+    _, s20 = _stream(model, torch.randint(0, V, (1, 20)))
+    assert state_nbytes(s20) > state_nbytes(s10)
+
+
+def test_generate_greedy_matches_forward_argmax():
+    model = _lm(2)
+    prompt = torch.randint(0, V, (2, 5), generator=torch.Generator().manual_seed(4))
+    out = model.generate(prompt, 6, temperature=0)
+    assert out.shape == (2, 11) and torch.equal(out[:, :5], prompt)
+    with torch.no_grad():
+        for t in range(5, 11):
+            assert torch.equal(model(out[:, :t])[:, -1].argmax(-1), out[:, t])
+    sampled = model.generate(prompt[0], 4, temperature=0.8, top_k=3, generator=torch.Generator().manual_seed(0))
+    assert sampled.shape == (9,) and sampled.max() < V
+
+
+def test_bad_inputs_raise_value_error():
+    lm = _lm(2)
+    clf = MIPTClassifier(V, 4, 16, 1, cache_slots=2, cache_heads=2)
+    for model in (lm, clf):
+        with pytest.raises(ValueError, match="vocab_size"):
+            model(torch.tensor([[1, V]]))
+        with pytest.raises(ValueError, match="vocab_size"):
+            model(torch.tensor([[-1, 2]]))
+        with pytest.raises(ValueError, match="shape"):
+            model(torch.tensor([1, 2, 3]))
+        with pytest.raises(ValueError, match="empty"):
+            model(torch.zeros(2, 0, dtype=torch.long))
+        with pytest.raises(ValueError, match="integer"):
+            model(torch.zeros(2, 3))
+    state = lm.init_state(2)
+    with pytest.raises(ValueError, match="tokens_t"):
+        lm.step(torch.tensor([[1], [2]]), state)
+    with pytest.raises(ValueError, match="batch"):
+        lm.step(torch.tensor([1, 2, 3]), state)
+    with pytest.raises(ValueError, match="all padding"):
+        clf(torch.tensor([[3, 4], [0, 0]]))
+    with pytest.raises(ValueError, match="max_len"):
+        MIPTClassifier(V, 4, 16, 1, max_len=8)(torch.ones(1, 9, dtype=torch.long))
+    with pytest.raises(ValueError, match="cache_slots"):
+        MIPTLM(V, 16, 1, cache_slots=-2)
+    with pytest.raises(ValueError, match="pos_embedding"):
+        MIPTLM(V, 16, 1, pos_embedding="rotary")
+    with pytest.raises(ValueError, match="prompt"):
+        lm.generate(torch.zeros(1, 0, dtype=torch.long), 3)
+
+
+def test_classifier_shapes_padding_and_stats():
+    torch.manual_seed(0)
+    clf = MIPTClassifier(V, 4, 16, 2, cache_slots=3, cache_heads=2, pad_id=0).eval()
+    tokens = torch.randint(1, V, (2, 10))
+    with torch.no_grad():
+        logits = clf(tokens)
+        padded = clf(torch.cat([tokens, torch.zeros(2, 5, dtype=torch.long)], 1))  # right padding
+    assert logits.shape == (2, 4)
+    torch.testing.assert_close(padded, logits, atol=1e-5, rtol=1e-5)
+    stats = clf.cache_stats()
+    assert len(stats) == 2 and all(s.length.tolist() == [10, 10] for s in stats)
+    assert all(((s.held <= 3) & (s.held <= s.written) & (s.written <= 10)).all() for s in stats)
+
+
+def test_save_load_round_trip(tmp_path):
+    for model in (_lm(4, write_threshold=0.02, phase="static"),
+                  MIPTClassifier(V, 3, 16, 2, cache_slots=None, cache_heads=2).eval()):
+        path = tmp_path / "model.pt"
+        torch.save(model.state_dict(), path)
+        sd = torch.load(path, weights_only=True)
+        twin = type(model)(**_ctor_args(model)).eval()
+        twin.load_state_dict(sd)
+        tokens = torch.randint(1, V, (2, 9))
+        with torch.no_grad():
+            assert torch.equal(twin(tokens), model(tokens))
+
+
+def _ctor_args(model):
+    b = model.blocks[0]
+    kw = dict(vocab_size=V, d_model=model.d_model, n_layers=model.n_layers, cache_slots=model.cache_slots,
+              phase=b.mixer.phase, cache_heads=2)
+    if b.cache is not None:
+        kw["write_threshold"] = b.cache.write_threshold
+    if isinstance(model, MIPTClassifier):
+        kw["n_classes"] = model.n_classes
+    return kw
+
+
+def test_gate_gets_gradient_through_cache_alone():
+    """A loss on the cache's read-out alone reaches the measurement gate W_p (via log w in the logits)."""
+    torch.manual_seed(0)
+    D = 8
+    block = MIPTBlock(D, cache_slots=2, cache_heads=2)
+    x = torch.randn(2, 9, D)
+    xh = block.norm(x)
+    _, aux = block.mixer(xh, return_aux=True)
+    block.cache(xh, aux.log_p).square().sum().backward()
+    grad = block.mixer.in_proj.weight.grad  # rows [z | θ | u_re | u_im]
+    assert grad[:D].abs().sum() > 0  # the gate rows get a gradient
+    assert grad[D:].abs().sum() == 0  # nothing else of the scan does: it went through p only
+
+
+def test_write_penalty_aux_loss():
+    model = _lm(2, write_penalty=0.1)
+    model(torch.randint(0, V, (2, 8)))
+    loss = model.aux_loss()
+    assert loss.item() > 0
+    loss.backward()
+    assert model.blocks[0].mixer.in_proj.bias.grad.abs().sum() > 0
+    assert _lm(0).aux_loss().item() == 0
+
+
+def test_count_parameters_with_and_without_embeddings():
+    torch.manual_seed(0)
+    d = 16
+    lm = MIPTLM(V, d, 2, cache_slots=0)
+    clf = MIPTClassifier(V, 4, d, 2, max_len=64)
+    assert count_parameters(lm) - count_parameters(lm, embeddings=False) == V * d  # tied head counted once
+    assert count_parameters(clf) - count_parameters(clf, embeddings=False) == V * d + 64 * d
+    block = 2 * d + (d * 4 * d + 4 * d) + 2 * d + (d * 4 * d + 4 * d + 4 * d * d + d)  # norm, in_proj, ffn
+    assert count_parameters(lm, embeddings=False) == 2 * block + 2 * d
+    cached = MIPTLM(V, d, 2, cache_slots=4)
+    extra = 3 * d * d + 2 * (d * d + d)  # qkv, out_proj, gate
+    assert count_parameters(cached, embeddings=False) == count_parameters(lm, embeddings=False) + 2 * extra
+
+
+def test_exports():
+    for name in ("MIPTClassifier", "MIPTLM", "TransformerClassifier", "TransformerLM", "CausalSparseCache",
+                 "state_nbytes"):
+        assert name in minimipt.__all__ and hasattr(minimipt, name)
