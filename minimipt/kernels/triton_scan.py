@@ -30,14 +30,28 @@ Bytes per complex element at float32 inputs: forward reads p, θ (4 + 4), u (8),
 backward reads gout, p, θ, u, h (8 + 4 + 4 + 8 + 8) and writes dp, dθ, du (4 + 4 + 8) = 48.
 With bf16 ``p``, ``θ`` (and ``u`` given as bf16 (re, im) pairs) the reads shrink accordingly.
 
-This module imports Triton; :mod:`minimipt.kernels` imports it only on first use on a CUDA device.
+:mod:`minimipt.kernels` imports this module (and so Triton) only on first use on a CUDA device;
+without Triton the module still imports, and :func:`scan_triton` raises ``ImportError``.
 """
 
 from __future__ import annotations
 
+import os
+
 import torch
-import triton
-import triton.language as tl
+
+try:
+    import triton
+    import triton.language as tl
+    from triton.language.extra import libdevice
+except ImportError:  # keep the module importable without Triton (docs, package walks); scan_triton raises
+    triton = tl = libdevice = None
+
+
+def _jit(fn):
+    """``triton.jit`` when Triton is installed, else the plain function (never launched)."""
+    return triton.jit(fn) if triton is not None else fn
+
 
 __all__ = ["scan_triton", "TritonScan", "DEFAULT_CONFIG", "BWD_CONFIG"]
 
@@ -46,12 +60,12 @@ DEFAULT_CONFIG = (32, 32, 4)
 BWD_CONFIG = (32, 32, 4)
 
 
-@triton.jit
+@_jit
 def _cmul(ar, ai, br, bi):
     return ar * br - ai * bi, ar * bi + ai * br
 
 
-@triton.jit
+@_jit
 def _compose(al_r, al_i, bl_r, bl_i, ar_r, ar_i, br_r, br_i):
     """Compose the affine maps ``x ↦ a_l x + b_l`` (applied first) and ``x ↦ a_r x + b_r``."""
     a_r, a_i = _cmul(ar_r, ar_i, al_r, al_i)
@@ -59,9 +73,21 @@ def _compose(al_r, al_i, bl_r, bl_i, ar_r, ar_i, br_r, br_i):
     return a_r, a_i, b_r + br_r, b_i + br_i
 
 
-@triton.jit
+@_jit
+def _cos_sin(th, FAST_TRIG: tl.constexpr):
+    """``(cos θ, sin θ)``: libdevice's accurate versions, or the hardware approximations after
+    reducing θ to [-π, π] (absolute error about 1e-6)."""
+    if FAST_TRIG:
+        r = th - 6.283185307179586 * tl.floor(th * 0.15915494309189535 + 0.5)
+        return libdevice.fast_cosf(r), libdevice.fast_sinf(r)
+    else:
+        return tl.cos(th), tl.sin(th)
+
+
+@_jit
 def _fwd_kernel(P, TH, U, H0, H, L, D, n_tiles,
-                HAS_H0: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr):
+                HAS_H0: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr,
+                FAST_TRIG: tl.constexpr):
     pid_b = tl.program_id(0)
     pid_d = tl.program_id(1)
     rows = tl.arange(0, BLOCK_L)                      # (BLOCK_L,)
@@ -88,8 +114,9 @@ def _fwd_kernel(P, TH, U, H0, H, L, D, n_tiles,
                      other=0.0).to(tl.float32)
         u_r, u_i = tl.split(uu)
         m = 1.0 - p
-        a_r = m * tl.cos(th)
-        a_i = m * tl.sin(th)
+        cs, sn = _cos_sin(th, FAST_TRIG)
+        a_r = m * cs
+        a_i = m * sn
         A_r, A_i, S_r, S_i = tl.associative_scan((a_r, a_i, p * u_r, p * u_i), 0, _compose)
         h_r = S_r + A_r * c_r[None, :] - A_i * c_i[None, :]
         h_i = S_i + A_r * c_i[None, :] + A_i * c_r[None, :]
@@ -99,9 +126,10 @@ def _fwd_kernel(P, TH, U, H0, H, L, D, n_tiles,
         c_i = tl.sum(tl.where(last, h_i, 0.0), axis=0)
 
 
-@triton.jit
+@_jit
 def _bwd_kernel(P, TH, U, H0, H, GH, DP, DTH, DU, DH0, L, D, n_tiles,
-                HAS_H0: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr):
+                HAS_H0: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr,
+                FAST_TRIG: tl.constexpr):
     pid_b = tl.program_id(0)
     pid_d = tl.program_id(1)
     rows = tl.arange(0, BLOCK_L)
@@ -127,8 +155,9 @@ def _bwd_kernel(P, TH, U, H0, H, GH, DP, DTH, DU, DH0, L, D, n_tiles,
         p1 = tl.load(P + off + D, mask=mask1, other=1.0).to(tl.float32)
         th1 = tl.load(TH + off + D, mask=mask1, other=0.0).to(tl.float32)
         m1 = 1.0 - p1
-        ca_r = m1 * tl.cos(th1)
-        ca_i = -m1 * tl.sin(th1)
+        cs1, sn1 = _cos_sin(th1, FAST_TRIG)
+        ca_r = m1 * cs1
+        ca_i = -m1 * sn1
         go = tl.load(GH + off2, mask=mask[:, :, None], other=0.0).to(tl.float32)
         go_r, go_i = tl.split(go)
         F_r, F_i, G_r, G_i = tl.associative_scan((ca_r, ca_i, go_r, go_i), 0, _compose, reverse=True)
@@ -146,8 +175,7 @@ def _bwd_kernel(P, TH, U, H0, H, GH, DP, DTH, DU, DH0, L, D, n_tiles,
             at0 = (t == 0)[:, None]
             hp_r = tl.where(at0, h0_r[None, :], hp_r)
             hp_i = tl.where(at0, h0_i[None, :], hp_i)
-        cs = tl.cos(th)
-        sn = tl.sin(th)
+        cs, sn = _cos_sin(th, FAST_TRIG)
         r_r = cs * hp_r - sn * hp_i
         r_i = cs * hp_i + sn * hp_r
         dp = g_r * (u_r - r_r) + g_i * (u_i - r_i)
@@ -162,8 +190,9 @@ def _bwd_kernel(P, TH, U, H0, H, GH, DP, DTH, DU, DH0, L, D, n_tiles,
         p0 = tl.load(P + off0, mask=cmask, other=0.0).to(tl.float32)
         th0 = tl.load(TH + off0, mask=cmask, other=0.0).to(tl.float32)
         m0 = 1.0 - p0
-        a0_r = m0 * tl.cos(th0)
-        a0_i = -m0 * tl.sin(th0)
+        cs0, sn0 = _cos_sin(th0, FAST_TRIG)
+        a0_r = m0 * cs0
+        a0_i = -m0 * sn0
         d_r, d_i = _cmul(a0_r, a0_i, c_r, c_i)
         tl.store(DH0 + ((pid_b.to(tl.int64) * D + cols)[:, None] * 2 + two[None, :]),
                  tl.join(d_r, d_i), mask=cmask[:, None])
@@ -178,17 +207,17 @@ def _pairs(u: torch.Tensor) -> torch.Tensor:
 
 def _launch_fwd(p, theta, u2, h02, config):
     B, L, D = p.shape
-    BL, BD, warps = config
+    BL, BD, warps, fast = (*config, False)[:4]
     h2 = torch.empty(B, L, D, 2, device=p.device, dtype=torch.float32)
     grid = (B, triton.cdiv(D, BD))
     _fwd_kernel[grid](p, theta, u2, h02 if h02 is not None else h2, h2, L, D, triton.cdiv(L, BL),
-                      HAS_H0=h02 is not None, BLOCK_L=BL, BLOCK_D=BD, num_warps=warps)
+                      HAS_H0=h02 is not None, BLOCK_L=BL, BLOCK_D=BD, FAST_TRIG=fast, num_warps=warps)
     return h2
 
 
 def _launch_bwd(p, theta, u2, h02, h2, g2, config):
     B, L, D = p.shape
-    BL, BD, warps = config
+    BL, BD, warps, fast = (*config, False)[:4]
     dp = torch.empty_like(p)
     dth = torch.empty_like(theta)
     du2 = torch.empty_like(u2)
@@ -196,7 +225,7 @@ def _launch_bwd(p, theta, u2, h02, h2, g2, config):
     grid = (B, triton.cdiv(D, BD))
     _bwd_kernel[grid](p, theta, u2, h02 if h02 is not None else h2, h2, g2, dp, dth, du2,
                       dh02 if dh02 is not None else dp, L, D, triton.cdiv(L, BL),
-                      HAS_H0=h02 is not None, BLOCK_L=BL, BLOCK_D=BD, num_warps=warps)
+                      HAS_H0=h02 is not None, BLOCK_L=BL, BLOCK_D=BD, FAST_TRIG=fast, num_warps=warps)
     return dp, dth, du2, dh02
 
 
@@ -234,11 +263,15 @@ def scan_triton(p: torch.Tensor, theta: torch.Tensor, u: torch.Tensor, h0: torch
         u: complex64 ``(B, L, D)``, or its real ``(B, L, D, 2)`` (re, im) pairs in float32 or bf16
             (the narrow form for bf16 training; its gradient comes back in the same form).
         h0: complex ``(B, D)`` or None.
-        fwd_config, bwd_config: ``(BLOCK_L, BLOCK_D, num_warps)``; defaults chosen on an H200.
+        fwd_config, bwd_config: ``(BLOCK_L, BLOCK_D, num_warps[, fast_trig])``; defaults chosen on
+            an H200 (notes/kernel.md).
 
     Returns:
         complex64 ``h`` of shape ``(B, L, D)``; differentiable in ``p``, ``theta``, ``u``, ``h0``.
     """
+    if triton is None:
+        raise ImportError("the Triton kernel needs the 'triton' package (pip install triton); "
+                          "or use mipt_scan(..., method='chunked')")
     if u.is_complex():
         if u.dtype != torch.complex64:
             raise ValueError(f"u must be complex64 for the Triton kernel (float32 state); got {u.dtype}. "
@@ -257,6 +290,4 @@ def scan_triton(p: torch.Tensor, theta: torch.Tensor, u: torch.Tensor, h0: torch
 
 
 def _interpreting() -> bool:
-    import os
-
     return os.environ.get("TRITON_INTERPRET", "") == "1"

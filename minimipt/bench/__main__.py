@@ -1,0 +1,22 @@
+"""``python -m minimipt.bench <benchmark> [options]``; ``--help`` lists the benchmarks."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    from . import scan
+
+    parser = argparse.ArgumentParser(prog="python -m minimipt.bench", description=__doc__)
+    sub = parser.add_subparsers(dest="bench", metavar="BENCHMARK", required=True)
+    scan.add_arguments(sub.add_parser("scan", help=scan.__doc__.splitlines()[0],
+                                      description=scan.__doc__,
+                                      formatter_class=argparse.RawDescriptionHelpFormatter))
+    args = parser.parse_args(argv)
+    return int(scan.run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

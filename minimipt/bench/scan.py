@@ -1,0 +1,403 @@
+"""Scan benchmark: time every mipt_scan method and the peer accelerated-scan in one run.
+
+For each shape (B, D, L), input dtype and method it measures the forward and the forward+backward
+time (median of triton.testing.do_bench on CUDA; of perf_counter repeats on the CPU), the achieved
+bandwidth against the memory floor, and the relative error of h against a float64 sequential
+reference on a slice (batch row 0, the first 64 channels, the whole length).
+
+Methods:
+  sequential   the reference loop (only where L <= 2048: it is one step per token)
+  chunked      pure PyTorch, closed form in chunks + recursive carry
+  triton       the fused Triton kernel (minimipt.kernels.triton_scan); bf16 inputs are given as
+               bf16 p, theta and bf16 (re, im) pairs of u
+  peer         accelerated_scan.complex.scan(forget, inputs) 0.3.1 on precomputed
+               forget = (1-p)e^{i theta}, inputs = p*u in its (B, C, T) complex64 layout
+  peer+gate    the same, with forget and inputs formed in PyTorch inside the timed region
+               (still in its own (B, C, T) layout: no transposes are charged)
+
+Bytes (the least each form must move, per complex element): ours read p, theta (4 or 2 B each) and
+u (8 B, or 4 as bf16 pairs) and write h (8 B); the backward reads dL/dh, p, theta, u, h and writes
+dp, dtheta, du. The peer's forward reads a and b and writes h (24 B); its backward reads a, h,
+dL/dh and writes da, db (40 B). The floor is those bytes over the device-to-device copy bandwidth
+measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import time
+from pathlib import Path
+
+import torch
+
+from ..env import get_device, repo_root, smoke_mode
+from ..scan import scan_methods, scan_sequential, mipt_scan
+
+__all__ = ["add_arguments", "run", "DEFAULT_SHAPES", "SMOKE_SHAPES"]
+
+DEFAULT_SHAPES = [(32, 512, 8192), (8, 1536, 4096), (16, 256, 2048)]  # (B, D, L)
+SMOKE_SHAPES = [(2, 16, 64), (1, 8, 100)]
+SEQUENTIAL_MAX_L = 2048
+ERR_CHANNELS = 64
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--shapes", default=None,
+                        help="comma-separated BxDxL, e.g. 32x512x8192,8x1536x4096 (default: the three "
+                             "issue shapes on CUDA, tiny ones on the CPU or in smoke mode)")
+    parser.add_argument("--dtypes", default="float32,bf16", help="input dtypes: float32, bf16")
+    parser.add_argument("--methods", default=None,
+                        help="comma-separated subset of sequential,chunked,triton,peer,peer+gate "
+                             "(default: all that are available)")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: MINIMIPT_DEVICE, else CUDA if present)")
+    parser.add_argument("--out", default=None, help="results JSON (default: results/bench/scan_<hw>.json)")
+    parser.add_argument("--sweep", action="store_true",
+                        help="also time the Triton kernel's block configurations at the first shape")
+    parser.add_argument("--commit", default=None, help="git commit to record (default: read with git)")
+
+
+def _parse_shapes(text: str) -> list[tuple[int, int, int]]:
+    shapes = []
+    for item in text.split(","):
+        parts = item.strip().lower().split("x")
+        if len(parts) != 3 or not all(p.isdigit() and int(p) > 0 for p in parts):
+            raise ValueError(f"--shapes: {item!r} is not BxDxL with positive integers (e.g. 32x512x8192)")
+        shapes.append(tuple(int(p) for p in parts))
+    return shapes
+
+
+# ---------------------------------------------------------------------------------------------
+# timing
+# ---------------------------------------------------------------------------------------------
+
+def _timer(device: torch.device):
+    if device.type == "cuda":
+        import triton.testing
+
+        def bench(fn) -> float:
+            fn()  # compile / warm up outside the timed region
+            torch.cuda.synchronize()
+            return float(triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median"))
+        return bench
+
+    def bench_cpu(fn) -> float:
+        fn()
+        times = []
+        t_end = time.perf_counter() + 0.5
+        while len(times) < 3 or (time.perf_counter() < t_end and len(times) < 50):
+            t0 = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t0) * 1e3)
+        return statistics.median(times)
+    return bench_cpu
+
+
+def _copy_bandwidth(device: torch.device, bench) -> float:
+    """Device-to-device copy bandwidth in bytes/s (bytes read + written)."""
+    n = (1 << 28) if device.type == "cuda" else (1 << 22)  # 1 GiB of float32 on the GPU
+    x = torch.randn(n, device=device)
+    y = torch.empty_like(x)
+    ms = bench(lambda: y.copy_(x))
+    return 2 * x.numel() * x.element_size() / (ms * 1e-3)
+
+
+# ---------------------------------------------------------------------------------------------
+# cases
+# ---------------------------------------------------------------------------------------------
+
+def _inputs(B: int, D: int, L: int, dtype: str, device: torch.device, seed: int):
+    """Fresh random inputs in our layout (B, L, D): float32 masters and the dtype's copies."""
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    # mostly small rates (long memory, the hard case for accuracy), never exactly 0
+    p = torch.sigmoid(2 * torch.randn(B, L, D, generator=gen) - 3)
+    theta = torch.randn(B, L, D, generator=gen)
+    u = torch.randn(B, L, D, 2, generator=gen)
+    gh = torch.randn(B, L, D, 2, generator=gen)
+    if dtype == "bf16":  # the reference sees the rounded values
+        p, theta, u = p.bfloat16().float(), theta.bfloat16().float(), u.bfloat16().float()
+    return {k: v.to(device) for k, v in dict(p=p, theta=theta, u=u, gh=gh).items()}
+
+
+def _reference(x: dict) -> torch.Tensor:
+    """float64 sequential h on the slice (row 0, first channels, all L), on the CPU: (L, Dc)."""
+    Dc = min(ERR_CHANNELS, x["p"].shape[2])
+    sl = (slice(0, 1), slice(None), slice(0, Dc))
+    p = x["p"][sl].double().cpu()
+    theta = x["theta"][sl].double().cpu()
+    u = torch.view_as_complex(x["u"][sl].double().cpu().contiguous())
+    return scan_sequential(p, theta, u)[0]
+
+
+def _rel(h: torch.Tensor, ref: torch.Tensor) -> float:
+    h = h.detach().to(torch.complex128).cpu()
+    return float((h - ref).abs().norm() / ref.abs().norm())
+
+
+def _bytes_ours(x: dict, p_dt: torch.dtype, u_bytes: int) -> tuple[int, int]:
+    sp = torch.finfo(p_dt).bits // 8
+    fwd = 2 * sp + u_bytes + 8
+    bwd = (8 + 2 * sp + u_bytes + 8) + (2 * sp + u_bytes)
+    return fwd, fwd + bwd
+
+
+def _case_ours(method: str, x: dict, dtype: str):
+    """(forward fn, forward+backward fn, output h, bytes fwd, bytes fwd+bwd) for our methods."""
+    lowp = dtype == "bf16"
+    pdt = torch.bfloat16 if lowp else torch.float32
+    p = x["p"].to(pdt)
+    theta = x["theta"].to(pdt)
+    gh = torch.view_as_complex(x["gh"])
+    if method == "triton" and lowp:
+        from ..kernels.triton_scan import scan_triton
+
+        u = x["u"].to(torch.bfloat16).contiguous()  # (B, L, D, 2) narrow pairs
+        fn = scan_triton
+        u_bytes = 4
+        as_c = lambda h: h  # noqa: E731
+    else:
+        u = torch.view_as_complex(x["u"].contiguous())
+        fn = lambda p, t, u: mipt_scan(p, t, u, method=method)  # noqa: E731
+        u_bytes = 8
+    leaves = [t.detach().clone().requires_grad_() for t in (p, theta, u)]
+
+    def fwd():
+        with torch.no_grad():
+            return fn(p, theta, u)
+
+    def fwd_bwd():
+        h = fn(*leaves)
+        return torch.autograd.grad(h, leaves, gh)
+
+    b_f, b_fb = _bytes_ours(x, pdt, u_bytes)
+    return fwd, fwd_bwd, b_f, b_fb
+
+
+def _case_peer(x: dict, with_gate: bool):
+    from accelerated_scan.complex import scan as peer_scan
+
+    # the peer's layout: (B, C, T) complex64, contiguous
+    p = x["p"].transpose(1, 2).contiguous()
+    theta = x["theta"].transpose(1, 2).contiguous()
+    u = torch.view_as_complex(x["u"].transpose(1, 2).contiguous())
+    gh = torch.view_as_complex(x["gh"].transpose(1, 2).contiguous())
+
+    def gate(p, theta, u):
+        return torch.polar(1 - p, theta), p * u
+
+    if with_gate:
+        leaves = [t.detach().clone().requires_grad_() for t in (p, theta, u)]
+
+        def fwd():
+            with torch.no_grad():
+                return peer_scan(*gate(p, theta, u))
+
+        def fwd_bwd():
+            return torch.autograd.grad(peer_scan(*gate(*leaves)), leaves, gh)
+        b_f, b_fb = _bytes_ours(x, torch.float32, 8)
+    else:
+        a, b = gate(p, theta, u)
+        leaves = [a.detach().clone().requires_grad_(), b.detach().clone().requires_grad_()]
+
+        def fwd():
+            with torch.no_grad():
+                return peer_scan(a, b)
+
+        def fwd_bwd():
+            return torch.autograd.grad(peer_scan(*leaves), leaves, gh)
+        b_f, b_fb = 24, 24 + 40
+    return fwd, fwd_bwd, b_f, b_fb
+
+
+def _peer_version() -> str | None:
+    try:
+        from importlib.metadata import version
+
+        import accelerated_scan.complex  # noqa: F401
+
+        return version("accelerated-scan")
+    except Exception:
+        return None
+
+
+# ---------------------------------------------------------------------------------------------
+# the sweep of the kernel's block configurations
+# ---------------------------------------------------------------------------------------------
+
+SWEEP_CONFIGS = [(16, 32, 2), (16, 32, 4), (32, 32, 4), (64, 32, 4), (64, 32, 8), (16, 64, 4),
+                 (32, 64, 4), (32, 64, 8), (64, 64, 8), (32, 16, 2), (8, 64, 2), (32, 128, 8),
+                 (32, 32, 4, True), (32, 64, 4, True)]  # (BLOCK_L, BLOCK_D, num_warps[, fast_trig])
+
+
+def _sweep(shape, device, bench, bw) -> list[dict]:
+    from ..kernels import triton_scan as ts
+
+    B, D, L = shape
+    x = _inputs(B, D, L, "float32", device, seed=123)
+    p, theta, u2 = x["p"], x["theta"], x["u"]
+    h2 = ts._launch_fwd(p, theta, u2, None, ts.DEFAULT_CONFIG)
+    g2 = x["gh"]
+    n = B * L * D
+    rows = []
+    for cfg in SWEEP_CONFIGS:
+        row = {"config": list(cfg)}
+        try:
+            hv = ts._launch_fwd(p, theta, u2, None, cfg)
+            row["h_rel_diff_vs_default"] = float((hv - h2).norm() / h2.norm())
+            del hv
+            row["fwd_ms"] = bench(lambda: ts._launch_fwd(p, theta, u2, None, cfg))
+            row["bwd_ms"] = bench(lambda: ts._launch_bwd(p, theta, u2, None, h2, g2, cfg))
+            row["fwd_TBps"] = 24 * n / (row["fwd_ms"] * 1e-3) / 1e12
+            row["bwd_TBps"] = 48 * n / (row["bwd_ms"] * 1e-3) / 1e12
+        except Exception as err:  # a config that does not compile (e.g. too many registers)
+            row["error"] = f"{type(err).__name__}: {str(err)[:200]}"
+        rows.append(row)
+        print(f"  sweep {cfg}: " + (f"fwd {row['fwd_ms']:.3f} ms ({row['fwd_TBps']:.2f} TB/s), "
+                                    f"bwd {row['bwd_ms']:.3f} ms ({row['bwd_TBps']:.2f} TB/s), "
+                                    f"h vs default {row['h_rel_diff_vs_default']:.1e}"
+                                    if "error" not in row else row["error"]), flush=True)
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# main
+# ---------------------------------------------------------------------------------------------
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=repo_root(),
+                             timeout=10)
+        return out.stdout.strip() or "unknown"
+    except Exception:
+        return "unknown"
+
+
+def run(args: argparse.Namespace) -> int:
+    t_start = time.time()
+    device = get_device(args.device)
+    small = smoke_mode() or device.type != "cuda"
+    shapes = _parse_shapes(args.shapes) if args.shapes else (SMOKE_SHAPES if small else DEFAULT_SHAPES)
+    dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
+    for d in dtypes:
+        if d not in ("float32", "bf16"):
+            raise ValueError(f"--dtypes: {d!r} is not one of float32, bf16")
+    peer_version = _peer_version() if device.type == "cuda" else None
+    from ..kernels import triton_available
+
+    available = ["sequential", "chunked"]
+    if "triton" in scan_methods() and triton_available(device):
+        available.append("triton")
+    if peer_version:
+        available += ["peer", "peer+gate"]
+    if args.methods:
+        methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+        known = {"sequential", "chunked", "triton", "peer", "peer+gate"}
+        for m in methods:
+            if m not in known:
+                raise ValueError(f"--methods: {m!r} is not one of {sorted(known)}")
+        skipped = [m for m in methods if m not in available]
+        if skipped:
+            print(f"not available here, skipped: {skipped}")
+        methods = [m for m in methods if m in available]
+    else:
+        methods = available
+
+    bench = _timer(device)
+    bw = _copy_bandwidth(device, bench)
+    print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else platform.processor() or 'cpu'}), "
+          f"copy bandwidth {bw / 1e12:.2f} TB/s", flush=True)
+
+    rows = []
+    for si, (B, D, L) in enumerate(shapes):
+        for dtype in dtypes:
+            x = _inputs(B, D, L, dtype, device, seed=1000 * si + len(dtype))
+            ref = _reference(x)
+            n = B * L * D
+            for method in methods:
+                if method == "sequential" and L > SEQUENTIAL_MAX_L and not small:
+                    continue
+                if method.startswith("peer") and dtype != "float32":
+                    continue  # the peer takes complex64 only
+                row = {"method": method, "B": B, "D": D, "L": L, "dtype": dtype}
+                try:
+                    if method.startswith("peer"):
+                        fwd, fwd_bwd, b_f, b_fb = _case_peer(x, method == "peer+gate")
+                        h = fwd().transpose(1, 2)[0, :, : ref.shape[1]]
+                    else:
+                        fwd, fwd_bwd, b_f, b_fb = _case_ours(method, x, dtype)
+                        h = fwd()[0, :, : ref.shape[1]]
+                    row["rel_err"] = _rel(h, ref)
+                    del h
+                    row["fwd_ms"] = bench(fwd)
+                    row["fwd_bwd_ms"] = bench(fwd_bwd)
+                    row["bytes_fwd"] = b_f * n
+                    row["bytes_fwd_bwd"] = b_fb * n
+                    row["fwd_TBps"] = b_f * n / (row["fwd_ms"] * 1e-3) / 1e12
+                    row["fwd_bwd_TBps"] = b_fb * n / (row["fwd_bwd_ms"] * 1e-3) / 1e12
+                    row["fwd_floor_ms"] = b_f * n / bw * 1e3
+                    row["fwd_bwd_floor_ms"] = b_fb * n / bw * 1e3
+                except torch.OutOfMemoryError as err:
+                    row["error"] = f"out of memory: {str(err)[:120]}"
+                finally:
+                    if device.type == "cuda":
+                        torch.cuda.empty_cache()
+                rows.append(row)
+                print(_fmt_row(row), flush=True)
+
+    sweep = _sweep(shapes[0], device, bench, bw) if args.sweep and "triton" in methods else None
+
+    import importlib.metadata as md
+
+    def _ver(name):
+        try:
+            return md.version(name)
+        except md.PackageNotFoundError:
+            return None
+
+    result = {
+        "benchmark": "scan",
+        "config": {"shapes_BDL": shapes, "dtypes": dtypes, "methods": methods, "smoke": small,
+                   "timer": "triton.testing.do_bench median (warmup 25 ms, rep 100 ms)" if device.type == "cuda"
+                   else "perf_counter median", "error_slice": f"batch row 0, first {ERR_CHANNELS} channels, all L; "
+                   "float64 sequential reference on the CPU"},
+        "git_commit": args.commit or _git_commit(),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "torch": torch.__version__, "triton": _ver("triton"), "accelerated_scan": peer_version,
+        "python": platform.python_version(),
+        "copy_bandwidth_TBps": bw / 1e12,
+        "rows": rows,
+        "sweep": sweep,
+        "wall_time_s": time.time() - t_start,
+    }
+    hw = result["device"].lower().replace("nvidia ", "").replace(" ", "_") if device.type == "cuda" else "cpu"
+    out = Path(args.out) if args.out else repo_root() / "results" / "bench" / f"scan_{hw}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    print()
+    print(_table(rows))
+    print(f"\nwrote {out} ({result['wall_time_s']:.0f} s)")
+    return 0
+
+
+def _fmt_row(r: dict) -> str:
+    head = f"{r['method']:<11} B={r['B']:<3} D={r['D']:<5} L={r['L']:<6} {r['dtype']:<8}"
+    if "error" in r:
+        return head + " " + r["error"]
+    return (head + f" fwd {r['fwd_ms']:8.3f} ms {r['fwd_TBps']:5.2f} TB/s  "
+            f"f+b {r['fwd_bwd_ms']:8.3f} ms {r['fwd_bwd_TBps']:5.2f} TB/s  err {r['rel_err']:.1e}")
+
+
+def _table(rows: list[dict]) -> str:
+    lines = ["| method | B, D, L | dtype | fwd ms | fwd TB/s | fwd floor ms | f+b ms | f+b TB/s | f+b floor ms | rel err |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['method']} | {r['B']}, {r['D']}, {r['L']} | {r['dtype']} | {r['error']} |||||||")
+            continue
+        lines.append(f"| {r['method']} | {r['B']}, {r['D']}, {r['L']} | {r['dtype']} | {r['fwd_ms']:.3f} | "
+                     f"{r['fwd_TBps']:.2f} | {r['fwd_floor_ms']:.3f} | {r['fwd_bwd_ms']:.3f} | "
+                     f"{r['fwd_bwd_TBps']:.2f} | {r['fwd_bwd_floor_ms']:.3f} | {r['rel_err']:.1e} |")
+    return "\n".join(lines)

@@ -1,0 +1,192 @@
+"""The Triton scan kernel (method "triton") against the sequential reference.
+
+GPU tests are marked ``gpu`` and skipped without CUDA and Triton (``pytest -m gpu tests/test_triton_scan.py``
+on a GPU machine). The CPU tests check the registration: importing minimipt never imports Triton,
+and without a GPU "auto" falls back to "chunked" without raising.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import minimipt
+from minimipt.scan import resolve_method, scan_chunked, scan_sequential
+
+
+def _has_triton() -> bool:
+    try:
+        import triton  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+needs_gpu = pytest.mark.skipif(not (torch.cuda.is_available() and _has_triton()),
+                               reason="needs a CUDA device and Triton")
+DEV = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def _rel(x: torch.Tensor, ref: torch.Tensor) -> float:
+    x = x.to(ref.dtype)
+    return float((x - ref).abs().norm() / ref.abs().norm().clamp_min(1e-300))
+
+
+def _problem(B, L, D, p_mode, seed, with_h0=True):
+    """float64 tensors on the CPU holding float32 values: p, theta, u, h0 (or None), gout."""
+    g = torch.Generator().manual_seed(seed)
+    if p_mode == "near0":
+        p = torch.full((B, L, D), 1e-6, dtype=torch.float64)
+    elif p_mode == "near1":
+        p = torch.full((B, L, D), 1 - 1e-6, dtype=torch.float64)
+    elif p_mode == "uniform":  # away from 0 and 1 (bf16 rounds 1 - 1e-6 to exactly 1)
+        p = 0.01 + 0.98 * torch.rand(B, L, D, generator=g, dtype=torch.float64)
+    else:  # mixed: all three regimes, channel by channel
+        p = torch.rand(B, L, D, generator=g, dtype=torch.float64)
+        p[..., 0::3] = 1e-6
+        # near 1 but never exactly 1 after float32 rounding: at p = 1 torch.polar's backward (used by
+        # the reference) drops the gate's term of dL/dp (sgn(0) = 0), while the kernel keeps it
+        p[..., 1::3] = 1 - 1e-6 * (0.5 + torch.rand(B, L, len(range(1, D, 3)), generator=g, dtype=torch.float64))
+    theta = 3 * torch.randn(B, L, D, generator=g, dtype=torch.float64)
+    u = torch.randn(B, L, D, generator=g, dtype=torch.complex128)
+    h0 = torch.randn(B, D, generator=g, dtype=torch.complex128) if with_h0 else None
+    gout = torch.randn(B, L, D, generator=g, dtype=torch.complex128)
+    # rounded to float32, so the float64 reference computes the function the kernel is given
+    f32 = lambda t: None if t is None else t.to(torch.complex64 if t.is_complex() else torch.float32).to(t.dtype)  # noqa: E731
+    return f32(p), f32(theta), f32(u), f32(h0), gout
+
+
+def _values_and_grads(fn, p, theta, u, h0, gout):
+    leaves = [t.detach().clone().requires_grad_() for t in (p, theta, u)]
+    if h0 is not None:
+        leaves.append(h0.detach().clone().requires_grad_())
+    h = fn(*leaves[:3], leaves[3] if h0 is not None else None)
+    loss = (h * gout.to(h.dtype).conj()).real.sum()  # dL/dh = gout
+    return h, torch.autograd.grad(loss, leaves)
+
+
+# ---------------------------------------------------------------------------------------------
+# CPU: registration and fallback
+# ---------------------------------------------------------------------------------------------
+
+def test_import_does_not_import_triton():
+    code = "import sys, minimipt; assert 'triton' not in sys.modules, 'triton imported'; " \
+           "assert 'triton' in minimipt.scan_methods(); print('ok')"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+def test_cpu_auto_falls_back_to_chunked_and_method_matches():
+    assert resolve_method("auto", torch.device("cpu")) in ("chunked",)
+    from minimipt.kernels import scan_triton_or_chunked, triton_available
+
+    assert not triton_available(torch.device("cpu"))
+    p, theta, u, h0, _ = _problem(2, 33, 5, "mixed", 0)
+    h = scan_triton_or_chunked(p, theta, u, h0)  # CPU: runs "chunked"
+    assert torch.allclose(h, scan_chunked(p, theta, u, h0))
+    with pytest.raises(ValueError, match="not available"):
+        minimipt.mipt_scan(p, theta, u, h0, method="triton")
+
+
+def test_scan_triton_rejects_bad_inputs():
+    from minimipt.kernels import triton_scan
+
+    if triton_scan.triton is None:
+        with pytest.raises(ImportError, match="triton"):
+            triton_scan.scan_triton(torch.rand(1, 2, 3), torch.rand(1, 2, 3), torch.randn(1, 2, 3, dtype=torch.complex64))
+        return
+    with pytest.raises(ValueError, match="complex64"):
+        triton_scan.scan_triton(torch.rand(1, 2, 3), torch.rand(1, 2, 3), torch.randn(1, 2, 3, dtype=torch.complex128))
+    with pytest.raises(ValueError, match=r"\(B, L, D, 2\)"):
+        triton_scan.scan_triton(torch.rand(1, 2, 3), torch.rand(1, 2, 3), torch.randn(1, 2, 3))
+    with pytest.raises(ValueError, match="share"):
+        triton_scan.scan_triton(torch.rand(1, 2, 3), torch.rand(1, 2, 4), torch.randn(1, 2, 3, dtype=torch.complex64))
+
+
+# ---------------------------------------------------------------------------------------------
+# GPU: values and gradients against the reference
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.gpu
+@needs_gpu
+def test_auto_picks_triton_on_cuda():
+    assert resolve_method("auto", DEV) == "triton"
+
+
+@pytest.mark.gpu
+@needs_gpu
+@pytest.mark.parametrize("p_mode", ["near0", "near1", "mixed"])
+@pytest.mark.parametrize("L", [1, 77, 1000, 4099])
+@pytest.mark.parametrize("with_h0", [True, False])
+def test_float32_values_and_grads(p_mode, L, with_h0):
+    B, D = 2, 45  # D not a multiple of any block
+    p, theta, u, h0, gout = _problem(B, L, D, p_mode, seed=L + 7 * with_h0, with_h0=with_h0)
+    to = lambda t: None if t is None else t.to(DEV)  # noqa: E731
+    h_ref, g_ref = _values_and_grads(scan_sequential, *(to(t) for t in (p, theta, u, h0, gout)))
+    f32 = lambda t: None if t is None else t.to(DEV, torch.complex64 if t.is_complex() else torch.float32)  # noqa: E731
+    h, g = _values_and_grads(lambda *a: minimipt.mipt_scan(*a, method="triton"),
+                             *(f32(t) for t in (p, theta, u, h0)), to(gout))
+    assert h.dtype == torch.complex64
+    assert _rel(h, h_ref) < 1e-5
+    for name, x, ref in zip(("p", "theta", "u", "h0"), g, g_ref):
+        assert x.dtype == (torch.complex64 if ref.is_complex() else torch.float32), name
+        assert _rel(x, ref) < 1e-5, (name, _rel(x, ref))
+
+
+@pytest.mark.gpu
+@needs_gpu
+@pytest.mark.parametrize("narrow_u", [False, True])
+def test_bf16_inputs(narrow_u):
+    """bf16 p, theta (and u as bf16 (re, im) pairs): the state is float32, so the result equals the
+    float64 reference on the *rounded* inputs to float32 accuracy."""
+    from minimipt.kernels.triton_scan import scan_triton
+
+    B, L, D = 3, 1029, 70
+    p, theta, u, h0, gout = _problem(B, L, D, "uniform", seed=5)
+    pb, tb = p.to(DEV, torch.bfloat16), theta.to(DEV, torch.bfloat16)
+    ub = torch.view_as_real(u).to(DEV, torch.bfloat16)
+    u_ref = torch.view_as_complex(ub.double()) if narrow_u else u.to(DEV)
+    h_ref, g_ref = _values_and_grads(scan_sequential, pb.double(), tb.double(), u_ref, h0.to(DEV), gout.to(DEV))
+    u_in = ub if narrow_u else u.to(DEV, torch.complex64)
+    leaves = [pb.clone().requires_grad_(), tb.clone().requires_grad_(), u_in.clone().requires_grad_(),
+              h0.to(DEV, torch.complex64).requires_grad_()]
+    h = scan_triton(*leaves)
+    g = torch.autograd.grad((h * gout.to(DEV, torch.complex64).conj()).real.sum(), leaves)
+    assert _rel(h, h_ref) < 1e-5
+    assert g[0].dtype == g[1].dtype == torch.bfloat16
+    assert g[2].dtype == (torch.bfloat16 if narrow_u else torch.complex64)
+    du = torch.view_as_complex(g[2].float()) if narrow_u else g[2]
+    for name, x, ref, tol in (("p", g[0], g_ref[0], 1e-2), ("theta", g[1], g_ref[1], 1e-2),
+                              ("u", du, g_ref[2], 1e-2 if narrow_u else 1e-5), ("h0", g[3], g_ref[3], 1e-5)):
+        assert _rel(x, ref) < tol, (name, _rel(x, ref))  # bf16 gradients: rounding at 2^-8
+
+
+@pytest.mark.gpu
+@needs_gpu
+def test_long_sequence_finite_and_exact():
+    """L = 65,536 in float32 stays finite and within 1e-4 of a float64 chunked run."""
+    B, L, D = 1, 65536, 40
+    p, theta, u, h0, _ = _problem(B, L, D, "mixed", seed=11)
+    ref = scan_chunked(p.to(DEV), theta.to(DEV), u.to(DEV), h0.to(DEV))
+    h = minimipt.mipt_scan(p.to(DEV, torch.float32), theta.to(DEV, torch.float32), u.to(DEV, torch.complex64),
+                           h0.to(DEV, torch.complex64), method="triton")
+    assert torch.isfinite(torch.view_as_real(h)).all()
+    assert _rel(h, ref) < 1e-4
+
+
+@pytest.mark.gpu
+@needs_gpu
+def test_every_output_written_and_equals_chunked_at_benchmark_like_shape():
+    """A wide shape (several column blocks, many tiles): equal to "chunked" in float32."""
+    B, L, D = 4, 3001, 300
+    g = torch.Generator().manual_seed(3)
+    p = torch.sigmoid(2 * torch.randn(B, L, D, generator=g) - 3).to(DEV)
+    theta = torch.randn(B, L, D, generator=g).to(DEV)
+    u = torch.randn(B, L, D, generator=g, dtype=torch.complex64).to(DEV)
+    h = minimipt.mipt_scan(p, theta, u, method="triton")
+    ref = minimipt.mipt_scan(p.double(), theta.double(), u.to(torch.complex128), method="chunked")
+    assert torch.isfinite(torch.view_as_real(h)).all()
+    assert _rel(h, ref) < 1e-5
