@@ -1,0 +1,174 @@
+"""Reference experiments as named grids of training runs: ``python -m minimipt.experiments NAME``.
+
+Each grid expands to runs ``results/<NAME>/<run>/`` (``results.json`` committed; checkpoints are
+git-ignored). The runner is resumable and time-bounded: a run whose ``results.json`` is complete is
+skipped, one with a checkpoint is resumed, and ``--max-minutes`` stops every run cleanly so a grid
+can advance in pieces (e.g. 10-minute GPU sessions). Several runs share one GPU in parallel
+(``--parallel``): these models are small, and one process cannot fill an H200.
+
+Same tuning effort for every model: each grid gives MIPT and the Transformer the same learning-rate
+candidates, seeds, data, schedule and width.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .env import repo_root
+
+__all__ = ["GRIDS", "expand", "main"]
+
+SEEDS = (0, 1, 2)
+
+
+def _runs(prefix: str, task: str, preset: str, variants: dict[str, dict], lrs, seeds=SEEDS, common=None):
+    out = []
+    for (vname, v), lr, seed in itertools.product(variants.items(), lrs, seeds):
+        args = {**(common or {}), **v, "lr": lr}
+        out.append({"name": f"{vname}-lr{lr:g}-s{seed}", "task": task, "preset": preset, "seed": seed, "set": args})
+    return out
+
+
+def _grid_ag_news():
+    variants = {
+        "mipt": {"model": "mipt", "cache_slots": 0},
+        "mipt-K16": {"model": "mipt", "cache_slots": 16},
+        "transformer": {"model": "transformer"},
+    }
+    return _runs("ag", "ag_news", "offline", variants, lrs=(3e-4, 1e-3, 3e-3))
+
+
+def _grid_needle():
+    variants = {
+        "mipt-K0": {"model": "mipt", "cache_slots": 0},
+        "mipt-K1": {"model": "mipt", "cache_slots": 1},
+        "mipt-K4": {"model": "mipt", "cache_slots": 4},
+        "mipt-K16": {"model": "mipt", "cache_slots": 16},
+        "mipt-unbounded": {"model": "mipt", "cache_slots": None, "write_threshold": 0.5},
+        "transformer": {"model": "transformer"},
+    }
+    return _runs("needle", "needle", "offline", variants, lrs=(3e-3,))
+
+
+def _grid_needle_long():
+    """Train at 512, test at 2,048 and 8,192 (no position embedding, so lengths transfer)."""
+    variants = {
+        "mipt-K0": {"model": "mipt", "cache_slots": 0},
+        "mipt-K4": {"model": "mipt", "cache_slots": 4},
+        "transformer": {"model": "transformer"},
+    }
+    common = {"pos_embedding": "none", "eval_lengths": [2048, 8192]}
+    return _runs("needle-long", "needle", "offline", variants, lrs=(3e-3,), common=common)
+
+
+def _grid_wikitext():
+    variants = {
+        "transformer": {"model": "transformer"},
+        "mipt-K0": {"model": "mipt", "cache_slots": 0},
+        "mipt-K16": {"model": "mipt", "cache_slots": 16},
+        "mipt-K64": {"model": "mipt", "cache_slots": 64},
+    }
+    return _runs("lm", "wikitext", "offline", variants, lrs=(1e-3,), seeds=(0,))
+
+
+def _grid_smoke():
+    variants = {"mipt": {"model": "mipt"}, "transformer": {"model": "transformer"}}
+    return _runs("smoke", "needle", "smoke", variants, lrs=(3e-3,), seeds=(0,))
+
+
+GRIDS = {
+    "ag_news-offline": _grid_ag_news,
+    "needle-512": _grid_needle,
+    "needle-long": _grid_needle_long,
+    "wikitext-2-offline": _grid_wikitext,
+    "smoke": _grid_smoke,
+}
+
+
+def expand(name: str) -> list[dict]:
+    if name not in GRIDS:
+        raise ValueError(f"unknown experiment {name!r}; choose one of {sorted(GRIDS)}")
+    return GRIDS[name]()
+
+
+def _command(run: dict, out: Path, max_minutes: float | None, extra_set: list[str]) -> list[str]:
+    cmd = [sys.executable, "-m", "minimipt", "train", run["task"], "--preset", run["preset"],
+           "--seed", str(run["seed"]), "--out", str(out), "--quiet"]
+    for key, value in run["set"].items():
+        cmd += ["--set", f"{key}={json.dumps(value)}"]
+    for s in extra_set:
+        cmd += ["--set", s]
+    if max_minutes:
+        cmd += ["--max-minutes", str(max_minutes)]
+    if (out / "checkpoint.pt").exists():
+        cmd.append("--resume")
+    return cmd
+
+
+def _status(out: Path) -> str:
+    res = out / "results.json"
+    if res.exists() and json.loads(res.read_text()).get("complete"):
+        return "done"
+    return "partial" if (out / "checkpoint.pt").exists() else "todo"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m minimipt.experiments", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("name", choices=sorted(GRIDS))
+    ap.add_argument("--results", default=None, help="folder for run folders (default: results/)")
+    ap.add_argument("--parallel", type=int, default=4, help="runs at once (they share the device)")
+    ap.add_argument("--max-minutes", type=float, default=None, help="wall-clock budget of this call")
+    ap.add_argument("--only", default=None, help="run only runs whose name contains this text")
+    ap.add_argument("--set", action="append", default=[], help="extra config override for every run")
+    ap.add_argument("--list", action="store_true", help="list the runs and their status, run nothing")
+    args = ap.parse_args(argv)
+
+    root = Path(args.results) if args.results else repo_root() / "results"
+    runs = [r for r in expand(args.name) if not args.only or args.only in r["name"]]
+    folder = root / args.name
+    if args.list:
+        for r in runs:
+            print(f"{_status(folder / r['name']):8s} {r['name']}")
+        return 0
+    todo = [r for r in runs if _status(folder / r["name"]) != "done"]
+    print(f"{args.name}: {len(runs)} runs, {len(todo)} to do, {args.parallel} at a time")
+    start = time.time()
+    pending, active, failed = list(todo), [], []
+    logs = folder / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    while pending or active:
+        left = None if args.max_minutes is None else args.max_minutes - (time.time() - start) / 60
+        while pending and len(active) < args.parallel and (left is None or left > 0.5):
+            run = pending.pop(0)
+            out = folder / run["name"]
+            log = open(logs / f"{run['name']}.log", "a")
+            cmd = _command(run, out, None if left is None else max(0.2, left - 0.3), args.set)
+            active.append((run, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy()),
+                           log))
+        if left is not None and left <= 0.5 and not active:
+            break
+        time.sleep(0.5)
+        for item in list(active):
+            run, proc, log = item
+            if proc.poll() is not None:
+                active.remove(item)
+                log.close()
+                state = _status(folder / run["name"])
+                if proc.returncode != 0:
+                    failed.append(run["name"])
+                print(f"[{time.time() - start:6.0f}s] {run['name']}: exit {proc.returncode}, {state}", flush=True)
+    done = sum(_status(folder / r["name"]) == "done" for r in runs)
+    print(f"{args.name}: {done}/{len(runs)} runs complete after {time.time() - start:.0f} s; failed: {failed or 'none'}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

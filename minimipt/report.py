@@ -1,0 +1,192 @@
+"""``python -m minimipt report``: rebuild the README results table and the result figures from the
+committed results files (``results/**/results.json``), never from numbers typed by hand.
+
+Runs are grouped by experiment (the folder under ``results/``) and *variant* (model, cache, write
+rule, attention, lengths). Within a variant, the learning rate is chosen by the mean *validation*
+metric over seeds (accuracy for classification, loss for language modelling); the held-out metric
+of that learning rate is then reported as mean ± sample standard deviation over seeds.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+from .env import repo_root
+
+__all__ = ["load_runs", "variant_of", "summarise", "render_table", "update_readme", "register"]
+
+START, END = "<!-- results -->", "<!-- /results -->"
+
+
+def load_runs(root: str | Path | None = None) -> list[dict]:
+    """Every complete ``results.json`` under ``root`` (default: the repository's ``results/``)."""
+    root = Path(root) if root is not None else repo_root() / "results"
+    runs = []
+    for path in sorted(root.rglob("results.json")):
+        res = json.loads(path.read_text())
+        if not res.get("complete"):
+            continue
+        res["_path"] = str(path)
+        res["_experiment"] = path.relative_to(root).parts[0]
+        runs.append(res)
+    return runs
+
+
+def variant_of(res: dict) -> str:
+    """A short human name for what was trained (everything but seed and learning rate)."""
+    c = res["config"]
+    if c["model"] == "transformer":
+        name = f"Transformer ({c.get('attention', 'sdpa')})"
+    else:
+        k = c.get("cache_slots")
+        cache = "no cache" if k == 0 else ("unbounded cache" if k is None else f"cache K={k}")
+        if c.get("write_threshold", 0) > 0:
+            cache += f", write p̄≥{c['write_threshold']}"
+        name = f"MIPT ({cache})"
+    extra = c.get("extra", {}) or {}
+    if extra.get("variant"):
+        name += f" [{extra['variant']}]"
+    if c.get("eval_lengths"):
+        name += f", trained at L={c['seq_len']}"
+    return name
+
+
+def _main_metric(res: dict) -> tuple[str, bool]:
+    """(metric name, higher is better) for the task."""
+    return ("accuracy", True) if res["config"]["task"] != "wikitext" else ("loss", False)
+
+
+def summarise(runs: list[dict]) -> dict[str, list[dict]]:
+    """Per experiment, one row per variant at its selected learning rate."""
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in runs:
+        groups[(r["_experiment"], variant_of(r), r["config"]["lr"])].append(r)
+    by_variant: dict[tuple, dict[float, list[dict]]] = defaultdict(dict)
+    for (exp, var, lr), rs in groups.items():
+        by_variant[(exp, var)][lr] = rs
+    table: dict[str, list[dict]] = defaultdict(list)
+    for (exp, var), lrs in sorted(by_variant.items()):
+        metric, higher = _main_metric(next(iter(lrs.values()))[0])
+
+        def val_score(rs):
+            vals = [r["metrics"].get("val", {}).get(metric) for r in rs]
+            vals = [v for v in vals if v is not None]
+            return statistics.mean(vals) if vals else float("nan")
+
+        best_lr = (max if higher else min)(lrs, key=lambda lr: val_score(lrs[lr]))
+        rs = lrs[best_lr]
+        row = {"variant": var, "lr": best_lr, "lrs_tried": sorted(lrs), "seeds": sorted(r["seed"] for r in rs),
+               "val": val_score(rs), "params": rs[0]["params"], "protocol": rs[0]["task"].get("protocol", ""),
+               "hardware": rs[0]["hardware"].get("gpu") or rs[0]["hardware"].get("device"),
+               "git_commit": rs[0].get("git_commit"), "wall_time_s": statistics.mean(r["wall_time_s"] for r in rs)}
+        for split in sorted({s for r in rs for s in r["metrics"] if s != "val"}):
+            keys = ("accuracy",) if higher else ("ppl_token", "ppl_word")
+            for key in keys:
+                vals = [r["metrics"][split][key] for r in rs if key in r["metrics"].get(split, {})]
+                if vals:
+                    row[f"{split}_{key}"] = (statistics.mean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0,
+                                             len(vals))
+        for key in ("slots_used_mean", "writes_per_seq"):
+            vals = [r["metrics"]["eval"].get(key) for r in rs if r["metrics"].get("eval", {}).get(key) is not None]
+            if vals:
+                row[key] = statistics.mean(vals)
+        table[exp].append(row)
+    return dict(table)
+
+
+def _fmt(v) -> str:
+    if isinstance(v, tuple):
+        m, s, n = v
+        return f"{m:.4f} ± {s:.4f} (n={n})" if m < 10 else f"{m:.1f} ± {s:.1f} (n={n})"
+    return "" if v is None else str(v)
+
+
+def render_table(summary: dict[str, list[dict]]) -> str:
+    """Markdown: one table per experiment, with its protocol stated above it."""
+    if not summary:
+        return "_No reference runs are committed yet._\n"
+    parts = []
+    for exp, rows in summary.items():
+        metric_cols = sorted({k for r in rows for k in r if re.match(r"eval.*_(accuracy|ppl_token|ppl_word)$", k)})
+        extra = [k for k in ("slots_used_mean", "writes_per_seq") if any(k in r for r in rows)]
+        parts.append(f"**{exp}** — {rows[0]['protocol']}. Hardware: {rows[0]['hardware']}. "
+                     f"Learning rate chosen on validation; held-out metric mean ± sd over seeds.\n")
+        head = ["variant", "params (all / non-emb.)", "lr (of)"] + metric_cols + extra
+        parts.append("| " + " | ".join(head) + " |")
+        parts.append("|" + "---|" * len(head))
+        for r in rows:
+            cells = [r["variant"], f"{r['params']['total']:,} / {r['params']['non_embedding']:,}",
+                     f"{r['lr']:g} ({', '.join(f'{x:g}' for x in r['lrs_tried'])})"]
+            cells += [_fmt(r.get(k)) for k in metric_cols]
+            cells += [f"{r[k]:.2f}" if k in r else "" for k in extra]
+            parts.append("| " + " | ".join(cells) + " |")
+        parts.append("")
+    return "\n".join(parts)
+
+
+def update_readme(text: str, readme: str | Path | None = None) -> None:
+    """Replace the block between ``<!-- results -->`` markers of the README."""
+    path = Path(readme) if readme is not None else repo_root() / "README.md"
+    body = path.read_text()
+    if START not in body or END not in body:
+        raise ValueError(f"{path} has no {START} ... {END} block to update")
+    pre, rest = body.split(START, 1)
+    _, post = rest.split(END, 1)
+    path.write_text(pre + START + "\n" + text.rstrip() + "\n" + END + post)
+
+
+def plot_summary(summary: dict[str, list[dict]], out_dir: Path) -> list[Path]:
+    """One bar chart per experiment (held-out metric of each variant, error bars = sd over seeds)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for exp, rows in summary.items():
+        key = next((k for k in rows[0] if k.startswith("eval") and k.endswith(("accuracy", "ppl_token"))), None)
+        if key is None:
+            continue
+        rows = [r for r in rows if key in r]
+        fig, ax = plt.subplots(figsize=(7, 0.45 * len(rows) + 1.2))
+        means = [r[key][0] for r in rows]
+        ax.barh(range(len(rows)), means, xerr=[r[key][1] for r in rows], color="tab:blue", alpha=0.8)
+        ax.set_yticks(range(len(rows)), [r["variant"] for r in rows], fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xlabel(key.replace("_", " "))
+        lo = min(means)
+        ax.set_xlim(max(0, lo - 0.1) if "accuracy" in key else 0, None)
+        ax.set_title(exp, fontsize=10)
+        fig.tight_layout()
+        path = out_dir / exp / "summary.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("report", help="rebuild the README results table and figures from results/")
+    p.add_argument("--results", default=None, help="folder of runs (default: results/)")
+    p.add_argument("--readme", default=None, help="README to update (default: the repository's)")
+    p.add_argument("--no-figures", action="store_true")
+    p.set_defaults(func=_run)
+
+
+def _run(args) -> int:
+    root = Path(args.results) if args.results else repo_root() / "results"
+    summary = summarise(load_runs(root))
+    text = render_table(summary)
+    update_readme(text, args.readme)
+    (root).mkdir(parents=True, exist_ok=True)
+    (root / "summary.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")
+    print(text)
+    if not args.no_figures:
+        for path in plot_summary(summary, root):
+            print(f"wrote {path}")
+    return 0

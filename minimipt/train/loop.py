@@ -1,0 +1,176 @@
+"""The training loop: AdamW + one-cycle schedule, bf16 autocast on CUDA, atomic checkpoints,
+resume, a wall-clock budget, and a results file with full provenance.
+
+Files in the run folder ``out``:
+
+* ``checkpoint.pt``: model, optimizer, scheduler, step, RNG states, elapsed time (atomic writes);
+* ``results.json``: config, seed, git commit, versions, hardware, wall time, parameter counts,
+  training curve and final metrics; ``"complete": false`` while the run is unfinished.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from pathlib import Path
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from .. import env
+from ..optim import count_parameters, param_groups
+from . import distributed
+from .checkpoint import atomic_write_json, load_checkpoint, save_checkpoint
+from .config import TrainConfig
+from .provenance import now_iso, provenance
+from .tasks import build_task
+
+__all__ = ["train"]
+
+CKPT, RESULTS = "checkpoint.pt", "results.json"
+
+
+def _amp_factory(device: torch.device, enabled: bool):
+    if enabled and device.type == "cuda":
+        return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext
+
+
+def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, max_minutes: float | None = None,
+          progress: bool = True, stop_after_steps: int | None = None) -> dict:
+    """Train ``cfg`` and write ``out/results.json``; returns the results dictionary.
+
+    ``resume``: continue from ``out/checkpoint.pt`` (the config must match). ``max_minutes``: stop
+    cleanly (checkpoint + partial results) once this much wall time has passed in this call, so a
+    long run can advance in bounded pieces. ``stop_after_steps``: stop after this many steps in this
+    call (tests use it to interrupt a run deterministically).
+    """
+    from tqdm.auto import tqdm
+
+    out = Path(out)
+    t_start = time.time()
+    device = env.get_device(cfg.device)
+    info, device = distributed.init(device)
+    ckpt_path = out / CKPT
+    if not resume and ckpt_path.exists():
+        raise ValueError(f"{ckpt_path} exists: pass --resume to continue that run, or choose a new --out")
+    env.seed_everything(cfg.seed)
+    task = build_task(cfg)
+    model = task.build_model(cfg).to(device)
+    n_params = {"total": count_parameters(model), "non_embedding": count_parameters(model, embeddings=False)}
+    opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay, verbose=progress and info.is_main),
+                            lr=cfg.lr, betas=(0.9, 0.95), fused=device.type == "cuda")
+    total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * task.steps_per_epoch))
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total_steps,
+                                                pct_start=cfg.warmup_frac, anneal_strategy="cos",
+                                                div_factor=25.0, final_div_factor=1e3)
+    step, elapsed, history = 0, 0.0, []
+    if resume:
+        ck = load_checkpoint(ckpt_path, map_location=device)
+        if ck["config"] != _comparable(cfg):
+            diff = {k: (ck["config"].get(k), v) for k, v in _comparable(cfg).items() if ck["config"].get(k) != v}
+            raise ValueError(f"cannot resume {ckpt_path}: the config differs (checkpoint, now): {diff}")
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])
+        step, elapsed, history = ck["step"], ck["elapsed"], ck["history"]
+        torch.set_rng_state(ck["rng_cpu"])
+        if device.type == "cuda" and "rng_cuda" in ck:
+            torch.cuda.set_rng_state(ck["rng_cuda"].cpu())
+    core = model
+    if info.enabled:
+        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    amp = _amp_factory(device, cfg.amp)
+    meta = {"config": cfg.to_dict(), "seed": cfg.seed, "task": task.describe(), "params": n_params,
+            "total_steps": total_steps, **provenance(device, info.world_size)}
+
+    def checkpoint() -> None:
+        if not info.is_main:
+            return
+        state = {"model": core.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                 "step": step, "elapsed": elapsed + (time.time() - t_start), "history": history,
+                 "config": _comparable(cfg), "rng_cpu": torch.get_rng_state()}
+        if device.type == "cuda":
+            state["rng_cuda"] = torch.cuda.get_rng_state()
+        save_checkpoint(state, ckpt_path)
+
+    def write_results(final: dict | None, complete: bool) -> dict:
+        wall = elapsed + (time.time() - t_start)
+        res = {**meta, "complete": complete, "steps": step, "wall_time_s": round(wall, 2),
+               "train_tokens_per_s": round(step * task.tokens_per_step / max(train_time, 1e-9), 1) if step else None,
+               "finished": now_iso(), "history": history, "metrics": final or {}}
+        if info.is_main:
+            atomic_write_json(out / RESULTS, res)
+        return res
+
+    model.train()
+    running, n_running, train_time = 0.0, 0, elapsed
+    steps_this_call = 0
+    bar = tqdm(total=total_steps, initial=step, disable=not (progress and info.is_main), desc=f"{cfg.task}/{cfg.model}",
+               unit="step")
+    deadline = None if max_minutes is None else t_start + 60 * max_minutes
+    stopped_early = False
+    while step < total_steps:
+        t0 = time.time()
+        batch = task.batch(step, info, device)
+        with amp():
+            loss = task.loss(model, batch)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        sched.step()
+        step += 1
+        steps_this_call += 1
+        lv = loss.item()
+        if not math.isfinite(lv):
+            raise FloatingPointError(f"training loss is {lv} at step {step}; lower --lr (now {cfg.lr})")
+        running += lv
+        n_running += 1
+        train_time += time.time() - t0
+        bar.update(1)
+        if step % cfg.eval_every == 0 or step == total_steps:
+            entry = {"step": step, "train_loss": running / n_running, "lr": sched.get_last_lr()[0]}
+            if info.is_main and "val" in _all_splits(task):
+                entry["val"] = task.evaluate(core, "val", device, amp)
+            history.append(entry)
+            bar.set_postfix(loss=f"{entry['train_loss']:.3f}")
+            running, n_running = 0.0, 0
+        if step % cfg.ckpt_every == 0 and step < total_steps:
+            checkpoint()
+        if (deadline and time.time() > deadline) or (stop_after_steps and steps_this_call >= stop_after_steps):
+            stopped_early = step < total_steps
+            break
+    bar.close()
+    if stopped_early:
+        checkpoint()
+        res = write_results(None, complete=False)
+        distributed.shutdown()
+        return res
+    final = {}
+    if info.is_main:
+        for split in _all_splits(task):
+            final[split] = task.evaluate(core, split, device, amp)
+    checkpoint()
+    res = write_results(final, complete=True)
+    if info.is_main and progress:
+        print(f"done: {step} steps, {res['wall_time_s']} s; " +
+              "; ".join(f"{k}: " + ", ".join(f"{m}={v:.4g}" for m, v in d.items() if isinstance(v, float))
+                        for k, d in final.items()))
+    distributed.shutdown()
+    return res
+
+
+def _all_splits(task) -> list[str]:
+    splits = list(task.eval_splits())
+    has_val = getattr(task, "val", None) is not None or "val" in splits
+    return (["val"] if has_val and "val" not in splits else []) + splits
+
+
+def _comparable(cfg: TrainConfig) -> dict:
+    """The config fields that must match to resume (the device may change)."""
+    d = cfg.to_dict()
+    d.pop("device", None)
+    return d

@@ -1,0 +1,177 @@
+"""Training entry point: smoke runs of every task, results files, atomic checkpoints, resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from minimipt.train import make_config, train
+from minimipt.train.checkpoint import load_checkpoint, save_checkpoint
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def data_home(tmp_path, monkeypatch):
+    """Prepared arrays go to a temporary MINIMIPT_DATA, never into the repository."""
+    monkeypatch.setenv("MINIMIPT_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("MINIMIPT_DEVICE", "cpu")
+
+
+REQUIRED = {"config", "seed", "git_commit", "torch_version", "hardware", "wall_time_s", "metrics", "params",
+            "complete", "history", "task"}
+
+
+@pytest.mark.parametrize("task,model,extra", [
+    ("needle", "mipt", {}),
+    ("needle", "mipt", {"cache_slots": 2}),
+    ("needle", "transformer", {}),
+    ("ag_news", "mipt", {}),
+    ("wikitext", "mipt", {"cache_slots": 4}),
+    ("wikitext", "transformer", {}),
+])
+def test_smoke_runs_write_results(tmp_path, task, model, extra):
+    cfg = make_config(task, "smoke", model=model, **extra)
+    res = train(cfg, tmp_path / "run", progress=False)
+    on_disk = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert REQUIRED <= set(on_disk) and on_disk["complete"]
+    assert on_disk["steps"] == on_disk["total_steps"] > 0
+    assert on_disk["params"]["total"] > on_disk["params"]["non_embedding"] > 0
+    if task == "wikitext":
+        assert res["metrics"]["eval"]["ppl_token"] > 1
+    else:
+        assert 0 <= res["metrics"]["eval"]["accuracy"] <= 1 and "val" in res["metrics"]
+
+
+def test_smoke_training_learns_the_needle(tmp_path):
+    """Not a timing test: the smoke preset must actually learn something (loss goes down)."""
+    cfg = make_config("needle", "smoke", epochs=6)
+    res = train(cfg, tmp_path / "run", progress=False)
+    losses = [h["train_loss"] for h in res["history"]]
+    assert losses[-1] < losses[0]
+
+
+def _params(path):
+    return load_checkpoint(path)["model"]
+
+
+def test_interrupted_run_resumes_to_the_same_model(tmp_path):
+    cfg = make_config("needle", "smoke", ckpt_every=5)
+    train(cfg, tmp_path / "full", progress=False)
+    part = train(cfg, tmp_path / "split", progress=False, stop_after_steps=7)
+    assert not part["complete"] and part["steps"] == 7
+    with pytest.raises(ValueError, match="--resume"):
+        train(cfg, tmp_path / "split", progress=False)
+    done = train(cfg, tmp_path / "split", progress=False, resume=True)
+    assert done["complete"] and done["steps"] == done["total_steps"]
+    a, b = _params(tmp_path / "full" / "checkpoint.pt"), _params(tmp_path / "split" / "checkpoint.pt")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)
+
+
+def test_resume_refuses_another_config(tmp_path):
+    train(make_config("needle", "smoke"), tmp_path / "r", progress=False, stop_after_steps=2)
+    with pytest.raises(ValueError, match="config differs"):
+        train(make_config("needle", "smoke", lr=1e-2), tmp_path / "r", progress=False, resume=True)
+
+
+def test_killed_process_resumes_without_losing_a_step(tmp_path):
+    """SIGKILL a real training process mid-run; --resume finishes it from the last checkpoint."""
+    out = tmp_path / "killed"
+    env = {**os.environ, "MINIMIPT_DATA": str(tmp_path / "data"), "MINIMIPT_DEVICE": "cpu"}
+    cmd = [sys.executable, "-m", "minimipt", "train", "needle", "--preset", "smoke", "--out", str(out),
+           "--quiet", "--set", "ckpt_every=1", "--set", "epochs=20"]
+    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    ckpt = out / "checkpoint.pt"
+    deadline = time.time() + 60
+    step = 0
+    while time.time() < deadline and proc.poll() is None:
+        if ckpt.exists():
+            try:
+                step = load_checkpoint(ckpt)["step"]
+            except Exception:  # noqa: BLE001 - only a complete file can be read; atomic writes guarantee it
+                pytest.fail("a checkpoint file was readable as a path but not loadable: not atomic")
+            if step >= 5:
+                break
+        time.sleep(0.05)
+    assert proc.poll() is None, f"training ended before it could be killed: {proc.communicate()[1].decode()[-800:]}"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = load_checkpoint(ckpt)["step"]
+    assert killed_at >= 5
+    res = subprocess.run(cmd + ["--resume"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    final = json.loads((out / "results.json").read_text())
+    assert final["complete"] and final["steps"] == final["total_steps"]
+    assert load_checkpoint(ckpt)["step"] == final["total_steps"]
+    assert not list(out.glob(".*.tmp")), "temporary checkpoint files were left behind"
+
+
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+    path = tmp_path / "c.pt"
+    save_checkpoint({"step": 1, "w": torch.ones(3)}, path)
+
+    def boom(*a, **k):
+        raise KeyboardInterrupt("interrupted mid-write")
+
+    monkeypatch.setattr(torch, "save", boom)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint({"step": 2, "w": torch.zeros(3)}, path)
+    monkeypatch.undo()
+    assert load_checkpoint(path)["step"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]
+
+
+def test_config_errors():
+    with pytest.raises(ValueError, match="task must be"):
+        make_config("mnist")
+    with pytest.raises(ValueError, match="preset must be"):
+        make_config("needle", "huge")
+    with pytest.raises(ValueError, match="unknown config keys"):
+        make_config("needle", "smoke", widht=3)
+    with pytest.raises(ValueError, match="lr must be"):
+        make_config("needle", "smoke", lr=0)
+
+
+def test_full_ag_news_config_runs_on_a_canonical_layout(tmp_path, monkeypatch):
+    """The standard protocol (train.csv / test.csv) runs unchanged on a tiny copy in the canonical layout."""
+    from minimipt.data import sources
+
+    src = tmp_path / "raw" / "ag_news_csv"
+    src.mkdir(parents=True)
+    sample = (sources.SAMPLES_DIR / "ag_news_sample.csv").read_text().splitlines(keepends=True)
+    (src / "train.csv").write_text("".join(sample[:400]))
+    (src / "test.csv").write_text("".join(sample[400:]))
+    # the tiny copy is not the canonical release: an empty manifest folder lets it through (with a warning)
+    monkeypatch.setattr(sources, "MANIFEST_DIR", tmp_path / "no-manifests")
+    cfg = make_config("ag_news", "full", d_model=16, n_layers=1, n_heads=2, seq_len=32, epochs=1, batch_size=32,
+                      data_root=str(tmp_path / "raw"))
+    with pytest.warns(sources.UnverifiedFileWarning):
+        res = train(cfg, tmp_path / "run", progress=False)
+    assert res["complete"] and res["task"]["n_eval"] == len(sample) - 400
+
+
+def test_report_builds_table_from_results(tmp_path):
+    from minimipt.report import load_runs, render_table, summarise, update_readme
+
+    for seed in (0, 1):
+        for lr in (1e-3, 3e-3):
+            train(make_config("needle", "smoke", seed=seed, lr=lr, epochs=1), tmp_path / "res" / "needle-smoke" /
+                  f"s{seed}-lr{lr}", progress=False)
+    summary = summarise(load_runs(tmp_path / "res"))
+    row = summary["needle-smoke"][0]
+    assert row["seeds"] == [0, 1] and row["lrs_tried"] == [1e-3, 3e-3]
+    text = render_table(summary)
+    assert "needle-smoke" in text and "MIPT (no cache)" in text
+    readme = tmp_path / "README.md"
+    readme.write_text("a\n<!-- results -->\nold\n<!-- /results -->\nb\n")
+    update_readme(text, readme)
+    assert "old" not in readme.read_text() and "MIPT (no cache)" in readme.read_text()
