@@ -13,9 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from lab_server import JupyterLab, stop_and_check
+from lab_server import NOTEBOOKS, JupyterLab, stop_and_check
 
-NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--no-first-run"]
 VIEWPORT = {"width": 1280, "height": 900}

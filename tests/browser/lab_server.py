@@ -35,7 +35,9 @@ from pathlib import Path
 
 import psutil
 
-__all__ = ["JupyterLab", "stop_and_check", "free_port", "port_is_open"]
+__all__ = ["NOTEBOOKS", "JupyterLab", "stop_and_check", "free_port", "port_is_open", "alive"]
+
+NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"  # the course
 
 # JupyterLab settings for a quiet, deterministic page: no news or update prompts, no autosave,
 # every cell kept in the DOM (no windowing) so waits can see all of them.
@@ -183,12 +185,12 @@ class JupyterLab:
                 self.api("POST", "shutdown", timeout=5.0)
             except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
                 pass  # already dying, or wedged: the signals below take over
-        _, alive = psutil.wait_procs(procs, timeout=timeout)
-        killed = [f"pid {p.pid} ({_name(p)})" for p in alive]
+        _, left = psutil.wait_procs(procs, timeout=timeout)
+        killed = [f"pid {p.pid} ({_name(p)})" for p in left]
         for sig, grace in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
-            if not alive:
+            if not left:
                 break
-            for p in alive:
+            for p in left:
                 try:
                     if p.pid == self.proc.pid:
                         os.killpg(p.pid, sig)  # the server's whole process group
@@ -196,7 +198,7 @@ class JupyterLab:
                         p.send_signal(sig)
                 except (ProcessLookupError, psutil.NoSuchProcess, PermissionError):
                     pass
-            _, alive = psutil.wait_procs(alive, timeout=grace)
+            _, left = psutil.wait_procs(left, timeout=grace)
         try:
             self.proc.wait(timeout=1.0)  # reap it
         except subprocess.TimeoutExpired:
@@ -213,6 +215,14 @@ def stop_and_check(lab: JupyterLab, keep_log_in: Path | None = None) -> None:
     assert not killed, f"JupyterLab did not shut down on request; killed {killed}"
     assert lab.proc.poll() is not None, f"JupyterLab (pid {lab.proc.pid}) is still running"
     assert not port_is_open(lab.port), f"something still listens on port {lab.port} after shutdown"
+
+
+def alive(p: psutil.Process) -> bool:
+    """True while ``p`` runs (a zombie waiting to be reaped does not count)."""
+    try:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def _name(p: psutil.Process) -> str:

@@ -21,13 +21,12 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageChops
 
-from lab_server import JupyterLab, port_is_open, stop_and_check
+from lab_server import NOTEBOOKS, JupyterLab, alive, port_is_open, stop_and_check
 
 pytestmark = pytest.mark.browser
 
 EXPLORER = "02_wave_phase.ipynb"  # the phase-transition explorer
 START_HERE = "00_start_here.ipynb"
-NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 
 LOAD_TIMEOUT_MS = 60_000  # JupyterLab's page, its extensions and the kernel (2 busy cores)
 RUN_TIMEOUT_MS = 90_000  # all cells of a notebook in smoke mode (each is < 60 s under nbval)
@@ -204,7 +203,7 @@ def test_jupyterlab_shuts_down_completely(tmp_path):
         assert port_is_open(lab.port)
     finally:
         stop_and_check(lab)
-    survivors = [p.pid for p in procs if p.is_running() and p.status() != "zombie"]
+    survivors = [p.pid for p in procs if alive(p)]
     assert not survivors, f"processes left running after stop: {survivors}"
     assert not port_is_open(lab.port)
 
