@@ -25,9 +25,10 @@ The batched form needs, for every position s, its *eviction time* ``e_s``. With 
 
 s is in the cache at t iff s is eligible, ``s ≤ t`` and ``rank_t(s) < K``. ``rank_t(s)`` never
 decreases with t, so each position is held on one interval ``[s, e_s)`` (``e_s = s``: never
-written; ``e_s = L``: never evicted). :func:`eviction_times` computes ``e`` from an O(L²)
-comparison done in row chunks (bounded memory, no gradient); :func:`eviction_times_reference` is
-the streaming rule run as a Python loop (the slow twin). Because one entry is evicted by each
+written; ``e_s = L``: never evicted). :func:`eviction_times` computes ``e`` in O(L·K·log L) (a prefix
+top-K and a binary search, no gradient); :func:`eviction_times_pairwise` evaluates the rank
+formula as an O(L²) comparison; :func:`eviction_times_reference` is the streaming rule run as a
+Python loop (the slow twin). Tests check that all three agree, ties included. Because one entry is evicted by each
 write into a full cache, the write that evicts s is at ``e_s``; following these links gives every
 written token the slot it occupies in the streaming form (:func:`slot_table`: pointer jumping,
 O(L log L)). The batched form therefore holds *the same slots* as the streaming form.
@@ -71,6 +72,7 @@ __all__ = [
     "eligible_mask",
     "eviction_times",
     "eviction_times_reference",
+    "eviction_times_pairwise",
     "slot_table",
     "cache_attention_dense",
     "cache_attention_slots",
@@ -106,14 +108,42 @@ def eligible_mask(log_w: torch.Tensor, threshold: float) -> torch.Tensor:
 
 
 @torch.no_grad()
-def eviction_times(log_w: torch.Tensor, eligible: torch.Tensor, slots: int | None,
-                   max_elements: int = 1 << 24) -> torch.Tensor:
+def eviction_times(log_w: torch.Tensor, eligible: torch.Tensor, slots: int | None) -> torch.Tensor:
     """Eviction time ``e_s`` of every position: s is held at t iff ``s ≤ t < e_s``.
 
     ``log_w``: ``(B, L)``; ``eligible``: bool ``(B, L)``; returns long ``(B, L)`` with ``e_s = s``
-    for positions never written and ``e_s = L`` for positions never evicted. O(L²) comparisons,
-    done ``max_elements`` at a time.
+    for positions never written and ``e_s = L`` for positions never evicted.
+
+    Each position gets an integer key, its rank in the order by ``(w_s, s)`` (a stable sort, so
+    ties go to the later position), and ``rank_t(s) < K`` becomes ``key_s ≥ m_t`` with ``m_t`` the
+    K-th largest key among the eligible ``r ≤ t``. ``m_t`` (a prefix top-K, merged in log₂ L
+    doubling steps: O(L·K·log L)) never decreases, so ``e_s`` is a ``searchsorted`` of ``key_s``.
+    :func:`eviction_times_pairwise` evaluates the rank formula directly, in O(L²).
     """
+    B, L = log_w.shape
+    pos = torch.arange(L, device=log_w.device).expand(B, L)
+    if slots is None or slots >= L:
+        return torch.where(eligible, L, pos)
+    K = slots
+    order = torch.argsort(log_w, dim=1, stable=True)  # ascending (w_s, s)
+    key = torch.empty_like(order).scatter_(1, order, pos)  # (B, L) unique keys in [0, L)
+    key = torch.where(eligible, key, -1)
+    top = torch.full((B, L, K), -1, dtype=torch.long, device=log_w.device)  # prefix top-K, descending
+    top[..., 0] = key
+    shift = 1
+    while shift < L:  # Hillis-Steele: top_t ← topK(top_t ∪ top_{t−shift})
+        merged = torch.cat([top[:, shift:], top[:, :-shift]], dim=-1).topk(K, dim=-1).values
+        top = torch.cat([top[:, :shift], merged], dim=1)
+        shift *= 2
+    kth = top[..., K - 1].contiguous()  # (B, L) m_t, −1 while fewer than K are eligible
+    e = torch.searchsorted(kth, key.contiguous(), right=True)  # first t with m_t > key_s
+    return torch.where(eligible, torch.maximum(e, pos), pos)
+
+
+@torch.no_grad()
+def eviction_times_pairwise(log_w: torch.Tensor, eligible: torch.Tensor, slots: int | None,
+                            max_elements: int = 1 << 24) -> torch.Tensor:
+    """:func:`eviction_times` straight from the rank formula: O(L²) comparisons in row chunks."""
     B, L = log_w.shape
     pos = torch.arange(L, device=log_w.device)
     if slots is None:
@@ -225,18 +255,20 @@ def _attend_gathered(q, k, v, log_w, table):
 
 
 def cache_attention_slots(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, log_w: torch.Tensor,
-                          evict: torch.Tensor, slots: int | None = None, chunk: int = 1024) -> torch.Tensor:
+                          evict: torch.Tensor, slots: int | None = None, chunk: int | None = None) -> torch.Tensor:
     """Fast path: each position attends over its ≤ K slots (:func:`slot_table`), O(L·K) memory.
 
     Same arguments and result as :func:`cache_attention_dense`; ``slots`` must be a finite K.
-    Long inputs are processed ``chunk`` positions at a time and, when gradients are needed,
-    recomputed in the backward pass (so the gathered keys are never all stored).
+    Long inputs are processed ``chunk`` positions at a time (default: about 2²⁶ gathered
+    key elements per chunk) and, when gradients are needed, recomputed in the backward pass (so
+    the gathered keys are never all stored).
     """
     if slots is None:
         raise ValueError("cache_attention_slots needs a finite number of slots; use cache_attention_dense "
                          "for cache_slots=None")
-    L = q.shape[1]
+    B, L, H, dh = q.shape
     table = slot_table(evict, min(slots, L))  # (B, L, K)
+    chunk = chunk or max(1, (1 << 26) // (B * table.shape[2] * H * dh))
     if L <= chunk:
         return _attend_gathered(q, k, v, log_w, table)
     grad = torch.is_grad_enabled() and any(x.requires_grad for x in (q, k, v, log_w))

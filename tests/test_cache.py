@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from minimipt.cache import (CausalSparseCache, cache_attention_dense, cache_attention_slots, eligible_mask,
-                            eviction_times, eviction_times_reference, slot_table, write_scores)
+                            eviction_times, eviction_times_pairwise,
+                            eviction_times_reference, slot_table, write_scores)
 
 
 def _scores(B, L, ties, gen):
@@ -26,8 +27,9 @@ def test_eviction_times_match_streaming_loop(slots, ties):
         L = int(torch.randint(1, 24, (1,), generator=gen))
         log_w = _scores(3, L, ties, gen)
         eligible = torch.rand(3, L, generator=gen) > 0.3
-        fast = eviction_times(log_w, eligible, slots, max_elements=17)  # small chunks on purpose
-        assert torch.equal(fast, eviction_times_reference(log_w, eligible, slots))
+        ref = eviction_times_reference(log_w, eligible, slots)
+        assert torch.equal(eviction_times(log_w, eligible, slots), ref)
+        assert torch.equal(eviction_times_pairwise(log_w, eligible, slots, max_elements=17), ref)  # small chunks
 
 
 def test_held_set_is_causal_top_k():
