@@ -99,9 +99,10 @@ def expand(name: str) -> list[dict]:
 
 
 def _command(run: dict, out: Path, max_minutes: float | None, extra_set: list[str]) -> list[str]:
+    settings = dict(run["set"])
     cmd = [sys.executable, "-m", "minimipt", "train", run["task"], "--preset", run["preset"],
-           "--seed", str(run["seed"]), "--out", str(out), "--quiet"]
-    for key, value in run["set"].items():
+           "--model", settings.pop("model", "mipt"), "--seed", str(run["seed"]), "--out", str(out), "--quiet"]
+    for key, value in settings.items():
         cmd += ["--set", f"{key}={json.dumps(value)}"]
     for s in extra_set:
         cmd += ["--set", s]

@@ -41,6 +41,9 @@ def run(args: argparse.Namespace) -> int:
         overrides["data_root"] = args.data_root
     if args.device is not None:
         overrides["device"] = args.device
+    for key in ("task", "preset", "model", "seed"):
+        if key in overrides:
+            raise ValueError(f"set {key} with its own option (--{key} / positional), not with --set")
     cfg = make_config(args.task, args.preset, model=args.model, seed=args.seed, **overrides)
     res = train(cfg, args.out, resume=args.resume, max_minutes=args.max_minutes, progress=not args.quiet)
     return 0 if res["complete"] or args.max_minutes else 1
