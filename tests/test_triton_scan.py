@@ -31,7 +31,7 @@ DEV = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
 
 def _rel(x: torch.Tensor, ref: torch.Tensor) -> float:
-    x = x.to(ref.dtype)
+    x, ref = x.detach().to(ref.dtype), ref.detach()
     return float((x - ref).abs().norm() / ref.abs().norm().clamp_min(1e-300))
 
 
@@ -122,18 +122,22 @@ def test_auto_picks_triton_on_cuda():
 @pytest.mark.parametrize("L", [1, 77, 1000, 4099])
 @pytest.mark.parametrize("with_h0", [True, False])
 def test_float32_values_and_grads(p_mode, L, with_h0):
+    """Values and all gradients equal the float64 reference to 1e-5, or, where float32 itself
+    cannot (long memory, p near 0, accumulates rounding over thousands of steps), are at most
+    twice as far from it as the reference loop evaluated in float32."""
     B, D = 2, 45  # D not a multiple of any block
     p, theta, u, h0, gout = _problem(B, L, D, p_mode, seed=L + 7 * with_h0, with_h0=with_h0)
     to = lambda t: None if t is None else t.to(DEV)  # noqa: E731
-    h_ref, g_ref = _values_and_grads(scan_sequential, *(to(t) for t in (p, theta, u, h0, gout)))
     f32 = lambda t: None if t is None else t.to(DEV, torch.complex64 if t.is_complex() else torch.float32)  # noqa: E731
+    h_ref, g_ref = _values_and_grads(scan_sequential, *(to(t) for t in (p, theta, u, h0, gout)))
+    h_32, g_32 = _values_and_grads(scan_sequential, *(f32(t) for t in (p, theta, u, h0)), to(gout))
     h, g = _values_and_grads(lambda *a: minimipt.mipt_scan(*a, method="triton"),
                              *(f32(t) for t in (p, theta, u, h0)), to(gout))
     assert h.dtype == torch.complex64
-    assert _rel(h, h_ref) < 1e-5
-    for name, x, ref in zip(("p", "theta", "u", "h0"), g, g_ref):
+    assert _rel(h, h_ref) <= max(1e-5, 2 * _rel(h_32, h_ref)), (_rel(h, h_ref), _rel(h_32, h_ref))
+    for name, x, x32, ref in zip(("p", "theta", "u", "h0"), g, g_32, g_ref):
         assert x.dtype == (torch.complex64 if ref.is_complex() else torch.float32), name
-        assert _rel(x, ref) < 1e-5, (name, _rel(x, ref))
+        assert _rel(x, ref) <= max(1e-5, 2 * _rel(x32, ref)), (name, _rel(x, ref), _rel(x32, ref))
 
 
 @pytest.mark.gpu
@@ -167,14 +171,18 @@ def test_bf16_inputs(narrow_u):
 @pytest.mark.gpu
 @needs_gpu
 def test_long_sequence_finite_and_exact():
-    """L = 65,536 in float32 stays finite and within 1e-4 of a float64 chunked run."""
+    """L = 65,536 in float32 stays finite and within 1e-4 of a float64 run, or at most twice as far
+    from it as the float32 reference loop."""
     B, L, D = 1, 65536, 40
     p, theta, u, h0, _ = _problem(B, L, D, "mixed", seed=11)
     ref = scan_chunked(p.to(DEV), theta.to(DEV), u.to(DEV), h0.to(DEV))
-    h = minimipt.mipt_scan(p.to(DEV, torch.float32), theta.to(DEV, torch.float32), u.to(DEV, torch.complex64),
-                           h0.to(DEV, torch.complex64), method="triton")
+    args32 = (p.to(DEV, torch.float32), theta.to(DEV, torch.float32), u.to(DEV, torch.complex64),
+              h0.to(DEV, torch.complex64))
+    h = minimipt.mipt_scan(*args32, method="triton")
     assert torch.isfinite(torch.view_as_real(h)).all()
-    assert _rel(h, ref) < 1e-4
+    with torch.no_grad():
+        h_32 = scan_sequential(*args32)
+    assert _rel(h, ref) <= max(1e-4, 2 * _rel(h_32, ref)), (_rel(h, ref), _rel(h_32, ref))
 
 
 @pytest.mark.gpu

@@ -8,6 +8,9 @@ reference on a slice (batch row 0, the first 64 channels, the whole length).
 Methods:
   sequential   the reference loop (only where L <= 2048: it is one step per token)
   chunked      pure PyTorch, closed form in chunks + recursive carry
+  mipt_scan    the public entry point minimipt.mipt_scan (method "auto"), i.e. the fastest method
+               plus its input checks (finite values, p in [0, 1]: extra passes over the inputs);
+               the rows above call the registered methods directly, as the peer is called
   triton       the fused Triton kernel (minimipt.kernels.triton_scan); bf16 inputs are given as
                bf16 p, theta and bf16 (re, im) pairs of u
   peer         accelerated_scan.complex.scan(forget, inputs) 0.3.1 on precomputed
@@ -35,7 +38,7 @@ from pathlib import Path
 import torch
 
 from ..env import get_device, repo_root, smoke_mode
-from ..scan import scan_methods, scan_sequential, mipt_scan
+from ..scan import _REGISTRY, mipt_scan, scan_methods, scan_sequential
 
 __all__ = ["add_arguments", "run", "DEFAULT_SHAPES", "SMOKE_SHAPES"]
 
@@ -51,12 +54,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "issue shapes on CUDA, tiny ones on the CPU or in smoke mode)")
     parser.add_argument("--dtypes", default="float32,bf16", help="input dtypes: float32, bf16")
     parser.add_argument("--methods", default=None,
-                        help="comma-separated subset of sequential,chunked,triton,peer,peer+gate "
+                        help="comma-separated subset of sequential,chunked,triton,peer,peer+gate,mipt_scan "
                              "(default: all that are available)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: MINIMIPT_DEVICE, else CUDA if present)")
     parser.add_argument("--out", default=None, help="results JSON (default: results/bench/scan_<hw>.json)")
     parser.add_argument("--sweep", action="store_true",
                         help="also time the Triton kernel's block configurations at the first shape")
+    parser.add_argument("--sweep-only", action="store_true",
+                        help="only the sweep (writes the JSON with best_fwd / best_bwd configurations)")
     parser.add_argument("--commit", default=None, help="git commit to record (default: read with git)")
 
 
@@ -157,10 +162,13 @@ def _case_ours(method: str, x: dict, dtype: str):
         u = x["u"].to(torch.bfloat16).contiguous()  # (B, L, D, 2) narrow pairs
         fn = scan_triton
         u_bytes = 4
-        as_c = lambda h: h  # noqa: E731
-    else:
+    elif method == "mipt_scan":  # the public entry point: input checks + method "auto"
         u = torch.view_as_complex(x["u"].contiguous())
-        fn = lambda p, t, u: mipt_scan(p, t, u, method=method)  # noqa: E731
+        fn = mipt_scan
+        u_bytes = 8
+    else:  # the registered method itself, without mipt_scan's input value checks (as the peer)
+        u = torch.view_as_complex(x["u"].contiguous())
+        fn = _REGISTRY[method].fn
         u_bytes = 8
     leaves = [t.detach().clone().requires_grad_() for t in (p, theta, u)]
 
@@ -227,39 +235,69 @@ def _peer_version() -> str | None:
 # the sweep of the kernel's block configurations
 # ---------------------------------------------------------------------------------------------
 
-SWEEP_CONFIGS = [(16, 32, 2), (16, 32, 4), (32, 32, 4), (64, 32, 4), (64, 32, 8), (16, 64, 4),
-                 (32, 64, 4), (32, 64, 8), (64, 64, 8), (32, 16, 2), (8, 64, 2), (32, 128, 8),
-                 (32, 32, 4, True), (32, 64, 4, True)]  # (BLOCK_L, BLOCK_D, num_warps[, fast_trig])
+# (BLOCK_L, BLOCK_D, num_warps, fast_trig, strided, prefetch[, num_stages])
+SWEEP_CONFIGS = [
+    (16, 32, 4, False, False, False), (16, 32, 2, False, False, False), (32, 32, 4, False, False, False),
+    (16, 64, 4, False, False, False), (16, 16, 1, False, False, False), (8, 32, 1, False, False, False),
+    (16, 8, 1, False, False, False), (32, 16, 2, False, False, False), (16, 16, 2, False, False, False),
+    (32, 8, 1, False, False, False), (64, 16, 4, False, False, False), (32, 32, 8, False, False, False),
+    (16, 32, 4, False, False, True), (16, 32, 2, False, False, True), (16, 16, 1, False, False, True),
+    (8, 32, 1, False, False, True), (16, 8, 1, False, False, True), (32, 16, 2, False, False, True),
+    (16, 32, 4, True, False, False), (16, 16, 1, True, False, True),
+    (16, 32, 4, False, True, False), (16, 32, 4, False, False, False, 1),
+]
 
 
-def _sweep(shape, device, bench, bw) -> list[dict]:
+def _rel_diff(x: torch.Tensor, ref: torch.Tensor) -> float:
+    return float((x.float() - ref.float()).norm() / ref.float().norm())
+
+
+def _sweep(shape, device, bench) -> dict:
+    """Time each kernel configuration (forward and backward kernels alone, float32) and check
+    that its outputs equal those of the default configuration."""
     from ..kernels import triton_scan as ts
 
     B, D, L = shape
     x = _inputs(B, D, L, "float32", device, seed=123)
-    p, theta, u2 = x["p"], x["theta"], x["u"]
-    h2 = ts._launch_fwd(p, theta, u2, None, ts.DEFAULT_CONFIG)
-    g2 = x["gh"]
+    p, theta, u2, g2 = x["p"], x["theta"], x["u"], x["gh"]
+    h_ref = ts._launch_fwd(p, theta, u2, None, ts.DEFAULT_CONFIG)
+    d_ref = ts._launch_bwd(p, theta, u2, None, h_ref, g2, ts.BWD_CONFIG)[:3]
     n = B * L * D
     rows = []
     for cfg in SWEEP_CONFIGS:
         row = {"config": list(cfg)}
         try:
             hv = ts._launch_fwd(p, theta, u2, None, cfg)
-            row["h_rel_diff_vs_default"] = float((hv - h2).norm() / h2.norm())
-            del hv
+            row["fwd_diff"] = _rel_diff(hv, h_ref)
+            dv = ts._launch_bwd(p, theta, u2, None, h_ref, g2, cfg)[:3]
+            row["bwd_diff"] = max(_rel_diff(a, b) for a, b in zip(dv, d_ref))
+            del hv, dv
             row["fwd_ms"] = bench(lambda: ts._launch_fwd(p, theta, u2, None, cfg))
-            row["bwd_ms"] = bench(lambda: ts._launch_bwd(p, theta, u2, None, h2, g2, cfg))
+            row["bwd_ms"] = bench(lambda: ts._launch_bwd(p, theta, u2, None, h_ref, g2, cfg))
             row["fwd_TBps"] = 24 * n / (row["fwd_ms"] * 1e-3) / 1e12
             row["bwd_TBps"] = 48 * n / (row["bwd_ms"] * 1e-3) / 1e12
         except Exception as err:  # a config that does not compile (e.g. too many registers)
             row["error"] = f"{type(err).__name__}: {str(err)[:200]}"
         rows.append(row)
-        print(f"  sweep {cfg}: " + (f"fwd {row['fwd_ms']:.3f} ms ({row['fwd_TBps']:.2f} TB/s), "
-                                    f"bwd {row['bwd_ms']:.3f} ms ({row['bwd_TBps']:.2f} TB/s), "
-                                    f"h vs default {row['h_rel_diff_vs_default']:.1e}"
+        print(f"  sweep {cfg}: " + (f"fwd {row['fwd_ms']:.3f} ms ({row['fwd_TBps']:.2f} TB/s, diff {row['fwd_diff']:.0e}), "
+                                    f"bwd {row['bwd_ms']:.3f} ms ({row['bwd_TBps']:.2f} TB/s, diff {row['bwd_diff']:.0e})"
                                     if "error" not in row else row["error"]), flush=True)
-    return rows
+    return {"shape_BDL": list(shape), "rows": rows, "best_fwd": _pick(rows, "fwd"), "best_bwd": _pick(rows, "bwd")}
+
+
+def _pick(rows: list[dict], kind: str) -> list | None:
+    """Fastest configuration whose outputs match the default's to 1e-5; the approximate
+    trigonometry only when it is at least 5% faster than the best accurate one."""
+    ok = [r for r in rows if "error" not in r and r[f"{kind}_diff"] <= 1e-5]
+    if not ok:
+        return None
+    best = min(ok, key=lambda r: r[f"{kind}_ms"])
+    accurate = [r for r in ok if not r["config"][3]]
+    if best["config"][3] and accurate:
+        best_acc = min(accurate, key=lambda r: r[f"{kind}_ms"])
+        if best["{}_ms".format(kind)] > 0.95 * best_acc[f"{kind}_ms"]:
+            best = best_acc
+    return best["config"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -292,9 +330,10 @@ def run(args: argparse.Namespace) -> int:
         available.append("triton")
     if peer_version:
         available += ["peer", "peer+gate"]
+    available.append("mipt_scan")
     if args.methods:
         methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-        known = {"sequential", "chunked", "triton", "peer", "peer+gate"}
+        known = {"sequential", "chunked", "triton", "peer", "peer+gate", "mipt_scan"}
         for m in methods:
             if m not in known:
                 raise ValueError(f"--methods: {m!r} is not one of {sorted(known)}")
@@ -311,7 +350,12 @@ def run(args: argparse.Namespace) -> int:
           f"copy bandwidth {bw / 1e12:.2f} TB/s", flush=True)
 
     rows = []
-    for si, (B, D, L) in enumerate(shapes):
+    sweep = None
+    if args.sweep or args.sweep_only:
+        if "triton" not in available:
+            raise ValueError("--sweep needs the Triton kernel, which is not available on this device")
+        sweep = _sweep(shapes[0], device, bench)
+    for si, (B, D, L) in enumerate(shapes if not args.sweep_only else []):
         for dtype in dtypes:
             x = _inputs(B, D, L, dtype, device, seed=1000 * si + len(dtype))
             ref = _reference(x)
@@ -321,6 +365,8 @@ def run(args: argparse.Namespace) -> int:
                     continue
                 if method.startswith("peer") and dtype != "float32":
                     continue  # the peer takes complex64 only
+                if method in ("sequential", "chunked", "mipt_scan") and dtype != "float32":
+                    continue  # these upcast p, theta to u's float32: the same computation
                 row = {"method": method, "B": B, "D": D, "L": L, "dtype": dtype}
                 try:
                     if method.startswith("peer"):
@@ -347,8 +393,6 @@ def run(args: argparse.Namespace) -> int:
                 rows.append(row)
                 print(_fmt_row(row), flush=True)
 
-    sweep = _sweep(shapes[0], device, bench, bw) if args.sweep and "triton" in methods else None
-
     import importlib.metadata as md
 
     def _ver(name):
@@ -368,6 +412,7 @@ def run(args: argparse.Namespace) -> int:
         "torch": torch.__version__, "triton": _ver("triton"), "accelerated_scan": peer_version,
         "python": platform.python_version(),
         "copy_bandwidth_TBps": bw / 1e12,
+        "kernel_configs": _kernel_configs() if "triton" in available else None,
         "rows": rows,
         "sweep": sweep,
         "wall_time_s": time.time() - t_start,
@@ -377,9 +422,18 @@ def run(args: argparse.Namespace) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")
     print()
+    if sweep:
+        print(f"sweep best forward {sweep['best_fwd']}, best backward {sweep['best_bwd']}")
     print(_table(rows))
     print(f"\nwrote {out} ({result['wall_time_s']:.0f} s)")
     return 0
+
+
+def _kernel_configs() -> dict:
+    from ..kernels import triton_scan as ts
+
+    return {"forward": list(ts.DEFAULT_CONFIG), "backward": list(ts.BWD_CONFIG),
+            "fields": "BLOCK_L, BLOCK_D, num_warps, fast_trig, strided, prefetch[, num_stages]"}
 
 
 def _fmt_row(r: dict) -> str:

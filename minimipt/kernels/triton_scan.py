@@ -55,9 +55,10 @@ def _jit(fn):
 
 __all__ = ["scan_triton", "TritonScan", "DEFAULT_CONFIG", "BWD_CONFIG"]
 
-# (BLOCK_L, BLOCK_D, num_warps); chosen by the sweep recorded in notes/kernel.md
-DEFAULT_CONFIG = (32, 32, 4)
-BWD_CONFIG = (32, 32, 4)
+# (BLOCK_L, BLOCK_D, num_warps, fast_trig, strided, prefetch[, num_stages]): the forward and
+# backward kernels' launch configurations, chosen by the sweep of minimipt.bench (notes/kernel.md)
+DEFAULT_CONFIG = (16, 32, 4, False, False, False)
+BWD_CONFIG = (16, 32, 4, False, False, False)
 
 
 @_jit
@@ -85,17 +86,60 @@ def _cos_sin(th, FAST_TRIG: tl.constexpr):
 
 
 @_jit
+def _pair_offsets(t, base, L, D, pid_d, BLOCK_D: tl.constexpr):
+    """Offsets and mask of a ``(BLOCK_L, 2·BLOCK_D)`` tile of interleaved (re, im) float pairs:
+    each row is one contiguous run, so the loads and stores coalesce and vectorise."""
+    c2 = pid_d * (2 * BLOCK_D) + tl.arange(0, 2 * BLOCK_D)
+    offs = (base + t.to(tl.int64) * D)[:, None] * 2 + c2[None, :]
+    mask = (t < L)[:, None] & (c2 < 2 * D)[None, :]
+    return offs, mask
+
+
+@_jit
+def _load_pairs(ptr, offs, mask, STRIDED: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr):
+    """``(re, im)`` float32 ``(BLOCK_L, BLOCK_D)`` tiles of a pair tensor (zero where masked)."""
+    if STRIDED:  # two stride-2 loads of the same lines (the second mostly hits L1)
+        offs1 = tl.reshape(offs, (BLOCK_L, BLOCK_D, 2))
+        o_r, o_i = tl.split(offs1)
+        m_r, m_i = tl.split(tl.reshape(mask, (BLOCK_L, BLOCK_D, 2)))
+        return (tl.load(ptr + o_r, mask=m_r, other=0.0).to(tl.float32),
+                tl.load(ptr + o_i, mask=m_i, other=0.0).to(tl.float32))
+    else:
+        x = tl.load(ptr + offs, mask=mask, other=0.0).to(tl.float32)  # (BLOCK_L, 2·BLOCK_D)
+        return tl.split(tl.reshape(x, (BLOCK_L, BLOCK_D, 2)))
+
+
+@_jit
+def _store_pairs(ptr, offs, mask, re, im, BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr):
+    tl.store(ptr + offs, tl.reshape(tl.join(re, im), (BLOCK_L, 2 * BLOCK_D)), mask=mask)
+
+
+@_jit
+def _fwd_loads(P, TH, U, t, base, cols, cmask, L, D, pid_d,
+               STRIDED: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr):
+    """p, θ, Re u, Im u of the tile at rows ``t`` as float32; padded rows give p = θ = u = 0,
+    the identity map, so a carry passes through them unchanged."""
+    mask = (t < L)[:, None] & cmask[None, :]
+    off = base + t.to(tl.int64)[:, None] * D + cols[None, :]
+    p = tl.load(P + off, mask=mask, other=0.0).to(tl.float32)
+    th = tl.load(TH + off, mask=mask, other=0.0).to(tl.float32)
+    offs2, mask2 = _pair_offsets(t, base, L, D, pid_d, BLOCK_D)
+    u_r, u_i = _load_pairs(U, offs2, mask2, STRIDED, BLOCK_L, BLOCK_D)
+    return p, th, u_r, u_i
+
+
+@_jit
 def _fwd_kernel(P, TH, U, H0, H, L, D, n_tiles,
                 HAS_H0: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr,
-                FAST_TRIG: tl.constexpr):
+                FAST_TRIG: tl.constexpr, STRIDED: tl.constexpr, PREFETCH: tl.constexpr):
     pid_b = tl.program_id(0)
     pid_d = tl.program_id(1)
     rows = tl.arange(0, BLOCK_L)                      # (BLOCK_L,)
     cols = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)    # (BLOCK_D,)
-    two = tl.arange(0, 2)                             # (re, im)
     cmask = cols < D
     base = pid_b.to(tl.int64) * L * D
     if HAS_H0:
+        two = tl.arange(0, 2)                         # (re, im)
         c = tl.load(H0 + ((pid_b.to(tl.int64) * D + cols)[:, None] * 2 + two[None, :]),
                     mask=cmask[:, None], other=0.0).to(tl.float32)
         c_r, c_i = tl.split(c)                        # (BLOCK_D,) carry = state before the tile
@@ -103,33 +147,52 @@ def _fwd_kernel(P, TH, U, H0, H, L, D, n_tiles,
         c_r = tl.zeros([BLOCK_D], dtype=tl.float32)
         c_i = tl.zeros([BLOCK_D], dtype=tl.float32)
     last = (rows == BLOCK_L - 1)[:, None]
+    if PREFETCH:  # the next tile's loads are issued before this tile's scan
+        p_n, th_n, ur_n, ui_n = _fwd_loads(P, TH, U, rows, base, cols, cmask, L, D, pid_d,
+                                           STRIDED, BLOCK_L, BLOCK_D)
     for k in tl.range(0, n_tiles):
         t = k * BLOCK_L + rows
-        mask = (t < L)[:, None] & cmask[None, :]      # (BLOCK_L, BLOCK_D)
-        off = base + t.to(tl.int64)[:, None] * D + cols[None, :]
-        # padded rows load p = 0, θ = 0, u = 0: the identity map, so the carry passes unchanged
-        p = tl.load(P + off, mask=mask, other=0.0).to(tl.float32)
-        th = tl.load(TH + off, mask=mask, other=0.0).to(tl.float32)
-        uu = tl.load(U + (off[:, :, None] * 2 + two[None, None, :]), mask=mask[:, :, None],
-                     other=0.0).to(tl.float32)
-        u_r, u_i = tl.split(uu)
+        if PREFETCH:
+            p, th, u_r, u_i = p_n, th_n, ur_n, ui_n
+            p_n, th_n, ur_n, ui_n = _fwd_loads(P, TH, U, t + BLOCK_L, base, cols, cmask, L, D, pid_d,
+                                               STRIDED, BLOCK_L, BLOCK_D)
+        else:
+            p, th, u_r, u_i = _fwd_loads(P, TH, U, t, base, cols, cmask, L, D, pid_d,
+                                         STRIDED, BLOCK_L, BLOCK_D)
         m = 1.0 - p
         cs, sn = _cos_sin(th, FAST_TRIG)
-        a_r = m * cs
-        a_i = m * sn
-        A_r, A_i, S_r, S_i = tl.associative_scan((a_r, a_i, p * u_r, p * u_i), 0, _compose)
+        A_r, A_i, S_r, S_i = tl.associative_scan((m * cs, m * sn, p * u_r, p * u_i), 0, _compose)
         h_r = S_r + A_r * c_r[None, :] - A_i * c_i[None, :]
         h_i = S_i + A_r * c_i[None, :] + A_i * c_r[None, :]
-        tl.store(H + (off[:, :, None] * 2 + two[None, None, :]), tl.join(h_r, h_i),
-                 mask=mask[:, :, None])
+        offs2, mask2 = _pair_offsets(t, base, L, D, pid_d, BLOCK_D)
+        _store_pairs(H, offs2, mask2, h_r, h_i, BLOCK_L, BLOCK_D)
         c_r = tl.sum(tl.where(last, h_r, 0.0), axis=0)
         c_i = tl.sum(tl.where(last, h_i, 0.0), axis=0)
 
 
 @_jit
+def _bwd_loads(P, TH, U, H, GH, t, base, cols, cmask, L, D, pid_d,
+               STRIDED: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr):
+    """Everything the backward needs at rows ``t``: p, θ at t + 1 (p = 1 past the end, so the
+    reverse gate is 0 there), dL/dh at t, p, θ, u at t, and h at t − 1 (0 at t = 0)."""
+    mask = (t < L)[:, None] & cmask[None, :]
+    off = base + t.to(tl.int64)[:, None] * D + cols[None, :]
+    mask1 = (t + 1 < L)[:, None] & cmask[None, :]
+    p1 = tl.load(P + off + D, mask=mask1, other=1.0).to(tl.float32)
+    th1 = tl.load(TH + off + D, mask=mask1, other=0.0).to(tl.float32)
+    offs2, mask2 = _pair_offsets(t, base, L, D, pid_d, BLOCK_D)
+    go_r, go_i = _load_pairs(GH, offs2, mask2, STRIDED, BLOCK_L, BLOCK_D)
+    p = tl.load(P + off, mask=mask, other=0.0).to(tl.float32)
+    th = tl.load(TH + off, mask=mask, other=0.0).to(tl.float32)
+    u_r, u_i = _load_pairs(U, offs2, mask2, STRIDED, BLOCK_L, BLOCK_D)
+    hp_r, hp_i = _load_pairs(H, offs2 - 2 * D, mask2 & (t >= 1)[:, None], STRIDED, BLOCK_L, BLOCK_D)
+    return p1, th1, go_r, go_i, p, th, u_r, u_i, hp_r, hp_i
+
+
+@_jit
 def _bwd_kernel(P, TH, U, H0, H, GH, DP, DTH, DU, DH0, L, D, n_tiles,
                 HAS_H0: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr,
-                FAST_TRIG: tl.constexpr):
+                FAST_TRIG: tl.constexpr, STRIDED: tl.constexpr, PREFETCH: tl.constexpr):
     pid_b = tl.program_id(0)
     pid_d = tl.program_id(1)
     rows = tl.arange(0, BLOCK_L)
@@ -144,45 +207,40 @@ def _bwd_kernel(P, TH, U, H0, H, GH, DP, DTH, DU, DH0, L, D, n_tiles,
     c_r = tl.zeros([BLOCK_D], dtype=tl.float32)      # g at the first row after the tile
     c_i = tl.zeros([BLOCK_D], dtype=tl.float32)
     first = (rows == 0)[:, None]
+    if PREFETCH:
+        nx = _bwd_loads(P, TH, U, H, GH, (n_tiles - 1) * BLOCK_L + rows, base, cols, cmask, L, D, pid_d,
+                        STRIDED, BLOCK_L, BLOCK_D)
     for kk in tl.range(0, n_tiles):
         t = (n_tiles - 1 - kk) * BLOCK_L + rows
-        valid = t < L
-        mask = valid[:, None] & cmask[None, :]
-        off = base + t.to(tl.int64)[:, None] * D + cols[None, :]
-        off2 = off[:, :, None] * 2 + two[None, None, :]
-        # the reverse gate conj(a_{t+1}); zero past the end (p = 1 there)
-        mask1 = (t + 1 < L)[:, None] & cmask[None, :]
-        p1 = tl.load(P + off + D, mask=mask1, other=1.0).to(tl.float32)
-        th1 = tl.load(TH + off + D, mask=mask1, other=0.0).to(tl.float32)
+        if PREFETCH:
+            p1, th1, go_r, go_i, p, th, u_r, u_i, hp_r, hp_i = nx
+            nx = _bwd_loads(P, TH, U, H, GH, t - BLOCK_L, base, cols, cmask, L, D, pid_d,
+                            STRIDED, BLOCK_L, BLOCK_D)
+        else:
+            p1, th1, go_r, go_i, p, th, u_r, u_i, hp_r, hp_i = _bwd_loads(
+                P, TH, U, H, GH, t, base, cols, cmask, L, D, pid_d, STRIDED, BLOCK_L, BLOCK_D)
+        # g_t = gout_t + conj(a_{t+1}) g_{t+1}: a reverse scan of the maps x ↦ conj(a_{t+1}) x + gout_t
         m1 = 1.0 - p1
         cs1, sn1 = _cos_sin(th1, FAST_TRIG)
-        ca_r = m1 * cs1
-        ca_i = -m1 * sn1
-        go = tl.load(GH + off2, mask=mask[:, :, None], other=0.0).to(tl.float32)
-        go_r, go_i = tl.split(go)
-        F_r, F_i, G_r, G_i = tl.associative_scan((ca_r, ca_i, go_r, go_i), 0, _compose, reverse=True)
+        F_r, F_i, G_r, G_i = tl.associative_scan((m1 * cs1, -m1 * sn1, go_r, go_i), 0, _compose,
+                                                 reverse=True)
         g_r = G_r + F_r * c_r[None, :] - F_i * c_i[None, :]
         g_i = G_i + F_r * c_i[None, :] + F_i * c_r[None, :]
-        # inputs at t and the state before t
-        p = tl.load(P + off, mask=mask, other=0.0).to(tl.float32)
-        th = tl.load(TH + off, mask=mask, other=0.0).to(tl.float32)
-        uu = tl.load(U + off2, mask=mask[:, :, None], other=0.0).to(tl.float32)
-        u_r, u_i = tl.split(uu)
-        maskh = (valid & (t >= 1))[:, None] & cmask[None, :]
-        hp = tl.load(H + (off2 - 2 * D), mask=maskh[:, :, None], other=0.0).to(tl.float32)
-        hp_r, hp_i = tl.split(hp)
         if HAS_H0:
             at0 = (t == 0)[:, None]
             hp_r = tl.where(at0, h0_r[None, :], hp_r)
             hp_i = tl.where(at0, h0_i[None, :], hp_i)
         cs, sn = _cos_sin(th, FAST_TRIG)
-        r_r = cs * hp_r - sn * hp_i
+        r_r = cs * hp_r - sn * hp_i                   # r = e^{iθ_t} h_{t-1}
         r_i = cs * hp_i + sn * hp_r
         dp = g_r * (u_r - r_r) + g_i * (u_i - r_i)
         dth = (p - 1.0) * (r_i * g_r - r_r * g_i)
+        mask = (t < L)[:, None] & cmask[None, :]
+        off = base + t.to(tl.int64)[:, None] * D + cols[None, :]
         tl.store(DP + off, dp, mask=mask)
         tl.store(DTH + off, dth, mask=mask)
-        tl.store(DU + off2, tl.join(p * g_r, p * g_i), mask=mask[:, :, None])
+        offs2, mask2 = _pair_offsets(t, base, L, D, pid_d, BLOCK_D)
+        _store_pairs(DU, offs2, mask2, p * g_r, p * g_i, BLOCK_L, BLOCK_D)
         c_r = tl.sum(tl.where(first, g_r, 0.0), axis=0)
         c_i = tl.sum(tl.where(first, g_i, 0.0), axis=0)
     if HAS_H0:  # c = g_0 now; ∂L/∂h0 = conj(a_0) g_0
@@ -191,9 +249,7 @@ def _bwd_kernel(P, TH, U, H0, H, GH, DP, DTH, DU, DH0, L, D, n_tiles,
         th0 = tl.load(TH + off0, mask=cmask, other=0.0).to(tl.float32)
         m0 = 1.0 - p0
         cs0, sn0 = _cos_sin(th0, FAST_TRIG)
-        a0_r = m0 * cs0
-        a0_i = -m0 * sn0
-        d_r, d_i = _cmul(a0_r, a0_i, c_r, c_i)
+        d_r, d_i = _cmul(m0 * cs0, -m0 * sn0, c_r, c_i)
         tl.store(DH0 + ((pid_b.to(tl.int64) * D + cols)[:, None] * 2 + two[None, :]),
                  tl.join(d_r, d_i), mask=cmask[:, None])
 
@@ -207,17 +263,18 @@ def _pairs(u: torch.Tensor) -> torch.Tensor:
 
 def _launch_fwd(p, theta, u2, h02, config):
     B, L, D = p.shape
-    BL, BD, warps, fast = (*config, False)[:4]
+    BL, BD, warps, fast, strided, prefetch, stages = (*config, False, False, False, None)[:7]
     h2 = torch.empty(B, L, D, 2, device=p.device, dtype=torch.float32)
     grid = (B, triton.cdiv(D, BD))
     _fwd_kernel[grid](p, theta, u2, h02 if h02 is not None else h2, h2, L, D, triton.cdiv(L, BL),
-                      HAS_H0=h02 is not None, BLOCK_L=BL, BLOCK_D=BD, FAST_TRIG=fast, num_warps=warps)
+                      HAS_H0=h02 is not None, BLOCK_L=BL, BLOCK_D=BD, FAST_TRIG=fast, STRIDED=strided, PREFETCH=prefetch,
+                      num_warps=warps, **({} if stages is None else {"num_stages": stages}))
     return h2
 
 
 def _launch_bwd(p, theta, u2, h02, h2, g2, config):
     B, L, D = p.shape
-    BL, BD, warps, fast = (*config, False)[:4]
+    BL, BD, warps, fast, strided, prefetch, stages = (*config, False, False, False, None)[:7]
     dp = torch.empty_like(p)
     dth = torch.empty_like(theta)
     du2 = torch.empty_like(u2)
@@ -225,7 +282,8 @@ def _launch_bwd(p, theta, u2, h02, h2, g2, config):
     grid = (B, triton.cdiv(D, BD))
     _bwd_kernel[grid](p, theta, u2, h02 if h02 is not None else h2, h2, g2, dp, dth, du2,
                       dh02 if dh02 is not None else dp, L, D, triton.cdiv(L, BL),
-                      HAS_H0=h02 is not None, BLOCK_L=BL, BLOCK_D=BD, FAST_TRIG=fast, num_warps=warps)
+                      HAS_H0=h02 is not None, BLOCK_L=BL, BLOCK_D=BD, FAST_TRIG=fast, STRIDED=strided, PREFETCH=prefetch,
+                      num_warps=warps, **({} if stages is None else {"num_stages": stages}))
     return dp, dth, du2, dh02
 
 
@@ -263,7 +321,9 @@ def scan_triton(p: torch.Tensor, theta: torch.Tensor, u: torch.Tensor, h0: torch
         u: complex64 ``(B, L, D)``, or its real ``(B, L, D, 2)`` (re, im) pairs in float32 or bf16
             (the narrow form for bf16 training; its gradient comes back in the same form).
         h0: complex ``(B, D)`` or None.
-        fwd_config, bwd_config: ``(BLOCK_L, BLOCK_D, num_warps[, fast_trig])``; defaults chosen on
+        fwd_config, bwd_config: ``(BLOCK_L, BLOCK_D, num_warps[, fast_trig, strided, prefetch,
+            num_stages])``;
+            defaults chosen on
             an H200 (notes/kernel.md).
 
     Returns:
