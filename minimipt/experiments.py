@@ -51,7 +51,11 @@ def _grid_needle():
         "mipt-K1": {"model": "mipt", "cache_slots": 1},
         "mipt-K4": {"model": "mipt", "cache_slots": 4},
         "mipt-K16": {"model": "mipt", "cache_slots": 16},
-        "mipt-unbounded": {"model": "mipt", "cache_slots": None, "write_threshold": 0.5},
+        # unbounded capacity: a token is written iff its mean measurement rate w_t >= 0.02 (about the
+        # initial mean rate, so writing can start); with a write penalty the gate is pushed to write less
+        "mipt-unbounded-penalty": {"model": "mipt", "cache_slots": None, "write_threshold": 0.02,
+                                   "write_penalty": 0.1},
+        "mipt-threshold-only": {"model": "mipt", "cache_slots": None, "write_threshold": 0.02},
         "transformer": {"model": "transformer"},
     }
     return _runs("needle", "needle", "offline", variants, lrs=(3e-3,))

@@ -45,7 +45,9 @@ def variant_of(res: dict) -> str:
         k = c.get("cache_slots")
         cache = "no cache" if k == 0 else ("unbounded cache" if k is None else f"cache K={k}")
         if c.get("write_threshold", 0) > 0:
-            cache += f", write p̄≥{c['write_threshold']}"
+            cache += f", write if w≥{c['write_threshold']}"
+        if c.get("write_penalty", 0) > 0:
+            cache += f", penalty {c['write_penalty']}"
         name = f"MIPT ({cache})"
     extra = c.get("extra", {}) or {}
     if extra.get("variant"):

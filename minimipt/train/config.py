@@ -35,6 +35,7 @@ class TrainConfig:
     n_layers: int = 2
     cache_slots: int | None = 0  # MIPT: 0 = no cache, None = unbounded
     write_threshold: float = 0.0  # MIPT cache: tokens with write score below this are never written
+    write_penalty: float = 0.0  # MIPT cache: L1 penalty on the mean write score (sparser writes)
     n_heads: int = 4  # Transformer heads (and MIPT cache heads)
     attention: str = "sdpa"  # Transformer: "sdpa" (fused) or "naive" (materialised softmax)
     phase: str = "input"  # MIPT: "input" (paper) or "static"

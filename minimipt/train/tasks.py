@@ -33,7 +33,8 @@ def build_model(cfg: TrainConfig, vocab_size: int, n_classes: int | None, pad_id
     max_len = max_len or cfg.seq_len
     common = dict(d_model=cfg.d_model, n_layers=cfg.n_layers)
     if cfg.model == "mipt":
-        mipt = dict(cache_slots=cfg.cache_slots, write_threshold=cfg.write_threshold, cache_heads=cfg.n_heads,
+        mipt = dict(cache_slots=cfg.cache_slots, write_threshold=cfg.write_threshold,
+                    write_penalty=cfg.write_penalty, cache_heads=cfg.n_heads,
                     phase=cfg.phase, readout=cfg.readout, pos_embedding=cfg.pos_embedding, max_len=max_len)
         if n_classes is None:
             return MIPTLM(vocab_size, **common, **mipt)
@@ -68,6 +69,12 @@ class Task:
 
     def describe(self) -> dict:
         return {}
+
+
+def _aux(model: nn.Module) -> torch.Tensor | float:
+    """The model's auxiliary loss (the cache's optional write penalty), if it has one."""
+    core = getattr(model, "module", model)  # DistributedDataParallel wraps the model
+    return core.aux_loss() if hasattr(core, "aux_loss") else 0.0
 
 
 def _shard(rows: torch.Tensor, info: DistInfo) -> torch.Tensor:
@@ -109,13 +116,14 @@ class ClassificationTask(Task):
 
     def loss(self, model: nn.Module, batch) -> torch.Tensor:
         x, y = batch
-        return F.cross_entropy(model(x).float(), y)
+        return F.cross_entropy(model(x).float(), y) + _aux(model)
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, split: str, device: torch.device, amp) -> dict:
         rows = self.val if split == "val" else self.evals[split]
         model.eval()
         correct, nll, n = 0, 0.0, 0
+        written, held = [], []
         # same tokens per eval batch at any length: long test sequences come in smaller batches
         bs = max(1, self.cfg.batch_size * 2 * self.cfg.seq_len // rows.x.shape[1])
         for i in range(0, len(rows.y), bs):
@@ -125,8 +133,20 @@ class ClassificationTask(Task):
             correct += (logits.argmax(-1) == y).sum().item()
             nll += F.cross_entropy(logits, y, reduction="sum").item()
             n += len(y)
+            stats = model.cache_stats() if hasattr(model, "cache_stats") else []
+            if stats:  # per sequence, averaged over layers
+                written.append(torch.stack([s.written for s in stats]).float().mean(0).cpu())
+                held.append(torch.stack([s.held for s in stats]).float().mean(0).cpu())
         model.train()
-        return {"accuracy": correct / n, "loss": nll / n, "n": n}
+        out = {"accuracy": correct / n, "loss": nll / n, "n": n}
+        if written:
+            w, h = torch.cat(written), torch.cat(held)
+            q = torch.tensor([0.0, 0.1, 0.5, 0.9, 1.0])
+            out.update({"writes_per_seq": w.mean().item(), "slots_used_mean": h.mean().item(),
+                        "writes_quantiles": dict(zip(["min", "p10", "median", "p90", "max"],
+                                                     torch.quantile(w, q).tolist())),
+                        "sparsity": 1 - w.mean().item() / rows.x.shape[1]})
+        return out
 
     def eval_splits(self) -> list[str]:
         return list(self.evals)
@@ -221,7 +241,7 @@ class LMTask(Task):
     def loss(self, model: nn.Module, batch) -> torch.Tensor:
         x, y = batch
         logits = model(x)  # (B, L, V)
-        return F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
+        return F.cross_entropy(logits.float().flatten(0, 1), y.flatten()) + _aux(model)
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, split: str, device: torch.device, amp) -> dict:
