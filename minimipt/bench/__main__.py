@@ -7,15 +7,17 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    from . import scan
+    from . import scaling, scan
 
+    benches = {"scan": scan, "scaling": scaling}
     parser = argparse.ArgumentParser(prog="python -m minimipt.bench", description=__doc__)
     sub = parser.add_subparsers(dest="bench", metavar="BENCHMARK", required=True)
-    scan.add_arguments(sub.add_parser("scan", help=scan.__doc__.splitlines()[0],
-                                      description=scan.__doc__,
-                                      formatter_class=argparse.RawDescriptionHelpFormatter))
+    for name, module in benches.items():
+        module.add_arguments(sub.add_parser(name, help=module.__doc__.splitlines()[0],
+                                            description=module.__doc__,
+                                            formatter_class=argparse.RawDescriptionHelpFormatter))
     args = parser.parse_args(argv)
-    return int(scan.run(args) or 0)
+    return int(benches[args.bench].run(args) or 0)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,177 @@
+"""Memory and speed against sequence length: MIPT vs Transformer (SDPA and naive attention).
+
+Training: peak device memory of one forward + backward step and training tokens/s, for language
+models of identical width, depth and batch (default d_model 128, 2 layers, batch 8, as in the
+reference anchors), a 256-token vocabulary so that embeddings do not dominate, bf16 autocast on
+CUDA. ``naive`` attention materialises the (B, H, N, N) softmax, as the paper's baseline did;
+``sdpa`` is PyTorch's fused attention. Lengths that run out of memory are recorded as ``OOM``.
+
+Decoding: per-token latency and the streaming state's memory after a context of n tokens, for MIPT
+(a complex state per layer plus K cache slots: constant) and the Transformer (a KV cache that grows
+with n). The Transformer's KV cache is filled with random keys/values of the right shape (the
+latency of one step depends only on the shapes); MIPT's state is advanced through its cache first.
+
+``python -m minimipt.bench scaling [--lengths ...] [--out results/bench/scaling_<hw>.json]``
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+
+__all__ = ["add_arguments", "run"]
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--lengths", default=None, help="comma-separated training lengths")
+    p.add_argument("--decode-lengths", default=None, help="comma-separated context lengths for decoding")
+    p.add_argument("--d-model", type=int, default=128)
+    p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--models", default="mipt,mipt-K64,sdpa,naive")
+    p.add_argument("--out", default=None)
+    p.add_argument("--repeats", type=int, default=5)
+
+
+def _models(names, d, layers, max_len):
+    from .. import MIPTLM, TransformerLM
+
+    V = 256
+    out = {}
+    for name in names:
+        if name == "mipt":
+            out[name] = lambda: MIPTLM(V, d, layers, cache_slots=0)
+        elif name.startswith("mipt-K"):
+            k = int(name[6:])
+            out[name] = lambda k=k: MIPTLM(V, d, layers, cache_slots=k)
+        elif name in ("sdpa", "naive"):
+            out[name] = lambda a=name: TransformerLM(V, d, layers, n_heads=4, attention=a, max_len=max_len)
+        else:
+            raise ValueError(f"unknown model {name!r}; use mipt, mipt-K<k>, sdpa, naive")
+    return out
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _train_point(make, B, N, device, repeats):
+    torch.manual_seed(0)
+    model = make().to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    x = torch.randint(0, 256, (B, N + 1), device=device)
+    amp = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda" else __import__(
+        "contextlib").nullcontext
+
+    def step():
+        with amp():
+            logits = model(x[:, :-1])
+            loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), x[:, 1:].flatten())
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    try:
+        step()  # warm-up (compilation, allocator)
+        _sync(device)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+            base = torch.cuda.memory_allocated(device)
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            step()
+            _sync(device)
+            times.append(time.perf_counter() - t0)
+        peak = (torch.cuda.max_memory_allocated(device) - base) / 2**20 if device.type == "cuda" else None
+        ms = sorted(times)[len(times) // 2] * 1e3
+        return {"ms_per_step": round(ms, 3), "tokens_per_s": round(B * N / ms * 1e3), "peak_mb": peak and round(peak, 1)}
+    except torch.OutOfMemoryError:
+        return {"oom": True}
+    finally:
+        del model, opt
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+@torch.no_grad()
+def _decode_point(make, name, n, device, repeats):
+    from .. import state_nbytes
+
+    torch.manual_seed(0)
+    model = make().to(device).eval()
+    B = 1
+    state = model.init_state(B)
+    tok = torch.randint(0, 256, (B,), device=device)
+    if name in ("sdpa", "naive"):
+        for layer in state["layers"]:  # a KV cache of n random entries, of the model's shape
+            for key in ("k", "v"):
+                s = layer[key].shape
+                layer[key] = torch.randn(s[0], s[1], n, s[3], device=device, dtype=layer[key].dtype)
+        state["t"] = n
+    else:
+        for _ in range(min(n, 128)):  # fill the cache slots; the state size no longer changes after K tokens
+            _, state = model.step(tok, state)
+    nbytes = state_nbytes(state)
+    _, state2 = model.step(tok, state)  # warm-up
+    _sync(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        model.step(tok, state)
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+    del model, state, state2
+    return {"ms_per_token": round(sorted(times)[len(times) // 2] * 1e3, 4), "state_mb": round(nbytes / 2**20, 4),
+            "peak_mb": peak and round(peak, 1)}
+
+
+def run(args) -> int:
+    from ..env import get_device, smoke_mode
+    from ..train.provenance import provenance
+
+    device = get_device()
+    small = smoke_mode() or device.type != "cuda"
+    lengths = [int(x) for x in (args.lengths or ("64,128" if small else "512,2048,8192,16384")).split(",")]
+    dec = [int(x) for x in (args.decode_lengths or ("1,64,256" if small else "1,1024,4096,16384,65536")).split(",")]
+    names = args.models.split(",")
+    makers = _models(names, args.d_model, args.layers, max(dec + lengths) + 1)
+    t0 = time.time()
+    train, decode = [], []
+    print(f"training step, d_model {args.d_model}, {args.layers} layers, batch {args.batch}, device {device}")
+    print(f"{'model':10s} {'N':>7s} {'ms/step':>9s} {'tokens/s':>11s} {'peak MB':>9s}")
+    for N in lengths:
+        for name in names:
+            r = {"model": name, "N": N, **_train_point(makers[name], args.batch, N, device, args.repeats)}
+            train.append(r)
+            print(f"{name:10s} {N:7d} " + ("      OOM" if r.get("oom") else
+                  f"{r['ms_per_step']:9.2f} {r['tokens_per_s']:11,d} {r['peak_mb'] or float('nan'):9.1f}"), flush=True)
+    print(f"\ndecoding one token after n tokens of context (batch 1)")
+    print(f"{'model':10s} {'n':>7s} {'ms/token':>9s} {'state MB':>9s} {'peak MB':>9s}")
+    for n in dec:
+        for name in names:
+            try:
+                r = {"model": name, "n": n, **_decode_point(makers[name], name, n, device, max(10, args.repeats))}
+            except torch.OutOfMemoryError:
+                r = {"model": name, "n": n, "oom": True}
+            decode.append(r)
+            print(f"{name:10s} {n:7d} " + ("      OOM" if r.get("oom") else
+                  f"{r['ms_per_token']:9.3f} {r['state_mb']:9.3f} {r['peak_mb'] or float('nan'):9.1f}"), flush=True)
+    hw = torch.cuda.get_device_name(device).replace(" ", "_") if device.type == "cuda" else "cpu"
+    out = Path(args.out or f"results/bench/scaling_{hw}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    res = {"benchmark": "scaling", "config": {"d_model": args.d_model, "layers": args.layers, "batch": args.batch,
+                                              "vocab": 256, "amp": "bf16" if device.type == "cuda" else None,
+                                              "models": names, "lengths": lengths, "decode_lengths": dec},
+           "train": train, "decode": decode, "wall_time_s": round(time.time() - t0, 1), **provenance(device)}
+    out.write_text(json.dumps(res, indent=1) + "\n")
+    print(f"wrote {out}")
+    return 0
