@@ -57,8 +57,8 @@ __all__ = ["scan_triton", "TritonScan", "DEFAULT_CONFIG", "BWD_CONFIG"]
 
 # (BLOCK_L, BLOCK_D, num_warps, fast_trig, strided, prefetch[, num_stages]): the forward and
 # backward kernels' launch configurations, chosen by the sweep of minimipt.bench (notes/kernel.md)
-DEFAULT_CONFIG = (16, 32, 4, False, False, False)
-BWD_CONFIG = (16, 32, 4, False, False, False)
+DEFAULT_CONFIG = (16, 16, 1, False, False, True)
+BWD_CONFIG = (16, 32, 4, False, False, True)
 
 
 @_jit
