@@ -58,7 +58,7 @@ __all__ = ["scan_triton", "TritonScan", "DEFAULT_CONFIG", "BWD_CONFIG"]
 # (BLOCK_L, BLOCK_D, num_warps, fast_trig, strided, prefetch[, num_stages]): the forward and
 # backward kernels' launch configurations, chosen by the sweep of minimipt.bench (notes/kernel.md)
 DEFAULT_CONFIG = (16, 16, 1, False, False, True)
-BWD_CONFIG = (16, 32, 4, False, False, True)
+BWD_CONFIG = (16, 32, 4, False, False, False)
 
 
 @_jit
@@ -91,7 +91,7 @@ def _pair_offsets(t, base, L, D, pid_d, BLOCK_D: tl.constexpr):
     each row is one contiguous run, so the loads and stores coalesce and vectorise."""
     c2 = pid_d * (2 * BLOCK_D) + tl.arange(0, 2 * BLOCK_D)
     offs = (base + t.to(tl.int64) * D)[:, None] * 2 + c2[None, :]
-    mask = (t < L)[:, None] & (c2 < 2 * D)[None, :]
+    mask = ((t >= 0) & (t < L))[:, None] & (c2 < 2 * D)[None, :]
     return offs, mask
 
 
@@ -174,10 +174,12 @@ def _fwd_kernel(P, TH, U, H0, H, L, D, n_tiles,
 def _bwd_loads(P, TH, U, H, GH, t, base, cols, cmask, L, D, pid_d,
                STRIDED: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr):
     """Everything the backward needs at rows ``t``: p, θ at t + 1 (p = 1 past the end, so the
-    reverse gate is 0 there), dL/dh at t, p, θ, u at t, and h at t − 1 (0 at t = 0)."""
-    mask = (t < L)[:, None] & cmask[None, :]
+    reverse gate is 0 there), dL/dh at t, p, θ, u at t, and h at t − 1 (0 at t = 0). Rows outside
+    [0, L) are masked: the prefetch asks for the tile before the first one (t < 0)."""
+    inside = (t >= 0) & (t < L)
+    mask = inside[:, None] & cmask[None, :]
     off = base + t.to(tl.int64)[:, None] * D + cols[None, :]
-    mask1 = (t + 1 < L)[:, None] & cmask[None, :]
+    mask1 = (inside & (t + 1 < L))[:, None] & cmask[None, :]
     p1 = tl.load(P + off + D, mask=mask1, other=1.0).to(tl.float32)
     th1 = tl.load(TH + off + D, mask=mask1, other=0.0).to(tl.float32)
     offs2, mask2 = _pair_offsets(t, base, L, D, pid_d, BLOCK_D)
