@@ -234,20 +234,27 @@ def time_scan(method: str, B: int, L: int, D: int, backward: bool = True, repeat
 
 
 def load_bench(folder: str | Path | None = None, pattern: str = "scan_*.json") -> list[dict]:
-    """The scan benchmark results (``python -m minimipt.bench scan``) in ``folder``
-    (default ``results/bench`` of the repository), newest name order; ``[]`` if there are none."""
+    """The scan benchmark results (``python -m minimipt.bench scan``) in ``folder`` (default
+    ``results/bench`` of the repository) that hold timing rows, in file-name order, each with its
+    file name added as ``"file"``; ``[]`` if there are none."""
     from .env import repo_root
 
     folder = Path(folder) if folder is not None else repo_root() / "results" / "bench"
-    return [json.loads(p.read_text()) for p in sorted(folder.glob(pattern))] if folder.is_dir() else []
+    out = []
+    for path in sorted(folder.glob(pattern)) if folder.is_dir() else []:
+        result = json.loads(path.read_text())
+        if isinstance(result, dict) and result.get("rows"):
+            out.append({**result, "file": path.name})
+    return out
 
 
 def bench_table(result: dict) -> str:
     """A Markdown table of one benchmark result, headed by its hardware, software and commit."""
     if "rows" not in result:
         raise ValueError("result must be a scan benchmark result (a dict with 'rows'), from load_bench()")
-    head = (f"**{result.get('device', '?')}**, torch {result.get('torch', '?')}, triton {result.get('triton')}, "
-            f"commit {str(result.get('git_commit', '?'))[:10]}, timer: {result.get('config', {}).get('timer', '?')}")
+    head = (f"`{result['file']}`: " if "file" in result else "") + (
+        f"**{result.get('device', '?')}**, torch {result.get('torch', '?')}, triton {result.get('triton')}, "
+        f"commit {str(result.get('git_commit', '?'))[:10]}, timer: {result.get('config', {}).get('timer', '?')}")
     lines = [head, "", "| method | B, D, L | dtype | fwd ms | fwd+bwd ms | fwd TB/s | rel err |",
              "|---|---|---|---|---|---|---|"]
     for r in result["rows"]:

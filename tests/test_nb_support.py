@@ -109,10 +109,11 @@ def test_load_bench_and_table(tmp_path):
                        {"method": "sequential", "B": 32, "D": 512, "L": 8192, "dtype": "bf16",
                         "error": "out of memory"}]}
     (tmp_path / "scan_h200.json").write_text(json.dumps(result))
+    (tmp_path / "scan_sweep_h200.json").write_text(json.dumps({**result, "rows": []}))  # no timing rows: skipped
     loaded = A.load_bench(tmp_path)
-    assert loaded == [result]
+    assert loaded == [{**result, "file": "scan_h200.json"}]
     table = A.bench_table(loaded[0])
-    assert "NVIDIA H200" in table and "| triton | 32, 512, 8192 | float32 | 1.500 | 4.000 |" in table
+    assert table.startswith("`scan_h200.json`: **NVIDIA H200**") and "| triton | 32, 512, 8192 | float32 | 1.500 | 4.000 |" in table
     assert "out of memory" in table
     with pytest.raises(ValueError, match="rows"):
         A.bench_table({})
