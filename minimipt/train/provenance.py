@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 from datetime import datetime, timezone
@@ -36,8 +37,10 @@ def provenance(device: torch.device, world_size: int = 1) -> dict:
         hw["gpu_count"] = torch.cuda.device_count()
     else:
         hw["threads"] = torch.get_num_threads()
+    # a copy of the tree without .git (e.g. on a remote GPU machine) gets its commit from the caller
+    commit = _git("rev-parse", "HEAD") or os.environ.get("MINIMIPT_GIT_COMMIT")
     return {
-        "git_commit": _git("rev-parse", "HEAD"),
+        "git_commit": commit,
         "git_dirty": bool(status) if status is not None else None,
         "minimipt_version": __version__,
         "torch_version": torch.__version__,

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The reference runs behind results/, as run on one H200 (10-minute device sessions, no network).
+#   RAW=folder-with-raw-data bash scripts/reference_runs.sh STAGE [MINUTES]
+# RAW holds ag_news/test.csv (or ag_news_csv/) and wikitext-2/wiki.*.tokens. Stages write run folders
+# under results/ (results.json is committed; checkpoints are git-ignored) and can be re-run: complete
+# runs are skipped and unfinished ones resume from their checkpoints.
+set -euo pipefail
+stage=${1:?stage: classification | lm | bench}
+minutes=${2:-9}
+export MINIMIPT_DATA=${MINIMIPT_DATA:-/tmp/minimipt-data} PYTHONUNBUFFERED=1
+mkdir -p "$MINIMIPT_DATA"
+case "$stage" in
+  classification)
+    # tokenize once before the parallel runs read the prepared arrays
+    python -m minimipt data prepare ag_news-offline --from "${RAW:?}" --quiet
+    python -m minimipt.experiments needle-512 --parallel 10 --max-minutes "$minutes" &
+    python -m minimipt.experiments ag_news-offline --parallel 12 --max-minutes "$minutes"
+    wait
+    ;;
+  needle-long)
+    python -m minimipt.experiments needle-long --parallel 9 --max-minutes "$minutes"
+    ;;
+  lm)
+    python -m minimipt data prepare wikitext-2 --from "${RAW:?}" --quiet
+    python -m minimipt.experiments wikitext-2-offline --parallel 4 --max-minutes "$minutes"
+    ;;
+  bench)
+    python -m minimipt.bench scaling
+    ;;
+  *) echo "unknown stage $stage" >&2; exit 2 ;;
+esac
