@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistInfo", "init", "shutdown", "all_reduce_mean"]
+__all__ = ["DistInfo", "init", "shutdown", "all_reduce_mean", "parameters_in_sync"]
 
 
 @dataclass(frozen=True)
@@ -57,3 +57,16 @@ def all_reduce_mean(value: torch.Tensor, info: DistInfo) -> torch.Tensor:
         dist.all_reduce(value, op=dist.ReduceOp.SUM)
         value /= info.world_size
     return value
+
+
+@torch.no_grad()
+def parameters_in_sync(model: torch.nn.Module, info: DistInfo) -> bool:
+    """True when every rank holds the same parameters (compared through a float64 checksum)."""
+    flat = torch.cat([p.detach().double().flatten() for p in model.parameters()])
+    weights = torch.arange(1, flat.numel() + 1, device=flat.device, dtype=torch.float64).remainder(97) + 1
+    mine = torch.stack([flat.sum(), (flat * weights).sum()])
+    if not info.enabled:
+        return True
+    gathered = [torch.empty_like(mine) for _ in range(info.world_size)]
+    dist.all_gather(gathered, mine)
+    return all(torch.equal(g, gathered[0]) for g in gathered)

@@ -83,6 +83,7 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, max_minute
         model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     amp = _amp_factory(device, cfg.amp)
     meta = {"config": cfg.to_dict(), "seed": cfg.seed, "task": task.describe(), "params": n_params,
+            "tokens_per_step": task.tokens_per_step,
             "total_steps": total_steps, **provenance(device, info.world_size)}
 
     def checkpoint() -> None:
@@ -124,7 +125,8 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, max_minute
         sched.step()
         step += 1
         steps_this_call += 1
-        lv = loss.item()
+        # the logged loss is the global batch's: the mean over ranks of each rank's shard loss
+        lv = distributed.all_reduce_mean(loss.detach(), info).item()
         if not math.isfinite(lv):
             raise FloatingPointError(f"training loss is {lv} at step {step}; lower --lr (now {cfg.lr})")
         running += lv
@@ -153,6 +155,8 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, max_minute
     if info.is_main:
         for split in _all_splits(task):
             final[split] = task.evaluate(core, split, device, amp)
+    if info.enabled:
+        meta["ranks_in_sync"] = distributed.parameters_in_sync(core, info)
     checkpoint()
     res = write_results(final, complete=True)
     if info.is_main and progress:
