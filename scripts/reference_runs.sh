@@ -5,7 +5,7 @@
 # under results/ (results.json is committed; checkpoints are git-ignored) and can be re-run: complete
 # runs are skipped and unfinished ones resume from their checkpoints.
 set -euo pipefail
-stage=${1:?stage: classification | lm | bench}
+stage=${1:?stage: classification | needle-long | lm | ddp | bench}
 minutes=${2:-9}
 export MINIMIPT_DATA=${MINIMIPT_DATA:-/tmp/minimipt-data} PYTHONUNBUFFERED=1
 mkdir -p "$MINIMIPT_DATA"
@@ -23,6 +23,14 @@ case "$stage" in
   lm)
     python -m minimipt data prepare wikitext-2 --from "${RAW:?}" --quiet
     python -m minimipt.experiments wikitext-2-offline --parallel 4 --max-minutes "$minutes"
+    ;;
+  ddp)
+    # the LM for a fixed number of steps on 1 GPU and on 2 GPUs (same per-GPU batch of 32 windows)
+    python -m minimipt data prepare wikitext-2 --from "${RAW:?}" --quiet
+    common=(wikitext --preset offline --model mipt --quiet --set "max_steps=${STEPS:-150}"
+            --set eval_every=100000 --set ckpt_every=100000 --set eval_batches=4)
+    python -m minimipt train "${common[@]}" --set batch_size=32 --out results/ddp/1gpu
+    torchrun --standalone --nproc_per_node=2 -m minimipt train "${common[@]}" --set batch_size=64 --out results/ddp/2gpu
     ;;
   bench)
     python -m minimipt.bench scaling
