@@ -29,6 +29,7 @@ from .tasks import build_task
 __all__ = ["train"]
 
 CKPT, RESULTS = "checkpoint.pt", "results.json"
+WARMUP_STEPS = 20
 
 
 def _amp_factory(device: torch.device, enabled: bool):
@@ -100,6 +101,9 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, max_minute
         wall = elapsed + (time.time() - t_start)
         res = {**meta, "complete": complete, "steps": step, "wall_time_s": round(wall, 2),
                "train_tokens_per_s": round(step * task.tokens_per_step / max(train_time, 1e-9), 1) if step else None,
+               # after the first WARMUP_STEPS steps of this call (compilation, allocator warm-up)
+               "steady_tokens_per_s": (round(steady[1] * task.tokens_per_step / max(steady[0], 1e-9), 1)
+                                       if steady[1] else None),
                "finished": now_iso(), "history": history, "metrics": final or {}}
         if info.is_main:
             atomic_write_json(out / RESULTS, res)
@@ -107,6 +111,7 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, max_minute
 
     model.train()
     running, n_running, train_time = 0.0, 0, elapsed
+    steady = [0.0, 0]  # seconds and steps after the warm-up steps of this call
     steps_this_call = 0
     bar = tqdm(total=total_steps, initial=step, disable=not (progress and info.is_main), desc=f"{cfg.task}/{cfg.model}",
                unit="step")
@@ -131,7 +136,13 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, max_minute
             raise FloatingPointError(f"training loss is {lv} at step {step}; lower --lr (now {cfg.lr})")
         running += lv
         n_running += 1
-        train_time += time.time() - t0
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        dt = time.time() - t0
+        train_time += dt
+        if steps_this_call > WARMUP_STEPS:
+            steady[0] += dt
+            steady[1] += 1
         bar.update(1)
         if step % cfg.eval_every == 0 or step == total_steps:
             entry = {"step": step, "train_loss": running / n_running, "lr": sched.get_last_lr()[0]}
