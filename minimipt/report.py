@@ -28,12 +28,39 @@ def load_runs(root: str | Path | None = None) -> list[dict]:
     runs = []
     for path in sorted(root.rglob("results.json")):
         res = json.loads(path.read_text())
-        if not res.get("complete"):
+        experiment = path.relative_to(root).parts[0]
+        if not res.get("complete") or experiment in _NOT_GRIDS:
             continue
         res["_path"] = str(path)
-        res["_experiment"] = path.relative_to(root).parts[0]
+        res["_experiment"] = experiment
         runs.append(res)
     return runs
+
+
+_NOT_GRIDS = ("ddp", "bench")  # reported by their own sections
+
+
+def ddp_table(root: str | Path | None = None) -> str:
+    """Tokens/s of the same training on 1 and on N GPUs (``results/ddp/<n>gpu/results.json``)."""
+    root = Path(root) if root is not None else repo_root() / "results"
+    rows = []
+    for path in sorted((root / "ddp").glob("*gpu/results.json")):
+        r = json.loads(path.read_text())
+        rows.append((r["hardware"]["world_size"], r))
+    if not rows:
+        return ""
+    rows.sort(key=lambda x: x[0])
+    base = rows[0][1]["steady_tokens_per_s"] / rows[0][0]
+    c = rows[0][1]["config"]
+    out = [f"**Multi-GPU (torchrun + DDP)** — {c['task']} `{c['preset']}` preset, {c['model']} "
+           f"d_model={c['d_model']}, {c['n_layers']} layers, {rows[0][1]['total_steps']} steps, "
+           f"{rows[0][1]['hardware'].get('gpu')}; per-GPU batch fixed (weak scaling); tokens/s after 20 warm-up steps.\n",
+           "| GPUs | global batch | tokens/s | speed-up | efficiency | ranks in sync |", "|---|---|---|---|---|---|"]
+    for n, r in rows:
+        tps = r["steady_tokens_per_s"]
+        out.append(f"| {n} | {r['config']['batch_size']} | {tps:,.0f} | {tps / (base * rows[0][0]):.2f}× | "
+                   f"{tps / (base * n):.0%} | {r.get('ranks_in_sync', '—')} |")
+    return "\n".join(out) + "\n"
 
 
 def variant_of(res: dict) -> str:
@@ -110,7 +137,7 @@ def _fmt(v) -> str:
 def render_table(summary: dict[str, list[dict]]) -> str:
     """Markdown: one table per experiment, with its protocol stated above it."""
     if not summary:
-        return "_No reference runs are committed yet._\n"
+        return "_No AG News, needle or language-model reference runs are committed yet._\n"
     parts = []
     for exp, rows in summary.items():
         metric_cols = sorted({k for r in rows for k in r if re.match(r"eval.*_(accuracy|ppl_token|ppl_word)$", k)})
@@ -184,6 +211,9 @@ def _run(args) -> int:
     root = Path(args.results) if args.results else repo_root() / "results"
     summary = summarise(load_runs(root))
     text = render_table(summary)
+    ddp = ddp_table(root)
+    if ddp:
+        text += "\n" + ddp
     update_readme(text, args.readme)
     (root).mkdir(parents=True, exist_ok=True)
     (root / "summary.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")
