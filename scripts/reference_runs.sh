@@ -32,6 +32,15 @@ case "$stage" in
     python -m minimipt train "${common[@]}" --set batch_size=32 --out results/ddp/1gpu
     torchrun --standalone --nproc_per_node=2 -m minimipt train "${common[@]}" --set batch_size=64 --out results/ddp/2gpu
     ;;
+  kernel-e2e)
+    # end-to-end effect of the Triton scan: the same LM training with the kernel and with "chunked"
+    python -m minimipt data prepare wikitext-2 --from "${RAW:?}" --quiet
+    for method in triton chunked; do
+      python -m minimipt train wikitext --preset offline --model mipt --quiet --set "max_steps=${STEPS:-120}" \
+        --set eval_every=100000 --set ckpt_every=100000 --set eval_batches=2 --set "scan_method=\"$method\"" \
+        --out "results/kernel-e2e/$method"
+    done
+    ;;
   bench)
     python -m minimipt.bench scaling
     ;;

@@ -41,6 +41,7 @@ class TrainConfig:
     phase: str = "input"  # MIPT: "input" (paper) or "static"
     readout: str = "real"  # MIPT: "real" (paper) or "proj"
     pos_embedding: str = "learned"  # "learned" (paper) or "none"
+    scan_method: str = "auto"  # MIPT: any minimipt.scan_methods() name ("auto": fastest correct one)
     # --- data ---
     seq_len: int = 512
     train_split: str = "offline-train"

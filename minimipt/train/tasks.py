@@ -35,7 +35,8 @@ def build_model(cfg: TrainConfig, vocab_size: int, n_classes: int | None, pad_id
     if cfg.model == "mipt":
         mipt = dict(cache_slots=cfg.cache_slots, write_threshold=cfg.write_threshold,
                     write_penalty=cfg.write_penalty, cache_heads=cfg.n_heads,
-                    phase=cfg.phase, readout=cfg.readout, pos_embedding=cfg.pos_embedding, max_len=max_len)
+                    phase=cfg.phase, readout=cfg.readout, pos_embedding=cfg.pos_embedding, max_len=max_len,
+                    scan_method=cfg.scan_method)
         if n_classes is None:
             return MIPTLM(vocab_size, **common, **mipt)
         return MIPTClassifier(vocab_size, n_classes, **common, **mipt, pad_id=pad_id)
