@@ -9,6 +9,8 @@ can document one place:
 ``MINIMIPT_DEVICE``    force a device (``cpu``, ``cuda``, ``cuda:1``); default: CUDA if available.
 ``MINIMIPT_DATA``      folder holding the canonical raw data files and prepared arrays
                        (default: the repository's ``data/`` folder).
+``MINIMIPT_GIT_COMMIT`` the commit recorded in results files when the code runs from a copy
+                       without ``.git`` (read by :mod:`minimipt.train.provenance`).
 =====================  ==========================================================================
 """
 

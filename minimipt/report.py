@@ -37,7 +37,7 @@ def load_runs(root: str | Path | None = None) -> list[dict]:
     return runs
 
 
-_NOT_GRIDS = ("ddp", "bench")  # reported by their own sections
+_NOT_GRIDS = ("ddp", "bench", "kernel-e2e")  # reported by their own sections
 
 
 def ddp_table(root: str | Path | None = None) -> str:
