@@ -199,6 +199,48 @@ def plot_summary(summary: dict[str, list[dict]], out_dir: Path) -> list[Path]:
     return paths
 
 
+def bench_tables(root: str | Path | None = None) -> str:
+    """The scan benchmark and the length-scaling benchmark (``results/bench/*_h200.json``) as Markdown."""
+    root = Path(root) if root is not None else repo_root() / "results"
+    out = []
+    scan = root / "bench" / "scan_h200.json"
+    if scan.exists():
+        d = json.loads(scan.read_text())
+        out += [f"**Scan benchmark** (`python -m minimipt.bench scan`, {d.get('device')}, {d['config']['timer']}; "
+                f"copy bandwidth measured in the same run {d.get('copy_bandwidth_TBps', float('nan')):.2f} TB/s; "
+                "`peer` = `accelerated_scan.complex.scan` 0.3.1 on precomputed gate and input, `peer+gate` forms them "
+                "in PyTorch first, `mipt_scan` is the public entry point with its input checks).\n",
+                "| method | (B, D, L) | inputs | forward ms | fwd+bwd ms | floor fwd ms | rel. error |",
+                "|---|---|---|---|---|---|---|"]
+        for r in d["rows"]:
+            if r["method"] == "sequential":
+                continue
+            out.append(f"| {r['method']} | ({r['B']}, {r['D']}, {r['L']}) | {r['dtype']} | {r['fwd_ms']:.3f} | "
+                       f"{r['fwd_bwd_ms']:.3f} | {r['fwd_floor_ms']:.3f} | {r['rel_err']:.1e} |")
+        out.append("")
+    scaling = root / "bench" / "scaling_h200.json"
+    if scaling.exists():
+        d = json.loads(scaling.read_text())
+        c = d["config"]
+        out += [f"**Length scaling** (`python -m minimipt.bench scaling`, {d['hardware'].get('gpu')}, language models "
+                f"with d_model {c['d_model']}, {c['layers']} layers, batch {c['batch']}, vocabulary {c['vocab']}, "
+                f"{c['amp']} autocast; one training step = forward + backward + AdamW; peak = memory allocated above the "
+                "model's own). `naive` materialises the attention matrix, as the paper's baseline did; `sdpa` is fused.\n",
+                "| model | N | ms / step | tokens/s | peak MB |", "|---|---|---|---|---|"]
+        for r in d["train"]:
+            if r.get("oom"):
+                out.append(f"| {r['model']} | {r['N']:,} | OOM | | |")
+            else:
+                out.append(f"| {r['model']} | {r['N']:,} | {r['ms_per_step']:.2f} | {r['tokens_per_s']:,} | "
+                           f"{r['peak_mb']:,.0f} |")
+        out += ["", "| decoding (batch 1) | context n | ms / token | state MB |", "|---|---|---|---|"]
+        for r in d["decode"]:
+            if not r.get("oom"):
+                out.append(f"| {r['model']} | {r['n']:,} | {r['ms_per_token']:.3f} | {r['state_mb']:.3f} |")
+        out.append("")
+    return "\n".join(out)
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser("report", help="rebuild the README results table and figures from results/")
     p.add_argument("--results", default=None, help="folder of runs (default: results/)")
@@ -211,9 +253,9 @@ def _run(args) -> int:
     root = Path(args.results) if args.results else repo_root() / "results"
     summary = summarise(load_runs(root))
     text = render_table(summary)
-    ddp = ddp_table(root)
-    if ddp:
-        text += "\n" + ddp
+    for extra in (ddp_table(root), bench_tables(root)):
+        if extra:
+            text += "\n" + extra
     update_readme(text, args.readme)
     (root).mkdir(parents=True, exist_ok=True)
     (root / "summary.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")
