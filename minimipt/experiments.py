@@ -28,12 +28,50 @@ __all__ = ["GRIDS", "expand", "main"]
 SEEDS = (0, 1, 2)
 
 
-def _runs(prefix: str, task: str, preset: str, variants: dict[str, dict], lrs, seeds=SEEDS, common=None):
+def _runs(prefix: str, task: str, preset: str, variants: dict[str, dict], lrs, seeds=SEEDS, common=None,
+          sweep_seeds=None):
+    """Every (variant, lr, seed). With ``sweep_seeds``, the learning rates are tried on those seeds
+    only, and the other seeds run later at the variant's best learning rate by validation metric
+    (runs with ``"lr": None`` and ``"stage": "final"``, resolved by :func:`_resolve_finals`)."""
     out = []
-    for (vname, v), lr, seed in itertools.product(variants.items(), lrs, seeds):
+    first = seeds if sweep_seeds is None else sweep_seeds
+    for (vname, v), lr, seed in itertools.product(variants.items(), lrs, first):
         args = {**(common or {}), **v, "lr": lr}
-        out.append({"name": f"{vname}-lr{lr:g}-s{seed}", "task": task, "preset": preset, "seed": seed, "set": args})
+        out.append({"name": f"{vname}-lr{lr:g}-s{seed}", "variant": vname, "task": task, "preset": preset,
+                    "seed": seed, "set": args, "stage": "sweep"})
+    if sweep_seeds is not None:
+        for (vname, v), seed in itertools.product(variants.items(), [s for s in seeds if s not in sweep_seeds]):
+            out.append({"name": None, "variant": vname, "task": task, "preset": preset, "seed": seed,
+                        "set": {**(common or {}), **v, "lr": None}, "stage": "final", "lrs": tuple(lrs)})
     return out
+
+
+def _val_metric(out: Path) -> float | None:
+    """Validation score of a finished run (accuracy; minus the loss for language models)."""
+    res = out / "results.json"
+    if not res.exists():
+        return None
+    r = json.loads(res.read_text())
+    if not r.get("complete"):
+        return None
+    val = r["metrics"].get("val", {})
+    return val.get("accuracy", -val["loss"] if "loss" in val else None)
+
+
+def _resolve_finals(runs: list[dict], folder: Path) -> list[dict]:
+    """Give each pending final-stage run the best learning rate of its variant's finished sweep."""
+    resolved = []
+    for r in runs:
+        if r["stage"] != "final":
+            resolved.append(r)
+            continue
+        sweep = [s for s in runs if s["stage"] == "sweep" and s["variant"] == r["variant"]]
+        scores = {s["set"]["lr"]: _val_metric(folder / s["name"]) for s in sweep}
+        if any(v is None for v in scores.values()):
+            continue  # the sweep of this variant is not finished yet
+        lr = max(scores, key=scores.get)
+        resolved.append({**r, "name": f"{r['variant']}-lr{lr:g}-s{r['seed']}", "set": {**r["set"], "lr": lr}})
+    return resolved
 
 
 def _grid_ag_news():
@@ -42,7 +80,7 @@ def _grid_ag_news():
         "mipt-K16": {"model": "mipt", "cache_slots": 16},
         "transformer": {"model": "transformer"},
     }
-    return _runs("ag", "ag_news", "offline", variants, lrs=(3e-4, 1e-3, 3e-3))
+    return _runs("ag", "ag_news", "offline", variants, lrs=(3e-4, 1e-3, 3e-3), sweep_seeds=(0,))
 
 
 def _grid_needle():
@@ -137,11 +175,19 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     root = Path(args.results) if args.results else repo_root() / "results"
-    runs = [r for r in expand(args.name) if not args.only or args.only in r["name"]]
     folder = root / args.name
+    grid = expand(args.name)
+
+    def current() -> list[dict]:
+        return [r for r in _resolve_finals(grid, folder) if not args.only or args.only in r["name"]]
+
+    runs = current()
     if args.list:
         for r in runs:
             print(f"{_status(folder / r['name']):8s} {r['name']}")
+        waiting = sum(1 for r in grid if r["stage"] == "final") - sum(1 for r in runs if r["stage"] == "final")
+        if waiting:
+            print(f"{waiting} more runs wait for their variant's learning-rate sweep")
         return 0
     todo = [r for r in runs if _status(folder / r["name"]) != "done"]
     print(f"{args.name}: {len(runs)} runs, {len(todo)} to do, {args.parallel} at a time")
@@ -170,8 +216,15 @@ def main(argv: list[str] | None = None) -> int:
                 if proc.returncode != 0:
                     failed.append(run["name"])
                 print(f"[{time.time() - start:6.0f}s] {run['name']}: exit {proc.returncode}, {state}", flush=True)
+                if run["stage"] == "sweep":  # a finished sweep may release final-stage runs
+                    known = {r["name"] for r in runs}
+                    for new in current():
+                        if new["name"] not in known and _status(folder / new["name"]) != "done":
+                            runs.append(new)
+                            pending.append(new)
+    runs = current()
     done = sum(_status(folder / r["name"]) == "done" for r in runs)
-    print(f"{args.name}: {done}/{len(runs)} runs complete after {time.time() - start:.0f} s; failed: {failed or 'none'}")
+    print(f"{args.name}: {done}/{len(grid)} runs complete after {time.time() - start:.0f} s; failed: {failed or 'none'}")
     return 1 if failed else 0
 
 

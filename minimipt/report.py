@@ -101,12 +101,14 @@ def summarise(runs: list[dict]) -> dict[str, list[dict]]:
     for (exp, var), lrs in sorted(by_variant.items()):
         metric, higher = _main_metric(next(iter(lrs.values()))[0])
 
-        def val_score(rs):
-            vals = [r["metrics"].get("val", {}).get(metric) for r in rs]
+        def val_score(rs, seeds=None):
+            vals = [r["metrics"].get("val", {}).get(metric) for r in rs if seeds is None or r["seed"] in seeds]
             vals = [v for v in vals if v is not None]
             return statistics.mean(vals) if vals else float("nan")
 
-        best_lr = (max if higher else min)(lrs, key=lambda lr: val_score(lrs[lr]))
+        # choose on the seeds every candidate learning rate was run with (the sweep seeds)
+        common = set.intersection(*({r["seed"] for r in rs} for rs in lrs.values()))
+        best_lr = (max if higher else min)(lrs, key=lambda lr: val_score(lrs[lr], common))
         rs = lrs[best_lr]
         row = {"variant": var, "lr": best_lr, "lrs_tried": sorted(lrs), "seeds": sorted(r["seed"] for r in rs),
                "val": val_score(rs), "params": rs[0]["params"], "protocol": rs[0]["task"].get("protocol", ""),

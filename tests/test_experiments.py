@@ -1,0 +1,29 @@
+"""The experiment runner: a learning-rate sweep on seed 0, then the other seeds at the best rate."""
+
+from __future__ import annotations
+
+import json
+
+from minimipt import experiments
+from minimipt.report import load_runs, summarise
+
+
+def test_sweep_then_seeds_at_the_best_lr(tmp_path, monkeypatch):
+    monkeypatch.setenv("MINIMIPT_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("MINIMIPT_DEVICE", "cpu")
+    grid = lambda: experiments._runs("t", "needle", "smoke", {"mipt": {"model": "mipt"}}, lrs=(1e-4, 3e-3),
+                                     seeds=(0, 1), sweep_seeds=(0,))
+    monkeypatch.setitem(experiments.GRIDS, "tiny", grid)
+    rc = experiments.main(["tiny", "--results", str(tmp_path / "res"), "--parallel", "2",
+                           "--set", "max_steps=12", "--set", "eval_every=6"])
+    assert rc == 0
+    folder = tmp_path / "res" / "tiny"
+    vals = {lr: json.loads((folder / f"mipt-lr{lr:g}-s0" / "results.json").read_text())["metrics"]["val"]["accuracy"]
+            for lr in (1e-4, 3e-3)}
+    best = max(vals, key=vals.get)
+    final = folder / f"mipt-lr{best:g}-s1" / "results.json"
+    assert final.exists() and json.loads(final.read_text())["complete"]
+    row = summarise(load_runs(tmp_path / "res"))["tiny"][0]
+    assert row["lr"] == best and row["seeds"] == [0, 1]
+    # a second call finds everything done and runs nothing
+    assert experiments.main(["tiny", "--results", str(tmp_path / "res")]) == 0
