@@ -177,7 +177,9 @@ class MIPTLayer(nn.Module):
         z, theta, u = self.projections(x_t)  # (B, D)
         p, log_p, _ = self.gates(z)
         u = u.to(state.dtype)
-        h = torch.polar((1 - p).to(u.real.dtype), theta.to(u.real.dtype)) * state + p.to(u.real.dtype) * u
+        real = u.real.dtype
+        rotation = torch.polar(torch.ones_like(theta, dtype=real), theta.to(real))  # e^{iθ}
+        h = (1 - p).to(real) * rotation * state + p.to(real) * u
         y = self.read(h).to(x_t.dtype)
         if return_aux:
             return y, h, LayerAux(p=p, log_p=log_p, theta=theta, h=h)

@@ -145,7 +145,9 @@ def _gate_and_input(p: torch.Tensor, theta: torch.Tensor, u: torch.Tensor):
     """``a = (1 - p) e^{iθ}`` and ``b = p u`` in the complex dtype of ``u`` (p, θ cast to its real dtype)."""
     real = u.real.dtype
     p, theta = p.to(real), theta.to(real)
-    a = torch.polar(1 - p, theta)  # (B, L, D) complex, |a| = 1 - p ≤ 1
+    # (1 − p)·e^{iθ} as a product, not torch.polar(1 − p, θ): polar's backward loses ∂a/∂p where
+    # its modulus is exactly 0 (p = 1), and p = 1 is a legal input
+    a = (1 - p) * torch.polar(torch.ones_like(theta), theta)  # (B, L, D) complex, |a| = 1 − p ≤ 1
     b = p * u  # (B, L, D) complex
     return a, b
 

@@ -147,3 +147,19 @@ def test_bad_inputs_raise_value_error(case):
     match, args = case
     with pytest.raises(ValueError, match=match):
         mipt_scan(**args)
+
+
+@pytest.mark.parametrize("method", ["sequential"] + CPU_METHODS)
+def test_gradient_of_p_at_exactly_one(method):
+    """p = 1 is legal: dL/dp_t = Re(conj(g_t) (u_t − e^{iθ_t} h_{t−1})) must hold there too."""
+    g = torch.Generator().manual_seed(5)
+    B, L, D = 2, 6, 3
+    p = torch.ones(B, L, D, dtype=torch.float64, requires_grad=True)
+    theta = torch.randn(B, L, D, generator=g, dtype=torch.float64)
+    u = torch.randn(B, L, D, generator=g, dtype=torch.complex128)
+    h0 = torch.randn(B, D, generator=g, dtype=torch.complex128)
+    h = mipt_scan(p, theta, u, h0, method=method)
+    (grad,) = torch.autograd.grad(h.real.sum(), p)
+    h_prev = torch.cat([h0[:, None], h.detach()[:, :-1]], 1)
+    expected = (u - torch.polar(torch.ones_like(theta), theta) * h_prev).real  # g_t = 1 since a_{t+1} = 0
+    torch.testing.assert_close(grad, expected)
