@@ -111,6 +111,7 @@ ANCHORS: dict[str, dict] = {
     },
     "lm": {
         "title": "Published language-modelling references (other conditions)",
+        "label": "published numbers of other models, quoted by the course anchors; not runs of minimipt",
         "columns": ["model", "dataset, tokenizer", "perplexity"],
         "rows": [["HGRN (Qin et al. 2023)", "WikiText-103, GPT-2 BPE", "24.14 valid / 24.82 test"],
                  ["Transformer-XL standard (151M)", "WikiText-103, word level", "24.0"],
@@ -150,7 +151,8 @@ def anchors_table(name: str) -> str:
     """The course anchors' measurements for ``name`` (a key of :data:`ANCHORS`) as Markdown."""
     if name not in ANCHORS:
         raise ValueError(f"name must be one of {sorted(ANCHORS)}, got {name!r}")
-    return _table(ANCHORS[name], "course anchors' measurements (another code base), not runs of minimipt")
+    spec = ANCHORS[name]
+    return _table(spec, spec.get("label", "course anchors' measurements (another code base), not runs of minimipt"))
 
 
 # --------------------------------------------------------------------------------------------
