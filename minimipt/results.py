@@ -62,8 +62,8 @@ PAPER: dict[str, dict] = {
                  ["MIPT, K = 16", "0.992"], ["MIPT, unbounded cache", "1.0 of 512 slots used (99.8% sparse)"],
                  ["MIPT, threshold tuning alone", "0.750"], ["Transformer", "1.000"]],
         "notes": ["Accuracy is the *best test accuracy over epochs* (selected on the test set); ours is the "
-                  "final model's accuracy on held-out sequences used for no choice. Picking the best of many epochs on the "
-                  "test set biases the paper's numbers upward."],
+                  "final model's accuracy on held-out sequences used for no choice. Picking the best of many "
+                  "epochs on the test set biases the paper's numbers upward."],
     },
     "lm": {
         "title": "WikiText-103 language modelling (perplexity)",
@@ -335,7 +335,8 @@ def scaling_targets(scaling: dict, *, memory_n: int = 8192, speed_n: int = 4096,
     text = f"MIPT peak training memory at N = {memory_n:,} ≤ Transformer-SDPA's"
     if m and s and m.get("peak_mb") is not None and s.get("peak_mb") is not None:
         out.append({"target": text, "measured": f"{m['peak_mb']:,.0f} MB vs {s['peak_mb']:,.0f} MB "
-                    f"({m['peak_mb'] / s['peak_mb']:.2f}×)", "status": "met" if m["peak_mb"] <= s["peak_mb"] else "missed"})
+                    f"({m['peak_mb'] / s['peak_mb']:.2f}×)",
+                    "status": "met" if m["peak_mb"] <= s["peak_mb"] else "missed"})
     else:
         out.append({"target": text, "measured": f"no memory measurement at N = {memory_n:,} (CUDA only)",
                     "status": "not measured"})
@@ -387,7 +388,8 @@ def paper_memory_comparison(scaling: dict) -> str:
     lines = [f"Peak training memory (MB). *Paper* columns: {PAPER_LABEL} (batch and width not stated). "
              f"*Ours*: `{scaling.get('file', 'scaling')}`, d_model {c['d_model']}, {c['layers']} layers, batch "
              f"{c['batch']}, autocast {c.get('amp') or 'off'}.", "",
-             "| N | paper MIPT | paper Transformer (naive) | ours MIPT | ours Transformer naive | ours Transformer SDPA |",
+             "| N | paper MIPT | paper Transformer (naive) | ours MIPT | ours Transformer naive "
+             "| ours Transformer SDPA |",
              "|---|---|---|---|---|---|"]
     for N in sorted(set(paper) | {r["N"] for r in scaling["train"]}):
         p = paper.get(N, ("—", "—"))
@@ -423,7 +425,8 @@ def kernel_e2e_table(root: str | Path | None = None) -> str:
     base = min(tps(r) for r in runs)
     for r in sorted(runs, key=lambda r: -tps(r)):
         m = r.get("metrics", {})
-        lines.append(f"| {r['config']['scan_method']} | {tps(r):,.0f} | {tps(r) / base:.2f}× | {r['wall_time_s']:.1f} | "
+        lines.append(f"| {r['config']['scan_method']} | {tps(r):,.0f} | {tps(r) / base:.2f}× | "
+                     f"{r['wall_time_s']:.1f} | "
                      f"{m.get('val', {}).get('ppl_token', float('nan')):.1f} | "
                      f"{m.get('eval', {}).get('ppl_token', float('nan')):.1f} |")
     return "\n".join(lines) + "\n"
