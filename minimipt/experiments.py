@@ -7,7 +7,8 @@ can advance in pieces (e.g. 10-minute GPU sessions). Several runs share one GPU 
 (``--parallel``): these models are small, and one process cannot fill an H200.
 
 Same tuning effort for every model: each grid gives MIPT and the Transformer the same learning-rate
-candidates, seeds, data, schedule and width.
+candidates, seeds, data, schedule, depth and non-embedding parameter budget (models with a cache
+get a narrower width so that the cache's projections do not buy them extra parameters).
 """
 
 from __future__ import annotations
@@ -77,7 +78,9 @@ def _resolve_finals(runs: list[dict], folder: Path) -> list[dict]:
 def _grid_ag_news():
     variants = {
         "mipt": {"model": "mipt", "cache_slots": 0},
-        "mipt-K16": {"model": "mipt", "cache_slots": 16},
+        # the cache adds 5 d² per layer: d_model 108 keeps the non-embedding parameters within 1% of
+        # the other two (400,468 vs 397,316)
+        "mipt-K16": {"model": "mipt", "cache_slots": 16, "d_model": 108},
         "transformer": {"model": "transformer"},
     }
     return _runs("ag", "ag_news", "offline", variants, lrs=(3e-4, 1e-3, 3e-3), sweep_seeds=(0,))
@@ -114,8 +117,10 @@ def _grid_wikitext():
     variants = {
         "transformer": {"model": "transformer"},
         "mipt-K0": {"model": "mipt", "cache_slots": 0},
-        "mipt-K16": {"model": "mipt", "cache_slots": 16},
-        "mipt-K64": {"model": "mipt", "cache_slots": 64},
+        # same parameter budget: 25.2 M non-embedding parameters for the Transformer and MIPT K=0 at
+        # d_model 512; the cached variants at d_model 432 have 25.4 M (the cache adds 5 d² per layer)
+        "mipt-K16": {"model": "mipt", "cache_slots": 16, "d_model": 432},
+        "mipt-K64": {"model": "mipt", "cache_slots": 64, "d_model": 432},
     }
     return _runs("lm", "wikitext", "offline", variants, lrs=(1e-3,), seeds=(0,))
 
