@@ -140,7 +140,7 @@ def run(args) -> int:
 
     device = get_device()
     small = smoke_mode() or device.type != "cuda"
-    lengths = [int(x) for x in (args.lengths or ("64,128" if small else "512,2048,8192,16384")).split(",")]
+    lengths = [int(x) for x in (args.lengths or ("64,128" if small else "512,2048,4096,8192,16384")).split(",")]
     dec = [int(x) for x in (args.decode_lengths or ("1,64,256" if small else "1,1024,4096,16384,65536")).split(",")]
     names = args.models.split(",")
     makers = _models(names, args.d_model, args.layers, max(dec + lengths) + 1)
