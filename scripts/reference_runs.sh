@@ -3,7 +3,8 @@
 #   RAW=folder-with-raw-data bash scripts/reference_runs.sh STAGE [MINUTES]
 # RAW holds ag_news/test.csv (or ag_news_csv/) and wikitext-2/wiki.*.tokens. Stages write run folders
 # under results/ (results.json is committed; checkpoints are git-ignored) and can be re-run: complete
-# runs are skipped and unfinished ones resume from their checkpoints.
+# runs are skipped and unfinished ones resume from their checkpoints. With $OUT set (the lent GPU),
+# the results are packed into $OUT/results-STAGE.tgz; unpack it here with `tar xzf FILE`.
 set -euo pipefail
 stage=${1:?stage: classification | needle-long | lm | ddp | bench}
 minutes=${2:-9}
@@ -46,3 +47,7 @@ case "$stage" in
     ;;
   *) echo "unknown stage $stage" >&2; exit 2 ;;
 esac
+# The device tool returns only a few shallow files from $OUT: pack the run folders (no checkpoints)
+if [ -n "${OUT:-}" ]; then
+  tar czf "$OUT/results-$stage.tgz" --exclude='*.pt' results && echo "packed $OUT/results-$stage.tgz"
+fi

@@ -41,6 +41,7 @@ class TrainConfig:
     phase: str = "input"  # MIPT: "input" (paper) or "static"
     readout: str = "real"  # MIPT: "real" (paper) or "proj"
     pos_embedding: str = "learned"  # "learned" (paper) or "none"
+    dropout: float = 0.0  # residual/embedding dropout (both models)
     scan_method: str = "auto"  # MIPT: any minimipt.scan_methods() name ("auto": fastest correct one)
     # --- data ---
     seq_len: int = 512
@@ -115,10 +116,11 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "smoke": dict(d_model=32, n_layers=1, n_heads=2, seq_len=64, batch_size=8, max_steps=30, vocab_size=512,
                       dataset="wikitext-2", train_split="sample-train", eval_split="sample-test",
                       eval_every=15, ckpt_every=15, lr=3e-3, pos_embedding="none", eval_batches=8),
-        "offline": dict(d_model=512, n_layers=8, n_heads=8, seq_len=512, batch_size=32, max_steps=4000,
-                        dataset="wikitext-2", train_split="train", eval_split="test", lr=1e-3,
-                        pos_embedding="none", eval_every=500, ckpt_every=250, weight_decay=0.1),
-        "full": dict(d_model=512, n_layers=8, n_heads=8, seq_len=512, batch_size=64, max_steps=50_000,
+        # WikiText-2 train is ~2.4 M BPE tokens: 1,500 steps of 32 × 512 tokens are ~10 epochs, so dropout
+        "offline": dict(d_model=512, n_layers=8, n_heads=8, seq_len=512, batch_size=32, max_steps=1500,
+                        dataset="wikitext-2", train_split="train", eval_split="test", lr=1e-3, dropout=0.1,
+                        pos_embedding="none", eval_every=250, ckpt_every=250, weight_decay=0.1),
+        "full": dict(d_model=512, n_layers=8, n_heads=8, seq_len=512, batch_size=64, max_steps=50_000, dropout=0.1,
                      dataset="wikitext-103", train_split="train", eval_split="test", lr=1e-3,
                      pos_embedding="none", eval_every=2000, ckpt_every=1000, weight_decay=0.1),
     },

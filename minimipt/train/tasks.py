@@ -31,7 +31,7 @@ def build_model(cfg: TrainConfig, vocab_size: int, n_classes: int | None, pad_id
     from .. import MIPTClassifier, MIPTLM, TransformerClassifier, TransformerLM
 
     max_len = max_len or cfg.seq_len
-    common = dict(d_model=cfg.d_model, n_layers=cfg.n_layers)
+    common = dict(d_model=cfg.d_model, n_layers=cfg.n_layers, dropout=cfg.dropout)
     if cfg.model == "mipt":
         mipt = dict(cache_slots=cfg.cache_slots, write_threshold=cfg.write_threshold,
                     write_penalty=cfg.write_penalty, cache_heads=cfg.n_heads,
