@@ -153,7 +153,10 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, max_minute
             running, n_running = 0.0, 0
         if step % cfg.ckpt_every == 0 and step < total_steps:
             checkpoint()
-        if (deadline and time.time() > deadline) or (stop_after_steps and steps_this_call >= stop_after_steps):
+        stop = bool(deadline and time.time() > deadline) or bool(stop_after_steps and steps_this_call >= stop_after_steps)
+        if info.enabled:  # every rank must stop after the same step, or the others wait forever
+            stop = distributed.all_reduce_mean(torch.tensor(float(stop), device=device), info).item() > 0
+        if stop:
             stopped_early = step < total_steps
             break
     bar.close()
