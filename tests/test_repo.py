@@ -150,3 +150,12 @@ def test_cli_info_runs():
     out = subprocess.run([sys.executable, "-m", "minimipt", "info"], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     assert "minimipt" in out.stdout and "smoke" in out.stdout
+
+
+def test_readme_python_example_runs():
+    """The package example in the README is executed, so it cannot drift from the API."""
+    readme = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", readme, re.S)
+    assert blocks, "README has no python example"
+    for code in blocks:
+        exec(compile(code, "README.md", "exec"), {})
