@@ -73,7 +73,22 @@ def state_nbytes(state) -> int:
 
 
 class GenerateMixin:
-    """Adds ``generate`` to a model that has ``init_state`` and ``step``."""
+    """Adds ``generate`` to a model that has ``init_state`` and ``step`` (and the checks ``step`` shares)."""
+
+    def _check_step(self, tokens_t: torch.Tensor, state, batch_key: str) -> int:
+        """Validate one streaming step's inputs; returns the batch size B of the state.
+
+        ``batch_key``: a tensor of each layer's state whose first dimension is the batch.
+        """
+        from .embedding import check_tokens
+
+        check_tokens(tokens_t, self.vocab_size, ndim=1, name="tokens_t")
+        if not isinstance(state, dict) or "layers" not in state or len(state["layers"]) != self.n_layers:
+            raise ValueError("state must come from this model's init_state(batch_size)")
+        B = state["layers"][0][batch_key].shape[0]
+        if tokens_t.shape[0] != B:
+            raise ValueError(f"tokens_t has batch {tokens_t.shape[0]} but the state was made for batch {B}")
+        return B
 
     def generate(self, prompt: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
                  top_k: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:

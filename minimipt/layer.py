@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .scan import check_scan_inputs, mipt_scan, resolve_method, _REGISTRY
+from .scan import _REGISTRY, check_scan_inputs, resolve_method
 
 __all__ = ["MIPTLayer", "LayerAux"]
 

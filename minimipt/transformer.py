@@ -182,12 +182,7 @@ class TransformerLM(GenerateMixin, _TransformerStack):
 
     def step(self, tokens_t: torch.Tensor, state: dict):
         """``tokens_t`` ``(B,)`` → ``(logits_t (B, V), new state)``; raises past ``max_len``."""
-        check_tokens(tokens_t, self.vocab_size, ndim=1, name="tokens_t")
-        if not isinstance(state, dict) or "layers" not in state or len(state["layers"]) != self.n_layers:
-            raise ValueError("state must come from this model's init_state(batch_size)")
-        B = state["layers"][0]["k"].shape[0]
-        if tokens_t.shape[0] != B:
-            raise ValueError(f"tokens_t has batch {tokens_t.shape[0]} but the state was made for batch {B}")
+        self._check_step(tokens_t, state, "k")
         t = state["t"]
         x = self.embed(tokens_t[:, None], start=t)[:, 0]
         layers = []

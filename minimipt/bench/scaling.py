@@ -17,7 +17,6 @@ latency of one step depends only on the shapes); MIPT's state is advanced throug
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 
@@ -94,8 +93,7 @@ def _train_point(make, B, N, device, repeats):
     except torch.OutOfMemoryError:
         return {"oom": True}
     finally:
-        del model, opt
-        if device.type == "cuda":
+        if device.type == "cuda":  # the model and optimizer go out of scope with this call
             torch.cuda.empty_cache()
 
 
@@ -154,7 +152,7 @@ def run(args) -> int:
             train.append(r)
             print(f"{name:10s} {N:7d} " + ("      OOM" if r.get("oom") else
                   f"{r['ms_per_step']:9.2f} {r['tokens_per_s']:11,d} {r['peak_mb'] or float('nan'):9.1f}"), flush=True)
-    print(f"\ndecoding one token after n tokens of context (batch 1)")
+    print("\ndecoding one token after n tokens of context (batch 1)")
     print(f"{'model':10s} {'n':>7s} {'ms/token':>9s} {'state MB':>9s} {'peak MB':>9s}")
     for n in dec:
         for name in names:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .config import PRESETS, TASKS, make_config, parse_override
+from .config import TASKS, make_config, parse_override
 
 
 def register(subparsers) -> None:
