@@ -119,13 +119,17 @@ class MIPTLayer(nn.Module):
         in float32 (or float64) even under autocast: the recurrence always runs in full precision.
         """
         out = self.in_proj(self.norm(x))
-        out = out.float() if out.dtype not in (torch.float32, torch.float64) else out
         D = self.d_state
         if self.phase == "input":
             z, theta, u_re, u_im = out.split(D, dim=-1)
         else:
             z, u_re, u_im = out.split(D, dim=-1)
-            theta = self.theta.to(out.dtype).expand_as(z)
+            theta = self.theta
+        # cast each piece on its own (a no-op outside autocast): a cast of the whole projection
+        # would stay alive for backward through the views that the gate saves
+        full = lambda t: t if t.dtype in (torch.float32, torch.float64) else t.float()  # noqa: E731
+        z, u_re, u_im = full(z), full(u_re), full(u_im)
+        theta = full(theta).to(z.dtype).expand_as(z)
         return z, theta, torch.complex(u_re, u_im)
 
     @staticmethod
