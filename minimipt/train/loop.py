@@ -30,6 +30,7 @@ __all__ = ["train"]
 
 CKPT, RESULTS = "checkpoint.pt", "results.json"
 WARMUP_STEPS = 20
+SYNC_EVERY = 25  # steps between loss checks and stop decisions (each waits for the device)
 
 
 def _amp_factory(device: torch.device, enabled: bool):
@@ -110,15 +111,29 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, max_minute
         return res
 
     model.train()
-    running, n_running, train_time = 0.0, 0, elapsed
-    steady = [0.0, 0]  # seconds and steps after the warm-up steps of this call
+    # The loop never waits for the device except every SYNC_EVERY steps (loss check, stop decision)
+    # and at evaluations, so the host can queue the next steps while the device works.
+    loss_sum, n_running = torch.zeros((), device=device), 0
+    train_time = elapsed  # seconds spent in training steps (evaluation and checkpoints excluded)
+    steady = [0.0, 0]  # the same after the first WARMUP_STEPS steps of this call: seconds, steps
     steps_this_call = 0
     bar = tqdm(total=total_steps, initial=step, disable=not (progress and info.is_main), desc=f"{cfg.task}/{cfg.model}",
                unit="step")
     deadline = None if max_minutes is None else t_start + 60 * max_minutes
     stopped_early = False
+    clock = time.time()  # start of the current stretch of training steps
+
+    def close_stretch() -> None:
+        """Wait for the device and add the stretch of steps since ``clock`` to the step time."""
+        nonlocal train_time, clock
+        _sync(device)
+        now = time.time()
+        train_time += now - clock
+        if steps_this_call > WARMUP_STEPS:
+            steady[0] += now - clock
+        clock = now
+
     while step < total_steps:
-        t0 = time.time()
         batch = task.batch(step, info, device)
         with amp():
             loss = task.loss(model, batch)
@@ -130,32 +145,37 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, max_minute
         sched.step()
         step += 1
         steps_this_call += 1
-        # the logged loss is the global batch's: the mean over ranks of each rank's shard loss
-        lv = distributed.all_reduce_mean(loss.detach(), info).item()
-        if not math.isfinite(lv):
-            raise FloatingPointError(f"training loss is {lv} at step {step}; lower --lr (now {cfg.lr})")
-        running += lv
+        loss_sum += loss.detach()
         n_running += 1
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        dt = time.time() - t0
-        train_time += dt
-        if steps_this_call > WARMUP_STEPS:
-            steady[0] += dt
-            steady[1] += 1
         bar.update(1)
-        if step % cfg.eval_every == 0 or step == total_steps:
-            entry = {"step": step, "train_loss": running / n_running, "lr": sched.get_last_lr()[0]}
+        if steps_this_call == WARMUP_STEPS:  # compilation and allocator warm-up end here
+            close_stretch()
+        if steps_this_call > WARMUP_STEPS:
+            steady[1] += 1
+        log_now = step % cfg.eval_every == 0 or step == total_steps
+        # a wall-clock or step budget is a host-side decision; ranks agree on it at sync points only
+        stop = bool(deadline and time.time() > deadline) or bool(stop_after_steps and steps_this_call >= stop_after_steps)
+        if not (log_now or steps_this_call % SYNC_EVERY == 0 or step % cfg.ckpt_every == 0
+                or (stop and not info.enabled)):
+            continue
+        # the logged loss is the global batch's: the mean over ranks of each rank's shard losses
+        mean_loss = distributed.all_reduce_mean(loss_sum / n_running, info).item()
+        if not math.isfinite(mean_loss):
+            raise FloatingPointError(f"training loss is {mean_loss} before step {step}; lower --lr (now {cfg.lr})")
+        close_stretch()
+        if log_now:
+            entry = {"step": step, "train_loss": mean_loss, "lr": sched.get_last_lr()[0]}
             if info.is_main and "val" in _all_splits(task):
                 entry["val"] = task.evaluate(core, "val", device, amp)
             history.append(entry)
-            bar.set_postfix(loss=f"{entry['train_loss']:.3f}")
-            running, n_running = 0.0, 0
+            bar.set_postfix(loss=f"{mean_loss:.3f}")
+            loss_sum.zero_()
+            n_running = 0
         if step % cfg.ckpt_every == 0 and step < total_steps:
             checkpoint()
-        stop = bool(deadline and time.time() > deadline) or bool(stop_after_steps and steps_this_call >= stop_after_steps)
         if info.enabled:  # every rank must stop after the same step, or the others wait forever
             stop = distributed.all_reduce_mean(torch.tensor(float(stop), device=device), info).item() > 0
+        clock = time.time()  # evaluation and checkpoint time is not step time
         if stop:
             stopped_early = step < total_steps
             break
@@ -179,6 +199,11 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, max_minute
                         for k, d in final.items()))
     distributed.shutdown()
     return res
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def _all_splits(task) -> list[str]:
