@@ -201,6 +201,23 @@ def plot_summary(summary: dict[str, list[dict]], out_dir: Path) -> list[Path]:
     return paths
 
 
+def kernel_e2e_table(root: str | Path | None = None) -> str:
+    """The same training with each scan method (``results/kernel-e2e/<method>/results.json``)."""
+    root = Path(root) if root is not None else repo_root() / "results"
+    runs = {p.parent.name: json.loads(p.read_text()) for p in sorted((root / "kernel-e2e").glob("*/results.json"))}
+    if not runs:
+        return ""
+    first = next(iter(runs.values()))
+    c = first["config"]
+    out = [f"**The scan kernel end to end** — {c['task']} `{c['preset']}` preset, MIPT d_model={c['d_model']}, "
+           f"{c['n_layers']} layers, batch {c['batch_size']} × {c['seq_len']} tokens, {first['total_steps']} steps, "
+           f"{first['hardware'].get('gpu')}; training tokens/s after 20 warm-up steps.\n",
+           "| scan method | tokens/s |", "|---|---|"]
+    for method, r in runs.items():
+        out.append(f"| {method} | {r['steady_tokens_per_s']:,.0f} |")
+    return "\n".join(out) + "\n"
+
+
 def bench_tables(root: str | Path | None = None) -> str:
     """The scan benchmark and the length-scaling benchmark (``results/bench/*_h200.json``) as Markdown."""
     root = Path(root) if root is not None else repo_root() / "results"
@@ -255,7 +272,7 @@ def _run(args) -> int:
     root = Path(args.results) if args.results else repo_root() / "results"
     summary = summarise(load_runs(root))
     text = render_table(summary)
-    for extra in (ddp_table(root), bench_tables(root)):
+    for extra in (ddp_table(root), kernel_e2e_table(root), bench_tables(root)):
         if extra:
             text += "\n" + extra
     update_readme(text, args.readme)
