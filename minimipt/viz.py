@@ -20,6 +20,7 @@ from matplotlib.figure import Figure
 from . import theory
 
 __all__ = [
+    "plot_rotation",
     "plot_memory_kernel",
     "plot_tradeoff",
     "plot_phase_memory",
@@ -33,6 +34,20 @@ def _figure(ncols: int = 1, width: float = 6.4, height: float = 3.6):
     fig = Figure(figsize=(width, height), layout="constrained")
     axes = fig.subplots(1, ncols)
     return fig, axes
+
+
+def plot_rotation(theta: float = 0.3, steps: int = 40) -> Figure:
+    """One wave-phase channel: the real part of a unit complex number rotated by ``θ`` per step,
+    ``Re e^{iθt}`` for ``t = 0 … steps−1`` (the widget of ``00_start_here``)."""
+    if not isinstance(steps, int) or steps < 2:
+        raise ValueError(f"steps must be an int >= 2, got {steps!r}")
+    if not math.isfinite(theta):
+        raise ValueError(f"theta must be a finite angle in radians, got {theta!r}")
+    t = np.arange(steps)
+    fig, ax = _figure(width=6.0, height=2.5)
+    ax.plot(t, np.cos(theta * t), marker="o", ms=3)
+    ax.set(xlabel="step t", ylabel=r"Re $e^{i\theta t}$", ylim=(-1.1, 1.1), title=f"θ = {theta:.2f} rad/step")
+    return fig
 
 
 def plot_memory_kernel(abs_lams: Sequence[float] = (0.5, 0.9, 0.99, 1.0), K: int = 64,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 
 import pytest
 
@@ -17,6 +18,15 @@ def _png(fig: Figure) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return buf.getvalue()
+
+
+def test_plot_rotation():
+    fig = viz.plot_rotation(theta=0.5, steps=12)
+    (line,) = fig.axes[0].get_lines()
+    assert list(line.get_ydata()) == pytest.approx([math.cos(0.5 * t) for t in range(12)])
+    assert _png(viz.plot_rotation(0.5)) != _png(viz.plot_rotation(1.5))  # the widget's plot changes
+    with pytest.raises(ValueError, match="steps"):
+        viz.plot_rotation(steps=1)
 
 
 def test_plot_memory_kernel():
