@@ -48,15 +48,22 @@ def generate(model, prompt: torch.Tensor, max_new_tokens: int, temperature: floa
     if not isinstance(prompt, torch.Tensor) or prompt.dim() != 2 or prompt.shape[1] == 0:
         got = tuple(prompt.shape) if isinstance(prompt, torch.Tensor) else type(prompt).__name__
         raise ValueError(f"prompt must be token ids of shape (B, L0) or (L0,) with L0 >= 1; got {got}")
-    state = model.init_state(prompt.shape[0])
-    for t in range(prompt.shape[1]):
-        logits, state = model.step(prompt[:, t], state)
-    out = [prompt]
-    for i in range(max_new_tokens):
-        nxt = sample_next(logits, temperature, top_k, generator)  # (B,)
-        out.append(nxt[:, None].to(prompt.dtype))
-        if i + 1 < max_new_tokens:
-            logits, state = model.step(nxt, state)
+    was_training = getattr(model, "training", False)
+    if was_training:
+        model.eval()  # no dropout while generating; the mode is restored below
+    try:
+        state = model.init_state(prompt.shape[0])
+        for t in range(prompt.shape[1]):
+            logits, state = model.step(prompt[:, t], state)
+        out = [prompt]
+        for i in range(max_new_tokens):
+            nxt = sample_next(logits, temperature, top_k, generator)  # (B,)
+            out.append(nxt[:, None].to(prompt.dtype))
+            if i + 1 < max_new_tokens:
+                logits, state = model.step(nxt, state)
+    finally:
+        if was_training:
+            model.train()
     result = torch.cat(out, 1)
     return result[0] if squeeze else result
 

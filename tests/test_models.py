@@ -238,3 +238,13 @@ def test_exports():
     for name in ("MIPTClassifier", "MIPTLM", "TransformerClassifier", "TransformerLM", "CausalSparseCache",
                  "state_nbytes"):
         assert name in minimipt.__all__ and hasattr(minimipt, name)
+
+
+def test_generate_ignores_dropout_and_restores_the_mode():
+    torch.manual_seed(0)
+    lm = MIPTLM(50, 16, 1, dropout=0.5)
+    lm.train()
+    prompt = torch.tensor([1, 2, 3])
+    a = lm.generate(prompt, 8, temperature=0)
+    b = lm.generate(prompt, 8, temperature=0)
+    assert torch.equal(a, b) and lm.training
