@@ -16,6 +16,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from .env import repo_root
+from .fileio import atomic_write_text
 
 __all__ = ["load_runs", "variant_of", "summarise", "render_table", "update_readme", "register"]
 
@@ -167,7 +168,7 @@ def update_readme(text: str, readme: str | Path | None = None) -> None:
         raise ValueError(f"{path} has no {START} ... {END} block to update")
     pre, rest = body.split(START, 1)
     _, post = rest.split(END, 1)
-    path.write_text(pre + START + "\n" + text.rstrip() + "\n" + END + post)
+    atomic_write_text(path, pre + START + "\n" + text.rstrip() + "\n" + END + post)
 
 
 def plot_summary(summary: dict[str, list[dict]], out_dir: Path) -> list[Path]:

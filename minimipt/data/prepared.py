@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -38,6 +37,8 @@ import numpy as np
 import torch
 
 from .. import __version__
+from ..fileio import TMP_GLOB
+from ..fileio import atomic_write as _atomic
 from ..env import data_dir
 from . import sources
 from .ag_news import load_ag_news
@@ -69,21 +70,7 @@ def prepared_dir(name: str, root: str | Path | None = None) -> Path:
 
 
 # --------------------------------------------------------------------------------------------
-# atomic files
-
-
-def _atomic(path: Path, write) -> None:
-    """``write(f)`` into a temporary file beside ``path``, fsync, then rename over ``path``."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+# arrays
 
 
 def _save_array(path: Path, arr: np.ndarray) -> dict:
@@ -189,7 +176,7 @@ def prepare(dataset: str, *, src: str | Path | None = None, root: str | Path | N
             return folder
     folder.mkdir(parents=True, exist_ok=True)
     meta_path.unlink(missing_ok=True)  # from here on the folder is not valid until meta is rewritten
-    for stale in folder.glob(".*.tmp-*"):
+    for stale in folder.glob(TMP_GLOB):
         stale.unlink()
 
     t0 = time.time()

@@ -21,7 +21,8 @@ from torch.nn.parallel import DistributedDataParallel
 from .. import env
 from ..optim import count_parameters, param_groups
 from . import distributed
-from .checkpoint import atomic_write_json, load_checkpoint, save_checkpoint
+from ..fileio import atomic_write_json
+from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .provenance import now_iso, provenance
 from .tasks import build_task
