@@ -31,7 +31,6 @@ import argparse
 import json
 import platform
 import statistics
-import subprocess
 import time
 from pathlib import Path
 
@@ -39,6 +38,7 @@ import torch
 
 from ..env import get_device, repo_root, smoke_mode
 from ..scan import _REGISTRY, mipt_scan, scan_methods, scan_sequential
+from ..train.provenance import git_commit
 
 __all__ = ["add_arguments", "run", "DEFAULT_SHAPES", "SMOKE_SHAPES"]
 
@@ -304,15 +304,6 @@ def _pick(rows: list[dict], kind: str) -> list | None:
 # main
 # ---------------------------------------------------------------------------------------------
 
-def _git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=repo_root(),
-                             timeout=10)
-        return out.stdout.strip() or "unknown"
-    except Exception:
-        return "unknown"
-
-
 def run(args: argparse.Namespace) -> int:
     t_start = time.time()
     device = get_device(args.device)
@@ -407,7 +398,7 @@ def run(args: argparse.Namespace) -> int:
                    "timer": "triton.testing.do_bench median (warmup 25 ms, rep 100 ms)" if device.type == "cuda"
                    else "perf_counter median", "error_slice": f"batch row 0, first {ERR_CHANNELS} channels, all L; "
                    "float64 sequential reference on the CPU"},
-        "git_commit": args.commit or _git_commit(),
+        "git_commit": args.commit or git_commit() or "unknown",
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "torch": torch.__version__, "triton": _ver("triton"), "accelerated_scan": peer_version,
         "python": platform.python_version(),

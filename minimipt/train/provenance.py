@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["provenance", "now_iso"]
+__all__ = ["provenance", "git_commit", "now_iso"]
 
 
 def now_iso() -> str:
@@ -26,6 +26,12 @@ def _git(*args: str) -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
+def git_commit() -> str | None:
+    """The checked-out commit, else ``MINIMIPT_GIT_COMMIT`` (a copy of the tree without ``.git``, such
+    as on a remote GPU machine), else None."""
+    return _git("rev-parse", "HEAD") or os.environ.get("MINIMIPT_GIT_COMMIT")
+
+
 def provenance(device: torch.device, world_size: int = 1) -> dict:
     """Git commit (and whether the tree had uncommitted changes), versions and hardware."""
     from .. import __version__
@@ -37,10 +43,8 @@ def provenance(device: torch.device, world_size: int = 1) -> dict:
         hw["gpu_count"] = torch.cuda.device_count()
     else:
         hw["threads"] = torch.get_num_threads()
-    # a copy of the tree without .git (e.g. on a remote GPU machine) gets its commit from the caller
-    commit = _git("rev-parse", "HEAD") or os.environ.get("MINIMIPT_GIT_COMMIT")
     return {
-        "git_commit": commit,
+        "git_commit": git_commit(),
         "git_dirty": bool(status) if status is not None else None,
         "minimipt_version": __version__,
         "torch_version": torch.__version__,
