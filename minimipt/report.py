@@ -202,25 +202,9 @@ def plot_summary(summary: dict[str, list[dict]], out_dir: Path) -> list[Path]:
     return paths
 
 
-def kernel_e2e_table(root: str | Path | None = None) -> str:
-    """The same training with each scan method (``results/kernel-e2e/<method>/results.json``)."""
-    root = Path(root) if root is not None else repo_root() / "results"
-    runs = {p.parent.name: json.loads(p.read_text()) for p in sorted((root / "kernel-e2e").glob("*/results.json"))}
-    if not runs:
-        return ""
-    first = next(iter(runs.values()))
-    c = first["config"]
-    out = [f"**The scan kernel end to end** — {c['task']} `{c['preset']}` preset, MIPT d_model={c['d_model']}, "
-           f"{c['n_layers']} layers, batch {c['batch_size']} × {c['seq_len']} tokens, {first['total_steps']} steps, "
-           f"{first['hardware'].get('gpu')}; training tokens/s after 20 warm-up steps.\n",
-           "| scan method | tokens/s |", "|---|---|"]
-    for method, r in runs.items():
-        out.append(f"| {method} | {r['steady_tokens_per_s']:,.0f} |")
-    return "\n".join(out) + "\n"
-
-
 def bench_tables(root: str | Path | None = None) -> str:
-    """The scan benchmark and the length-scaling benchmark (``results/bench/*_h200.json``) as Markdown."""
+    """The scan benchmark and the length-scaling benchmark (``results/bench/*_h200.json``) as Markdown;
+    the scaling table and the kernel's end-to-end table are :mod:`minimipt.results`' (one version each)."""
     root = Path(root) if root is not None else repo_root() / "results"
     out = []
     scan = root / "bench" / "scan_h200.json"
@@ -240,24 +224,10 @@ def bench_tables(root: str | Path | None = None) -> str:
         out.append("")
     scaling = root / "bench" / "scaling_h200.json"
     if scaling.exists():
-        d = json.loads(scaling.read_text())
-        c = d["config"]
-        out += [f"**Length scaling** (`python -m minimipt.bench scaling`, {d['hardware'].get('gpu')}, language models "
-                f"with d_model {c['d_model']}, {c['layers']} layers, batch {c['batch']}, vocabulary {c['vocab']}, "
-                f"{c['amp']} autocast; one training step = forward + backward + AdamW; peak = memory allocated above the "
-                "model's own). `naive` materialises the attention matrix, as the paper's baseline did; `sdpa` is fused.\n",
-                "| model | N | ms / step | tokens/s | peak MB |", "|---|---|---|---|---|"]
-        for r in d["train"]:
-            if r.get("oom"):
-                out.append(f"| {r['model']} | {r['N']:,} | OOM | | |")
-            else:
-                out.append(f"| {r['model']} | {r['N']:,} | {r['ms_per_step']:.2f} | {r['tokens_per_s']:,} | "
-                           f"{r['peak_mb']:,.0f} |")
-        out += ["", "| decoding (batch 1) | context n | ms / token | state MB |", "|---|---|---|---|"]
-        for r in d["decode"]:
-            if not r.get("oom"):
-                out.append(f"| {r['model']} | {r['n']:,} | {r['ms_per_token']:.3f} | {r['state_mb']:.3f} |")
-        out.append("")
+        from . import results  # the notebooks' loader and table (results imports this module)
+
+        out += ["**Length scaling** (`python -m minimipt.bench scaling`): " + results.scaling_table(
+            results.load_scaling(scaling))]
     return "\n".join(out)
 
 
@@ -273,7 +243,10 @@ def _run(args) -> int:
     root = Path(args.results) if args.results else repo_root() / "results"
     summary = summarise(load_runs(root))
     text = render_table(summary)
-    for extra in (ddp_table(root), kernel_e2e_table(root), bench_tables(root)):
+    from . import results
+
+    e2e = results.kernel_e2e_table(root) if list((root / "kernel-e2e").glob("*/results.json")) else ""
+    for extra in (ddp_table(root), e2e, bench_tables(root)):
         if extra:
             text += "\n" + extra
     update_readme(text, args.readme)
