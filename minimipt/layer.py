@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .scan import _REGISTRY, check_scan_inputs, resolve_method
+from .scan import _gate_and_input, mipt_scan, resolve_method, scan_methods
 
 __all__ = ["MIPTLayer", "LayerAux"]
 
@@ -78,7 +78,7 @@ class MIPTLayer(nn.Module):
         lo, hi = p_init
         if not 0 < lo <= hi < 1:
             raise ValueError(f"p_init must satisfy 0 < low <= high < 1, got {p_init}")
-        if scan_method != "auto" and scan_method not in _REGISTRY:
+        if scan_method != "auto" and scan_method not in scan_methods():
             resolve_method(scan_method, torch.device("cpu"))  # raises the informative error
         self.d_model, self.d_state = d_model, d_state
         self.phase, self.readout, self.scan_method = phase, readout, scan_method
@@ -149,9 +149,8 @@ class MIPTLayer(nn.Module):
         self._check_input(x, 3, "(B, L, d_model)")
         z, theta, u = self.projections(x)  # (B, L, D) each
         p, log_p, _ = self.gates(z)
-        if h0 is not None:
-            check_scan_inputs(p[:, :1], theta[:, :1], u[:, :1], h0, check_values=False)
-        h = _REGISTRY[resolve_method(self.scan_method, x.device)].fn(p, theta, u, h0)  # (B, L, D)
+        # p comes from a sigmoid: skip the value checks (they would wait for the device every call)
+        h = mipt_scan(p, theta, u, h0, method=self.scan_method, check_values=False)  # (B, L, D)
         y = self.read(h).to(x.dtype)  # (B, L, d)
         if return_aux:
             return y, LayerAux(p=p, log_p=log_p, theta=theta, h=h)
@@ -180,10 +179,8 @@ class MIPTLayer(nn.Module):
                              f"from layer.init_state(B); got {got}")
         z, theta, u = self.projections(x_t)  # (B, D)
         p, log_p, _ = self.gates(z)
-        u = u.to(state.dtype)
-        real = u.real.dtype
-        rotation = torch.polar(torch.ones_like(theta, dtype=real), theta.to(real))  # e^{iθ}
-        h = (1 - p).to(real) * rotation * state + p.to(real) * u
+        a, b = _gate_and_input(p, theta, u.to(state.dtype))  # the scan's own gate and input, one token
+        h = a * state + b
         y = self.read(h).to(x_t.dtype)
         if return_aux:
             return y, h, LayerAux(p=p, log_p=log_p, theta=theta, h=h)
