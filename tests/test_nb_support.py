@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import math
 
@@ -158,13 +157,10 @@ def test_cache_membership_matches_the_streaming_rule(K, tau):
 matplotlib = pytest.importorskip("matplotlib")
 from matplotlib.figure import Figure  # noqa: E402
 
+from _support import png  # noqa: E402
+
 from minimipt import viz_mechanics as V  # noqa: E402
 
-
-def _png(fig: Figure) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
 
 
 def test_plot_gate_trajectory_changes_with_its_controls():
@@ -173,7 +169,7 @@ def test_plot_gate_trajectory_changes_with_its_controls():
     assert "p = 0.0474" in a.axes[0].get_title()
     b = V.plot_gate_trajectory(1.0, 0.3, L=32, second_at=10)
     c = V.plot_gate_trajectory(-3.0, 1.2, L=32, second_at=None)
-    assert _png(a) != _png(b) and _png(a) != _png(c)
+    assert png(a) != png(b) and png(a) != png(c)
     with pytest.raises(ValueError, match="second_at"):
         V.plot_gate_trajectory(second_at=40, L=32)
 
@@ -182,7 +178,7 @@ def test_plot_layer_memory_kernel():
     fig = V.plot_layer_memory_kernel([(1e-3, 0.1), (0.1, 0.5)], L=32, d_model=8)
     ax = fig.axes[0]
     assert len(ax.get_lines()) == 2 and ax.get_yscale() == "log"
-    _png(fig)
+    png(fig)
 
 
 def test_plot_gate_numerics_marks_the_naive_failure():
@@ -190,7 +186,7 @@ def test_plot_gate_numerics_marks_the_naive_failure():
     assert len(fig.axes) == 2
     for ax in fig.axes:
         assert any("−inf" in t.get_text() for t in ax.get_legend().get_texts())
-    _png(fig)
+    png(fig)
 
 
 def test_plot_scan_error():
@@ -200,7 +196,7 @@ def test_plot_scan_error():
     ax = fig.axes[0]
     assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
     assert len(ax.get_lines()) >= 7
-    _png(fig)
+    png(fig)
 
 
 def test_plot_cache_membership_changes_with_K_and_threshold():
@@ -210,7 +206,7 @@ def test_plot_cache_membership_changes_with_K_and_threshold():
     assert img.shape == (32, 32) and int(img.sum(1).max()) <= 4
     b = V.plot_cache_membership(K=8, threshold=0.0, L=32, D=8)
     c = V.plot_cache_membership(K=4, threshold=0.05, L=32, D=8)
-    assert _png(a) != _png(b) and _png(a) != _png(c)
+    assert png(a) != png(b) and png(a) != png(c)
     V.plot_cache_membership(K=None, threshold=0.02, L=16, D=4)
     with pytest.raises(ValueError, match="K must"):
         V.plot_cache_membership(K=0)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import math
 
 import pytest
@@ -10,21 +9,18 @@ import pytest
 matplotlib = pytest.importorskip("matplotlib")
 from matplotlib.figure import Figure  # noqa: E402
 
+from _support import png  # noqa: E402
+
 from minimipt import theory as T  # noqa: E402
 from minimipt import viz  # noqa: E402
 
-
-def _png(fig: Figure) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
 
 
 def test_plot_rotation():
     fig = viz.plot_rotation(theta=0.5, steps=12)
     (line,) = fig.axes[0].get_lines()
     assert list(line.get_ydata()) == pytest.approx([math.cos(0.5 * t) for t in range(12)])
-    assert _png(viz.plot_rotation(0.5)) != _png(viz.plot_rotation(1.5))  # the widget's plot changes
+    assert png(viz.plot_rotation(0.5)) != png(viz.plot_rotation(1.5))  # the widget's plot changes
     with pytest.raises(ValueError, match="steps"):
         viz.plot_rotation(steps=1)
 
@@ -36,7 +32,7 @@ def test_plot_memory_kernel():
     assert len(ax.get_lines()) == 4  # three kernels and the floor line
     assert ax.get_yscale() == "log"
     assert list(ax.get_lines()[2].get_ydata()) == [1.0] * 20
-    _png(fig)
+    png(fig)
     with pytest.raises(ValueError, match="abs_lams"):
         viz.plot_memory_kernel((1.5,))
 
@@ -48,7 +44,7 @@ def test_plot_tradeoff():
     ax = fig.axes[0]
     assert len(ax.collections) >= 2  # the fixed-λ points and the gate star
     assert "steps back" in ax.get_xlabel()
-    _png(fig)
+    png(fig)
 
 
 def test_plot_phase_memory_changes_with_its_controls():
@@ -59,7 +55,7 @@ def test_plot_phase_memory_changes_with_its_controls():
     assert "N = 8" in right.get_title()
     big = viz.plot_phase_memory(D=16, N=48, noise=0.0, trials=2, ratios=(0.5, 1.0, 2.0))
     noisy = viz.plot_phase_memory(D=16, N=8, noise=2.0, trials=2, ratios=(0.5, 1.0, 2.0))
-    assert _png(small) != _png(big) and _png(small) != _png(noisy)
+    assert png(small) != png(big) and png(small) != png(noisy)
     with pytest.raises(ValueError, match="D and N"):
         viz.plot_phase_memory(D=0, N=4)
 
@@ -69,7 +65,7 @@ def test_plot_phase_diagram():
     fig = viz.plot_phase_diagram(r)
     assert isinstance(fig, Figure) and len(fig.axes) == 2
     assert fig.axes[0].get_ylabel() == "measurement rate p"
-    _png(fig)
+    png(fig)
 
 
 def test_plot_entropy_vs_p():
@@ -77,7 +73,7 @@ def test_plot_entropy_vs_p():
     fig = viz.plot_entropy_vs_p(r)
     assert isinstance(fig, Figure) and len(fig.axes) == 1
     assert fig.axes[0].get_xscale() == "log"
-    _png(fig)
+    png(fig)
 
 
 def test_plot_particle_state():
