@@ -103,6 +103,7 @@ class ClassificationTask(Task):
         self.steps_per_epoch = max(1, len(train.y) // cfg.batch_size)
         self.tokens_per_step = cfg.batch_size * cfg.seq_len
         self.eval_len = eval_len
+        self._perm: tuple[int, torch.Tensor | None] = (-1, None)  # (epoch, its permutation)
 
     def build_model(self, cfg: TrainConfig) -> nn.Module:
         return build_model(cfg, self.vocab_size, self.n_classes, self.pad_id,
@@ -110,9 +111,10 @@ class ClassificationTask(Task):
 
     def batch(self, step: int, info: DistInfo, device: torch.device):
         epoch, k = divmod(step, self.steps_per_epoch)
-        g = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch)
-        perm = torch.randperm(len(self.train.y), generator=g)
-        rows = _shard(perm[k * self.cfg.batch_size:(k + 1) * self.cfg.batch_size], info)
+        if self._perm[0] != epoch:  # one seeded permutation per epoch, drawn once
+            g = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch)
+            self._perm = (epoch, torch.randperm(len(self.train.y), generator=g))
+        rows = _shard(self._perm[1][k * self.cfg.batch_size:(k + 1) * self.cfg.batch_size], info)
         return self.train.x[rows].to(device, non_blocking=True), self.train.y[rows].to(device, non_blocking=True)
 
     def loss(self, model: nn.Module, batch) -> torch.Tensor:
