@@ -160,6 +160,20 @@ def _command(run: dict, out: Path, max_minutes: float | None, extra_set: list[st
     return cmd
 
 
+def _parse_gpus(text: str | None) -> list[str]:
+    if text is None:
+        return []
+    gpus = [g.strip() for g in text.split(",") if g.strip()]
+    if not gpus or not all(g.isdigit() for g in gpus):
+        raise ValueError(f"--gpus {text!r}: expected comma-separated device indices such as 0,1")
+    return gpus
+
+
+def _least_busy(gpus: list[str], in_use: list[str | None]) -> str:
+    """The device among ``gpus`` with the fewest active runs (the first one on ties)."""
+    return min(gpus, key=lambda g: in_use.count(g))
+
+
 def _status(out: Path) -> str:
     res = out / "results.json"
     if res.exists() and json.loads(res.read_text()).get("complete"):
@@ -173,6 +187,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("name", choices=sorted(GRIDS))
     ap.add_argument("--results", default=None, help="folder for run folders (default: results/)")
     ap.add_argument("--parallel", type=int, default=4, help="runs at once (they share the device)")
+    ap.add_argument("--gpus", default=None,
+                    help="comma-separated CUDA device indices (e.g. 0,1): each run is pinned to the least "
+                         "busy one through CUDA_VISIBLE_DEVICES; default: leave the environment as it is")
     ap.add_argument("--max-minutes", type=float, default=None, help="wall-clock budget of this call")
     ap.add_argument("--only", default=None, help="run only runs whose name contains this text")
     ap.add_argument("--set", action="append", default=[], help="extra config override for every run")
@@ -186,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     def current() -> list[dict]:
         return [r for r in _resolve_finals(grid, folder) if not args.only or args.only in r["name"]]
 
+    gpus = _parse_gpus(args.gpus)
     runs = current()
     if args.list:
         for r in runs:
@@ -207,13 +225,16 @@ def main(argv: list[str] | None = None) -> int:
             out = folder / run["name"]
             log = open(logs / f"{run['name']}.log", "a")
             cmd = _command(run, out, None if left is None else max(0.2, left - 0.3), args.set)
-            active.append((run, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy()),
-                           log))
+            env = os.environ.copy()
+            if gpus:
+                env["CUDA_VISIBLE_DEVICES"] = _least_busy(gpus, [e for _, _, _, e in active])
+            active.append((run, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), log,
+                           env.get("CUDA_VISIBLE_DEVICES")))
         if left is not None and left <= 0.5 and not active:
             break
         time.sleep(0.5)
         for item in list(active):
-            run, proc, log = item
+            run, proc, log, _ = item
             if proc.poll() is not None:
                 active.remove(item)
                 log.close()

@@ -6,11 +6,23 @@
 # runs are skipped and unfinished ones resume from their checkpoints. With $OUT set (the lent GPU),
 # the results are packed into $OUT/results-STAGE.tgz; unpack it here with `tar xzf FILE`.
 set -euo pipefail
-stage=${1:?stage: classification | needle-long | lm | ddp | bench}
+stage=${1:?stage: grids-x4 | classification | needle-long | lm | ddp | kernel-e2e | bench}
 minutes=${2:-9}
 export MINIMIPT_DATA=${MINIMIPT_DATA:-/tmp/minimipt-data} PYTHONUNBUFFERED=1
 mkdir -p "$MINIMIPT_DATA"
 case "$stage" in
+  grids-x4)
+    # every training grid at once on a 4-GPU machine (nvidia-h200-x4): AG News on GPUs 0-1,
+    # needle-512 on 2, the language models and needle-long on 3
+    python -m minimipt data prepare ag_news-offline --from "${RAW:?}" --quiet &
+    python -m minimipt data prepare wikitext-2 --from "${RAW:?}" --quiet
+    wait
+    python -m minimipt.experiments ag_news-offline --gpus 0,1 --parallel 12 --max-minutes "$minutes" &
+    python -m minimipt.experiments needle-512 --gpus 2 --parallel 11 --max-minutes "$minutes" &
+    python -m minimipt.experiments needle-long --gpus 3 --parallel 9 --max-minutes "$minutes" &
+    python -m minimipt.experiments wikitext-2-offline --gpus 3 --parallel 4 --max-minutes "$minutes"
+    wait
+    ;;
   classification)
     # tokenize once before the parallel runs read the prepared arrays
     python -m minimipt data prepare ag_news-offline --from "${RAW:?}" --quiet

@@ -27,3 +27,18 @@ def test_sweep_then_seeds_at_the_best_lr(tmp_path, monkeypatch):
     assert row["lr"] == best and row["seeds"] == [0, 1]
     # a second call finds everything done and runs nothing
     assert experiments.main(["tiny", "--results", str(tmp_path / "res")]) == 0
+
+
+def test_gpus_are_parsed_and_filled_evenly():
+    assert experiments._parse_gpus(None) == []
+    assert experiments._parse_gpus("0, 2") == ["0", "2"]
+    try:
+        experiments._parse_gpus("cuda:0")
+    except ValueError as e:
+        assert "--gpus" in str(e)
+    else:
+        raise AssertionError("a bad --gpus value must raise ValueError")
+    in_use = []
+    for _ in range(5):
+        in_use.append(experiments._least_busy(["0", "1"], in_use))
+    assert in_use == ["0", "1", "0", "1", "0"]
