@@ -10,6 +10,14 @@ stage=${1:?stage: grids-x4 | classification | needle-long | lm | ddp | kernel-e2
 minutes=${2:-9}
 export MINIMIPT_DATA=${MINIMIPT_DATA:-/tmp/minimipt-data} PYTHONUNBUFFERED=1
 mkdir -p "$MINIMIPT_DATA"
+# The device tool returns only a few shallow files from $OUT: pack the run folders (no checkpoints),
+# also when a stage fails part-way
+pack() {
+  if [ -n "${OUT:-}" ]; then
+    tar czf "$OUT/results-$stage.tgz" --exclude='*.pt' results && echo "packed $OUT/results-$stage.tgz"
+  fi
+}
+trap pack EXIT
 case "$stage" in
   grids-x4)
     # every training grid at once on a 4-GPU machine (nvidia-h200-x4): AG News on GPUs 0-1,
@@ -20,7 +28,7 @@ case "$stage" in
     python -m minimipt.experiments ag_news-offline --gpus 0,1 --parallel 12 --max-minutes "$minutes" &
     python -m minimipt.experiments needle-512 --gpus 2 --parallel 11 --max-minutes "$minutes" &
     python -m minimipt.experiments needle-long --gpus 3 --parallel 9 --max-minutes "$minutes" &
-    python -m minimipt.experiments wikitext-2-offline --gpus 3 --parallel 4 --max-minutes "$minutes"
+    python -m minimipt.experiments wikitext-2-offline --gpus 3 --parallel 4 --max-minutes "$minutes" || true
     wait
     ;;
   classification)
@@ -59,7 +67,3 @@ case "$stage" in
     ;;
   *) echo "unknown stage $stage" >&2; exit 2 ;;
 esac
-# The device tool returns only a few shallow files from $OUT: pack the run folders (no checkpoints)
-if [ -n "${OUT:-}" ]; then
-  tar czf "$OUT/results-$stage.tgz" --exclude='*.pt' results && echo "packed $OUT/results-$stage.tgz"
-fi
