@@ -53,12 +53,24 @@ def _jit(fn):
     return triton.jit(fn) if triton is not None else fn
 
 
-__all__ = ["scan_triton", "TritonScan", "DEFAULT_CONFIG", "BWD_CONFIG"]
+__all__ = ["scan_triton", "TritonScan", "DEFAULT_CONFIG", "BWD_CONFIG", "RECOMPUTE_CONFIG", "BACKWARD",
+           "BACKWARDS"]
 
 # (BLOCK_L, BLOCK_D, num_warps, fast_trig, strided, prefetch[, num_stages]): the forward and
 # backward kernels' launch configurations, chosen by the sweep of minimipt.bench (notes/kernel.md)
 DEFAULT_CONFIG = (16, 16, 1, False, False, True)
 BWD_CONFIG = (16, 32, 4, False, False, False)
+
+# The two backwards (notes/kernel.md, v2 and v3):
+#   "saved_h"    the forward saves h (B, L, D) complex; the backward reads it (48 B/element)
+#   "recompute"  the forward saves only the state entering every BLOCK_L rows (B, L/BLOCK_L, D);
+#                the backward recomputes h tile by tile in registers (40 B/element, and h is not
+#                kept alive for backward)
+BACKWARDS = ("saved_h", "recompute")
+BACKWARD = "saved_h"
+# the recomputing backward's (BLOCK_L, BLOCK_D, num_warps, shift, prefetch); shift 0: the
+# shifted states by an exclusive scan (composition), 1: by tl.gather
+RECOMPUTE_CONFIG = (8, 16, 1, 0, True)
 
 
 @_jit
@@ -129,9 +141,12 @@ def _fwd_loads(P, TH, U, t, base, cols, cmask, L, D, pid_d,
 
 
 @_jit
-def _fwd_kernel(P, TH, U, H0, H, L, D, n_tiles,
+def _fwd_kernel(P, TH, U, H0, H, CKPT, L, D, n_tiles, n_ckpt,
                 HAS_H0: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr,
-                FAST_TRIG: tl.constexpr, STRIDED: tl.constexpr, PREFETCH: tl.constexpr):
+                FAST_TRIG: tl.constexpr, STRIDED: tl.constexpr, PREFETCH: tl.constexpr,
+                CKPT_EVERY: tl.constexpr):
+    """h (B, L, D) pairs; if ``CKPT_EVERY`` > 0 also the state entering every chunk of
+    ``CKPT_EVERY`` rows, ``CKPT[b, j] = h_{j·CKPT_EVERY − 1}`` (``h0`` or 0 at j = 0): (B, n_ckpt, D) pairs."""
     pid_b = tl.program_id(0)
     pid_d = tl.program_id(1)
     rows = tl.arange(0, BLOCK_L)                      # (BLOCK_L,)
@@ -146,6 +161,10 @@ def _fwd_kernel(P, TH, U, H0, H, L, D, n_tiles,
     else:
         c_r = tl.zeros([BLOCK_D], dtype=tl.float32)
         c_i = tl.zeros([BLOCK_D], dtype=tl.float32)
+    if CKPT_EVERY > 0:  # checkpoint 0: the initial state
+        two0 = tl.arange(0, 2)
+        tl.store(CKPT + ((pid_b.to(tl.int64) * n_ckpt * D + cols)[:, None] * 2 + two0[None, :]),
+                 tl.join(c_r, c_i), mask=cmask[:, None])
     last = (rows == BLOCK_L - 1)[:, None]
     if PREFETCH:  # the next tile's loads are issued before this tile's scan
         p_n, th_n, ur_n, ui_n = _fwd_loads(P, TH, U, rows, base, cols, cmask, L, D, pid_d,
@@ -166,6 +185,12 @@ def _fwd_kernel(P, TH, U, H0, H, L, D, n_tiles,
         h_i = S_i + A_r * c_i[None, :] + A_i * c_r[None, :]
         offs2, mask2 = _pair_offsets(t, base, L, D, pid_d, BLOCK_D)
         _store_pairs(H, offs2, mask2, h_r, h_i, BLOCK_L, BLOCK_D)
+        if CKPT_EVERY > 0:  # rows t with t + 1 = j·CKPT_EVERY, 0 < j < n_ckpt: checkpoint j = h_t
+            j = (t + 1) // CKPT_EVERY
+            sel = ((t + 1) % CKPT_EVERY == 0) & (j < n_ckpt) & (t < L)
+            c2 = pid_d * (2 * BLOCK_D) + tl.arange(0, 2 * BLOCK_D)
+            offs_c = ((pid_b.to(tl.int64) * n_ckpt + j) * D)[:, None] * 2 + c2[None, :]
+            _store_pairs(CKPT, offs_c, sel[:, None] & (c2 < 2 * D)[None, :], h_r, h_i, BLOCK_L, BLOCK_D)
         c_r = tl.sum(tl.where(last, h_r, 0.0), axis=0)
         c_i = tl.sum(tl.where(last, h_i, 0.0), axis=0)
 
@@ -256,6 +281,141 @@ def _bwd_kernel(P, TH, U, H0, H, GH, DP, DTH, DU, DH0, L, D, n_tiles,
                  tl.join(d_r, d_i), mask=cmask[:, None])
 
 
+@_jit
+def _compose_excl(al_r, al_i, bl_r, bl_i, el_r, el_i, fl_r, fl_i,
+                  ar_r, ar_i, br_r, br_i, er_r, er_i, fr_r, fr_i):
+    """Compose two segments of affine maps, the left one applied first. Each segment carries
+    ``(A, B)``, its whole map ``x ↦ A x + B``, and ``(E, F)``, the map of the segment without
+    its last-applied element (the identity for one element). The whole of ``l`` then ``r`` is
+    ``r ∘ l``; without its last-applied element (``r``'s) it is ``r.excl ∘ l``."""
+    a_r, a_i, b_r, b_i = _compose(al_r, al_i, bl_r, bl_i, ar_r, ar_i, br_r, br_i)
+    e_r, e_i, f_r, f_i = _compose(al_r, al_i, bl_r, bl_i, er_r, er_i, fr_r, fr_i)
+    return a_r, a_i, b_r, b_i, e_r, e_i, f_r, f_i
+
+
+@_jit
+def _shifted_scan(x_r, x_i, y_r, y_i, c_r, c_i, REVERSE: tl.constexpr, SHIFT: tl.constexpr,
+                  BLOCK_L: tl.constexpr):
+    """Scan the maps ``z ↦ x z + y`` along the tile's rows from the carry ``c`` and return, at
+    each row, the state *before* that row's map and the state after the whole tile:
+
+    forward (``REVERSE`` False, ``c`` entering row 0): ``z_{r−1}`` at row r, and ``z_{BL−1}``;
+    reverse (``c`` entering row BL − 1 from above): ``z_{r+1}`` at row r, and ``z_0``.
+
+    ``SHIFT`` 0: one scan that also carries each prefix without its last element (twice the
+    complex products, no data movement); 1: the plain scan, then ``tl.gather`` by one row."""
+    rows = tl.arange(0, BLOCK_L)
+    ones = tl.full(x_r.shape, 1.0, tl.float32)
+    zeros = tl.zeros(x_r.shape, tl.float32)
+    edge = BLOCK_L - 1 if REVERSE else 0
+    if SHIFT == 0:
+        A_r, A_i, S_r, S_i, E_r, E_i, F_r, F_i = tl.associative_scan(
+            (x_r, x_i, y_r, y_i, ones, zeros, zeros, zeros), 0, _compose_excl, reverse=REVERSE)
+        p_r = F_r + E_r * c_r[None, :] - E_i * c_i[None, :]
+        p_i = F_i + E_r * c_i[None, :] + E_i * c_r[None, :]
+    else:
+        A_r, A_i, S_r, S_i = tl.associative_scan((x_r, x_i, y_r, y_i), 0, _compose, reverse=REVERSE)
+        z_r = S_r + A_r * c_r[None, :] - A_i * c_i[None, :]
+        z_i = S_i + A_r * c_i[None, :] + A_i * c_r[None, :]
+        src = (rows + 1) if REVERSE else (rows - 1)
+        src = tl.minimum(tl.maximum(src, 0), BLOCK_L - 1)
+        idx = src[:, None] + tl.zeros(x_r.shape, tl.int32)
+        at_edge = (rows == edge)[:, None]
+        p_r = tl.where(at_edge, c_r[None, :], tl.gather(z_r, idx, 0))
+        p_i = tl.where(at_edge, c_i[None, :], tl.gather(z_i, idx, 0))
+    # the state after the whole tile: the full prefix at the far row
+    far = (rows == (0 if REVERSE else BLOCK_L - 1))[:, None]
+    o_r = tl.sum(tl.where(far, S_r, 0.0), axis=0)
+    o_i = tl.sum(tl.where(far, S_i, 0.0), axis=0)
+    fa_r = tl.sum(tl.where(far, A_r, 0.0), axis=0)
+    fa_i = tl.sum(tl.where(far, A_i, 0.0), axis=0)
+    return p_r, p_i, o_r + fa_r * c_r - fa_i * c_i, o_i + fa_r * c_i + fa_i * c_r
+
+
+@_jit
+def _rc_loads(P, TH, U, GH, CKPT, j, base, cols, cmask, L, D, n_tiles, pid_b, pid_d,
+              BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr):
+    """The recomputing backward's loads for tile ``j`` (rows ``j·BLOCK_L + r``): p, θ, u, dL/dh
+    and the checkpointed state entering the tile. Rows outside [0, L) and ``j < 0`` (the prefetch
+    past the first tile) are masked; padded rows give p = θ = u = dL/dh = 0 (identity maps)."""
+    t = j * BLOCK_L + tl.arange(0, BLOCK_L)
+    inside = (t >= 0) & (t < L)
+    mask = inside[:, None] & cmask[None, :]
+    off = base + t.to(tl.int64)[:, None] * D + cols[None, :]
+    p = tl.load(P + off, mask=mask, other=0.0).to(tl.float32)
+    th = tl.load(TH + off, mask=mask, other=0.0).to(tl.float32)
+    offs2, mask2 = _pair_offsets(t, base, L, D, pid_d, BLOCK_D)
+    u_r, u_i = _load_pairs(U, offs2, mask2, False, BLOCK_L, BLOCK_D)
+    go_r, go_i = _load_pairs(GH, offs2, mask2, False, BLOCK_L, BLOCK_D)
+    two = tl.arange(0, 2)
+    jv = j + tl.zeros([BLOCK_D], dtype=tl.int32)  # (BLOCK_D,): a tensor, so its compare is a tensor mask
+    c = tl.load(CKPT + (((pid_b.to(tl.int64) * n_tiles + tl.maximum(jv, 0)) * D + cols)[:, None] * 2
+                        + two[None, :]), mask=(cmask & (jv >= 0))[:, None], other=0.0)
+    c_r, c_i = tl.split(c)
+    return p, th, u_r, u_i, go_r, go_i, c_r, c_i
+
+
+@_jit
+def _bwd_recompute_kernel(P, TH, U, CKPT, GH, DP, DTH, DU, DH0, L, D, n_tiles,
+                          HAS_H0: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr,
+                          SHIFT: tl.constexpr, PREFETCH: tl.constexpr):
+    """Backward from checkpoints (v3): tiles of ``BLOCK_L`` rows walked from the end. Per tile,
+    from the state entering it (``CKPT``, written by the forward every ``BLOCK_L`` rows):
+
+        h_{t−1}  = the forward scan of (a_t, b_t), recomputed in registers (exclusive form)
+        k_t      = conj(a_t) (dL/dh_t + k_{t+1}),  k_L = 0    (reverse scan; k_t = ∂L/∂h_{t−1})
+        g_t      = dL/dh_t + k_{t+1}                          (the total gradient at h_t)
+
+    then dp, dθ, du as in :func:`_bwd_kernel`, and ∂L/∂h0 = k_0. Each row's sin and cos are
+    computed once; ``h`` is never read (40 instead of 48 bytes per element)."""
+    pid_b = tl.program_id(0)
+    pid_d = tl.program_id(1)
+    rows = tl.arange(0, BLOCK_L)
+    cols = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+    cmask = cols < D
+    base = pid_b.to(tl.int64) * L * D
+    k_r = tl.zeros([BLOCK_D], dtype=tl.float32)   # k at the first row after the tile
+    k_i = tl.zeros([BLOCK_D], dtype=tl.float32)
+    if PREFETCH:
+        nx = _rc_loads(P, TH, U, GH, CKPT, n_tiles - 1, base, cols, cmask, L, D, n_tiles, pid_b, pid_d,
+                       BLOCK_L, BLOCK_D)
+    for kk in tl.range(0, n_tiles):
+        j = n_tiles - 1 - kk
+        t = j * BLOCK_L + rows
+        if PREFETCH:
+            p, th, u_r, u_i, go_r, go_i, c_r, c_i = nx
+            nx = _rc_loads(P, TH, U, GH, CKPT, j - 1, base, cols, cmask, L, D, n_tiles, pid_b, pid_d,
+                           BLOCK_L, BLOCK_D)
+        else:
+            p, th, u_r, u_i, go_r, go_i, c_r, c_i = _rc_loads(
+                P, TH, U, GH, CKPT, j, base, cols, cmask, L, D, n_tiles, pid_b, pid_d, BLOCK_L, BLOCK_D)
+        m = 1.0 - p
+        cs, sn = _cos_sin(th, False)
+        a_r = m * cs
+        a_i = m * sn
+        # h_{t-1} at every row: the forward scan of x ↦ a_t x + p_t u_t from the checkpoint
+        hp_r, hp_i, _, _ = _shifted_scan(a_r, a_i, p * u_r, p * u_i, c_r, c_i, False, SHIFT, BLOCK_L)
+        # k_{t+1} at every row: the reverse scan of x ↦ conj(a_t) (dL/dh_t + x) from the tile above
+        ga_r, ga_i = _cmul(a_r, -a_i, go_r, go_i)
+        kn_r, kn_i, k_r, k_i = _shifted_scan(a_r, -a_i, ga_r, ga_i, k_r, k_i, True, SHIFT, BLOCK_L)
+        g_r = go_r + kn_r
+        g_i = go_i + kn_i
+        r_r = cs * hp_r - sn * hp_i                   # r = e^{iθ_t} h_{t-1}
+        r_i = cs * hp_i + sn * hp_r
+        dp = g_r * (u_r - r_r) + g_i * (u_i - r_i)
+        dth = (p - 1.0) * (r_i * g_r - r_r * g_i)
+        mask = (t < L)[:, None] & cmask[None, :]
+        off = base + t.to(tl.int64)[:, None] * D + cols[None, :]
+        tl.store(DP + off, dp, mask=mask)
+        tl.store(DTH + off, dth, mask=mask)
+        offs2, mask2 = _pair_offsets(t, base, L, D, pid_d, BLOCK_D)
+        _store_pairs(DU, offs2, mask2, p * g_r, p * g_i, BLOCK_L, BLOCK_D)
+    if HAS_H0:  # k_0 = conj(a_0) g_0 = ∂L/∂h0
+        two = tl.arange(0, 2)
+        tl.store(DH0 + ((pid_b.to(tl.int64) * D + cols)[:, None] * 2 + two[None, :]),
+                 tl.join(k_r, k_i), mask=cmask[:, None])
+
+
 def _pairs(u: torch.Tensor) -> torch.Tensor:
     """``u`` as a contiguous real ``(..., 2)`` tensor of (re, im) pairs (complex → view_as_real)."""
     if u.is_complex():
@@ -263,15 +423,21 @@ def _pairs(u: torch.Tensor) -> torch.Tensor:
     return u.contiguous()
 
 
-def _launch_fwd(p, theta, u2, h02, config):
+def _launch_fwd(p, theta, u2, h02, config, ckpt_every: int = 0):
+    """``(h2, ckpt2)``: h as (B, L, D, 2) pairs, and (if ``ckpt_every`` > 0) the states entering
+    every chunk of ``ckpt_every`` rows as (B, cdiv(L, ckpt_every), D, 2) pairs, else None."""
     B, L, D = p.shape
     BL, BD, warps, fast, strided, prefetch, stages = (*config, False, False, False, None)[:7]
     h2 = torch.empty(B, L, D, 2, device=p.device, dtype=torch.float32)
+    n_ckpt = triton.cdiv(L, ckpt_every) if ckpt_every else 0
+    ck2 = torch.empty(B, n_ckpt, D, 2, device=p.device, dtype=torch.float32) if ckpt_every else None
     grid = (B, triton.cdiv(D, BD))
-    _fwd_kernel[grid](p, theta, u2, h02 if h02 is not None else h2, h2, L, D, triton.cdiv(L, BL),
+    _fwd_kernel[grid](p, theta, u2, h02 if h02 is not None else h2, h2, ck2 if ck2 is not None else h2,
+                      L, D, triton.cdiv(L, BL), n_ckpt,
                       HAS_H0=h02 is not None, BLOCK_L=BL, BLOCK_D=BD, FAST_TRIG=fast, STRIDED=strided, PREFETCH=prefetch,
+                      CKPT_EVERY=ckpt_every,
                       num_warps=warps, **({} if stages is None else {"num_stages": stages}))
-    return h2
+    return h2, ck2
 
 
 def _launch_bwd(p, theta, u2, h02, h2, g2, config):
@@ -289,33 +455,54 @@ def _launch_bwd(p, theta, u2, h02, h2, g2, config):
     return dp, dth, du2, dh02
 
 
+def _launch_bwd_recompute(p, theta, u2, h02, ck2, g2, config):
+    """The v3 backward from the forward's checkpoints ``ck2`` (taken every ``config[0]`` rows)."""
+    B, L, D = p.shape
+    BL, BD, warps, shift, prefetch = config
+    if ck2.shape[1] != triton.cdiv(L, BL):
+        raise ValueError(f"checkpoints every {L / ck2.shape[1]:.0f} rows do not match BLOCK_L = {BL}")
+    dp = torch.empty_like(p)
+    dth = torch.empty_like(theta)
+    du2 = torch.empty_like(u2)
+    dh02 = torch.empty_like(h02) if h02 is not None else None
+    grid = (B, triton.cdiv(D, BD))
+    _bwd_recompute_kernel[grid](p, theta, u2, ck2, g2, dp, dth, du2, dh02 if dh02 is not None else dp,
+                                L, D, triton.cdiv(L, BL), HAS_H0=h02 is not None, BLOCK_L=BL, BLOCK_D=BD,
+                                SHIFT=int(shift), PREFETCH=bool(prefetch), num_warps=warps)
+    return dp, dth, du2, dh02
+
+
 class TritonScan(torch.autograd.Function):
     """Autograd wrapper: ``(p, θ, u, h0) -> h``; ``u`` complex64 or real ``(B, L, D, 2)`` pairs."""
 
     @staticmethod
-    def forward(ctx, p, theta, u, h0, fwd_config, bwd_config):
+    def forward(ctx, p, theta, u, h0, fwd_config, bwd_config, backward):
         p, theta = p.contiguous(), theta.contiguous()
         u2 = _pairs(u)
         h02 = None if h0 is None else torch.view_as_real(h0.to(torch.complex64).resolve_conj().contiguous())
-        h2 = _launch_fwd(p, theta, u2, h02, fwd_config)
-        ctx.save_for_backward(p, theta, u2, h02, h2)
+        recompute = backward == "recompute" and any(ctx.needs_input_grad[:4])
+        h2, ck2 = _launch_fwd(p, theta, u2, h02, fwd_config, bwd_config[0] if recompute else 0)
+        # "recompute" saves the checkpoints instead of h: h is freed as soon as the caller drops it
+        ctx.save_for_backward(p, theta, u2, h02, ck2 if recompute else h2)
         ctx.u_complex = u.is_complex()
         ctx.bwd_config = bwd_config
+        ctx.recompute = recompute
         return torch.view_as_complex(h2)
 
     @staticmethod
     def backward(ctx, gh):
-        p, theta, u2, h02, h2 = ctx.saved_tensors
+        p, theta, u2, h02, saved = ctx.saved_tensors
         g2 = torch.view_as_real(gh.to(torch.complex64).resolve_conj().contiguous())
-        dp, dth, du2, dh02 = _launch_bwd(p, theta, u2, h02, h2, g2, ctx.bwd_config)
+        launch = _launch_bwd_recompute if ctx.recompute else _launch_bwd
+        dp, dth, du2, dh02 = launch(p, theta, u2, h02, saved, g2, ctx.bwd_config)
         du = torch.view_as_complex(du2) if ctx.u_complex else du2
         dh0 = torch.view_as_complex(dh02) if dh02 is not None else None
-        return dp, dth, du, dh0, None, None
+        return dp, dth, du, dh0, None, None, None
 
 
 def scan_triton(p: torch.Tensor, theta: torch.Tensor, u: torch.Tensor, h0: torch.Tensor | None = None,
-                fwd_config: tuple[int, int, int] | None = None,
-                bwd_config: tuple[int, int, int] | None = None) -> torch.Tensor:
+                fwd_config: tuple | None = None, bwd_config: tuple | None = None,
+                backward: str | None = None) -> torch.Tensor:
     """The MIPT recurrence on a CUDA device by the fused Triton kernel.
 
     Args:
@@ -323,10 +510,12 @@ def scan_triton(p: torch.Tensor, theta: torch.Tensor, u: torch.Tensor, h0: torch
         u: complex64 ``(B, L, D)``, or its real ``(B, L, D, 2)`` (re, im) pairs in float32 or bf16
             (the narrow form for bf16 training; its gradient comes back in the same form).
         h0: complex ``(B, D)`` or None.
-        fwd_config, bwd_config: ``(BLOCK_L, BLOCK_D, num_warps[, fast_trig, strided, prefetch,
-            num_stages])``;
-            defaults chosen on
-            an H200 (notes/kernel.md).
+        fwd_config: ``(BLOCK_L, BLOCK_D, num_warps[, fast_trig, strided, prefetch, num_stages])``.
+        backward: ``"saved_h"`` (the forward saves h, 8 B/element) or ``"recompute"`` (it saves the
+            state every BLOCK_L rows and the backward recomputes h); default :data:`BACKWARD`.
+        bwd_config: for ``"saved_h"`` as ``fwd_config``; for ``"recompute"``
+            ``(BLOCK_L, BLOCK_D, num_warps, shift, prefetch)``. Defaults chosen on an H200
+            (notes/kernel.md).
 
     Returns:
         complex64 ``h`` of shape ``(B, L, D)``; differentiable in ``p``, ``theta``, ``u``, ``h0``.
@@ -348,7 +537,12 @@ def scan_triton(p: torch.Tensor, theta: torch.Tensor, u: torch.Tensor, h0: torch
         raise ValueError(f"p and theta must be real; got {p.dtype}, {theta.dtype}")
     if p.device.type != "cuda" and not _interpreting():
         raise ValueError(f"the Triton kernel needs a CUDA device; got p on {p.device}. Use method='chunked'.")
-    return TritonScan.apply(p, theta, u, h0, fwd_config or DEFAULT_CONFIG, bwd_config or BWD_CONFIG)
+    backward = backward or BACKWARD
+    if backward not in BACKWARDS:
+        raise ValueError(f"backward must be one of {BACKWARDS}; got {backward!r}")
+    if bwd_config is None:
+        bwd_config = RECOMPUTE_CONFIG if backward == "recompute" else BWD_CONFIG
+    return TritonScan.apply(p, theta, u, h0, fwd_config or DEFAULT_CONFIG, bwd_config, backward)
 
 
 def _interpreting() -> bool:
