@@ -14,18 +14,27 @@ Shapes (glossary in ``minimipt/__init__.py``): ``p``, ``theta``: real ``(B, L, D
 Methods (all compute the same function; tests compare values and gradients):
 
 * ``"sequential"``: the reference loop, one step per token. It *is* the definition.
-* ``"chunked"``: parallel and pure PyTorch. The sequence is cut into chunks of ``C`` tokens. Inside
-  a chunk the closed form
+* ``"chunked"``: parallel and pure PyTorch (the default off CUDA). The sequence is cut into chunks
+  of ``C`` tokens (``chunk=``, default :data:`CHUNK`). Inside a chunk, for the state ``H`` entering it,
+
+      h_t = (Π_{k ≤ t} a_k) H + Σ_{j ≤ t} (Π_{j < k ≤ t} a_k) b_j,
+
+  evaluated in Horner order, ``h_t = a_t h_{t-1} + b_t``: ``C`` fused multiply-adds, each over all
+  chunks, batch rows and channels at once. A first pass gives every chunk's end state for
+  ``H = 0`` and its gate product; the states entering the chunks then solve a recurrence of length
+  ``L / C`` (the same method, recursively); a second pass writes ``h``. No product spans more than
+  ``C`` gates and nothing is divided, so nothing underflows or divides by ~0 at any length, and the
+  extra memory is a few tensors of the data's size. The backward pass is the adjoint recurrence
+  ``λ_t = g_t + conj(a_{t+1}) λ_{t+1}``, the same two-pass scan run backwards in time (a custom
+  autograd function that also differentiates the gate in closed form).
+* ``"closed_form"``: the same two levels, with each chunk's closed form
 
       h_j = A_j h_in + Σ_{s ≤ j} exp(Σ_{r=s+1}^{j} log a_r) · b_s,     A_j = exp(Σ_{r ≤ j} log a_r)
 
-  is evaluated as a small ``C × C`` matrix per channel; the sums of logs inside the exponent are
-  formed by a masked cumulative sum, never as a difference of two large cumulative sums, so no
-  cancellation and no division occurs. The chunk-end states form a recurrence of length ``L / C``
-  which is solved by the same method (recursively), then carried into every chunk. No cumulative
-  product over the whole sequence is ever formed, so nothing underflows or divides by ~0, at any
-  length. The backward pass is the adjoint recurrence run in reverse through the same forward code
-  (a custom autograd function), so memory stays O(B·L·D).
+  evaluated as a ``C × C`` matrix per channel (``C`` = :data:`CHUNK_SIZE`); the sums of logs in the
+  exponent come from a masked cumulative sum, never as a difference of two large cumulative sums,
+  so no cancellation and no division occurs. The teaching version (notebook 05): exact and
+  stable, but it moves ~C× the data's bytes.
 * more methods (a fast GPU kernel) register themselves with :func:`register_scan_method`.
 """
 
@@ -41,6 +50,7 @@ __all__ = [
     "linear_scan",
     "scan_sequential",
     "scan_chunked",
+    "scan_closed_form",
     "register_scan_method",
     "scan_methods",
     "resolve_method",
@@ -170,10 +180,243 @@ def scan_sequential(p: torch.Tensor, theta: torch.Tensor, u: torch.Tensor,
 
 
 # ----------------------------------------------------------------------------------------------
-# "chunked": closed form inside chunks, recursive carry between them
+# "chunked": Horner order inside chunks, a carry between them
 # ----------------------------------------------------------------------------------------------
 
-CHUNK_SIZE = 16
+CHUNK = 32  # default chunk length C of "chunked": each pass is C dependent steps over (B, L/C, D)
+_SEQUENTIAL_MAX = 16  # a carry recurrence this short (chunks per row) is solved by a plain loop
+
+
+def _carry_chunk(n: int) -> int:
+    """Chunk length for a carry recurrence of ``n`` chunks: ~√n balances its two passes (C steps
+    each) against its own carry (n / C steps)."""
+    return max(2, round(n ** 0.5))
+
+
+def _scan_forward(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None, chunk: int) -> torch.Tensor:
+    """Solve ``h_t = a_t h_{t-1} + b_t`` with ``h_{-1} = h0`` (zeros if None); no autograd.
+
+    ``a``, ``b``: complex ``(N, L, D)`` (``L`` contiguous with ``D``); ``h0``: complex ``(N, D)`` or None.
+    Returns ``h``: complex ``(N, L, D)``.
+
+    The first ``n·C`` positions are cut into ``n = L // C`` chunks, viewed as ``(N, n, C, D)``
+    without a copy; the last ``L mod C`` positions (the tail) are stepped one at a time. Inside a
+    chunk, ``h_t = (Π_{k ≤ t} a_k) H + Σ_{j ≤ t} (Π_{j < k ≤ t} a_k) b_j`` for the state ``H``
+    entering it, evaluated in Horner order: one fused multiply-add per position, each over all
+    chunks, rows and channels at once.
+
+    1. pass 1: the chunk-end state ``E_c`` with ``H = 0`` (a running ``(N, n, D)`` state; nothing of
+       full size is written) and the chunk's gate product ``P_c = Π_{k in chunk} a_k``;
+    2. carry: ``X_c = P_c X_{c-1} + E_c`` with ``X_{-1} = h0`` is the same recurrence, ``n`` long:
+       solved by this function (recursively) or by a loop when short; chunk ``c`` starts from
+       ``H_c = X_{c-1}``;
+    3. pass 2: the Horner steps again from ``H_c``, writing every ``h_t``.
+
+    Only products of at most ``C`` gates and sums of at most ``C`` terms are ever formed, and nothing
+    is divided: with ``|a_t| ≤ 1`` this is as accurate as the loop at any length.
+    """
+    N, L, D = b.shape
+    h = torch.empty_like(b)
+    n = L // chunk if chunk >= 2 else 0
+    if n < 2:  # too short to chunk: the loop
+        n = 0
+    L0 = n * chunk
+    last = h0  # the state before position L0 (None: zeros)
+    if n:
+        C = chunk
+        a4 = a[:, :L0].view(N, n, C, D)  # (N, n, C, D) views
+        b4 = b[:, :L0].view(N, n, C, D)
+        h4 = h[:, :L0].view(N, n, C, D)
+        E = b4[:, :, 0].clone()  # (N, n, D): pass 1, zero carry
+        for t in range(1, C):
+            torch.addcmul(b4[:, :, t], a4[:, :, t], E, out=E)
+        P = a4.prod(2)  # (N, n, D): Π of the chunk's gates
+        X = _solve_carry(P, E, h0)  # (N, n, D): state at the end of each chunk
+        H = torch.cat([X.new_zeros(N, 1, D) if h0 is None else h0[:, None], X[:, :-1]], 1)  # (N, n, D)
+        torch.addcmul(b4[:, :, 0], a4[:, :, 0], H, out=h4[:, :, 0])  # pass 2
+        for t in range(1, C):
+            torch.addcmul(b4[:, :, t], a4[:, :, t], h4[:, :, t - 1], out=h4[:, :, t])
+        last = X[:, -1]
+    for t in range(L0, L):  # the tail (or the whole sequence when it is short)
+        if last is None:
+            h[:, t] = b[:, t]
+        else:
+            torch.addcmul(b[:, t], a[:, t], last, out=h[:, t])
+        last = h[:, t]
+    return h
+
+
+def _solve_carry(P: torch.Tensor, E: torch.Tensor, h0: torch.Tensor | None) -> torch.Tensor:
+    """``X_c = P_c X_{c-1} + E_c``, ``X_{-1} = h0``, over ``n`` chunks: a loop when short, else chunked."""
+    n = E.shape[1]
+    if n > _SEQUENTIAL_MAX:
+        return _scan_forward(P, E, h0, _carry_chunk(n))
+    return _scan_forward(P, E, h0, 1)  # chunk 1: the plain loop
+
+
+def _scan_adjoint(a: torch.Tensor, y: torch.Tensor, chunk: int) -> torch.Tensor:
+    """Solve ``x_t = y_t + a_{t+1} x_{t+1}`` backwards in time, ``x_{L-1} = y_{L-1}``; no autograd.
+
+    The reverse twin of :func:`_scan_forward` (same chunks, same Horner steps from each chunk's end,
+    gate ``a_{t+1}`` read in place: no shifted or flipped full-size copy). Chunk ``c`` (positions
+    ``cC … cC+C-1``) receives ``K_{c+1} = a_{(c+1)C} x_{(c+1)C}`` from its right. With ``E_c`` its first
+    state for zero input from the right and ``P_c`` its gate product,
+
+        K_c = a_{cC} x_{cC} = P_c K_{c+1} + a_{cC} E_c,
+
+    a forward-form recurrence over the chunks in reverse order, solved on the small flipped
+    ``(N, n, D)`` tensors by :func:`_solve_carry`.
+    """
+    N, L, D = y.shape
+    x = torch.empty_like(y)
+    n = L // chunk if chunk >= 2 else 0
+    if n < 2:
+        n = 0
+    L0 = n * chunk
+    for t in range(L - 1, L0 - 1, -1):  # the tail first (or the whole sequence when it is short)
+        if t == L - 1:
+            x[:, t] = y[:, t]
+        else:
+            torch.addcmul(y[:, t], a[:, t + 1], x[:, t + 1], out=x[:, t])
+    if n:
+        C = chunk
+        K_end = a[:, L0] * x[:, L0] if L0 < L else None  # (N, D): from the tail into the last chunk
+        a4 = a[:, :L0].view(N, n, C, D)  # (N, n, C, D) views
+        y4 = y[:, :L0].view(N, n, C, D)
+        x4 = x[:, :L0].view(N, n, C, D)
+        E = y4[:, :, C - 1].clone()  # (N, n, D): pass 1, nothing from the right
+        for t in range(C - 2, -1, -1):
+            torch.addcmul(y4[:, :, t], a4[:, :, t + 1], E, out=E)
+        P = a4.prod(2)  # (N, n, D)
+        F = a4[:, :, 0] * E
+        K = _solve_carry(P.flip(1), F.flip(1), K_end).flip(1)  # (N, n, D): K[:, c] = K_c
+        right = torch.cat([K[:, 1:], K.new_zeros(N, 1, D) if K_end is None else K_end[:, None]], 1)  # K_{c+1}
+        torch.add(y4[:, :, C - 1], right, out=x4[:, :, C - 1])  # pass 2
+        for t in range(C - 2, -1, -1):
+            torch.addcmul(y4[:, :, t], a4[:, :, t + 1], x4[:, :, t + 1], out=x4[:, :, t])
+    return x
+
+
+def _check_chunk(chunk: int) -> int:
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 2:
+        raise ValueError(f"chunk must be an int >= 2 (the chunk length C); got {chunk!r}")
+    return chunk
+
+
+class _LinearScan(torch.autograd.Function):
+    """``h_t = a_t h_{t-1} + b_t`` by :func:`_scan_forward`; backward by the adjoint recurrence.
+
+    With PyTorch's convention for complex gradients (``grad = ∂L/∂Re + i ∂L/∂Im``) and ``λ_t`` the
+    total gradient reaching ``h_t`` (``g_t`` the one from the output):
+
+        λ_t = g_t + conj(a_{t+1}) λ_{t+1},   λ_{L-1} = g_{L-1}
+        ∂L/∂b_t = λ_t,   ∂L/∂a_t = λ_t conj(h_{t-1}),   ∂L/∂h0 = conj(a_0) λ_0.
+
+    The reverse scan runs on ``ν = conj(λ)``, ``ν_t = conj(g_t) + a_{t+1} ν_{t+1}``, so that its gates
+    are ``a`` itself (a conjugated view would be copied at every step).
+    """
+
+    @staticmethod
+    def forward(ctx, a, b, h0, chunk):
+        h = _scan_forward(a, b, h0, chunk)
+        ctx.chunk = chunk
+        ctx.save_for_backward(a, h, h0)
+        return h
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, gout):
+        a, h, h0 = ctx.saved_tensors
+        nu = _scan_adjoint(a, torch.conj_physical(gout), ctx.chunk)  # (N, L, D) = conj(λ)
+        grad_a = grad_h0 = None
+        if ctx.needs_input_grad[0]:
+            grad_a = _times_previous_state(nu, h, h0).conj_physical_()  # λ conj(h_{t-1})
+        if h0 is not None and ctx.needs_input_grad[2]:
+            grad_h0 = (a[:, 0] * nu[:, 0]).conj_physical_()
+        grad_b = nu.conj_physical_() if ctx.needs_input_grad[1] else None
+        return grad_a, grad_b, grad_h0, None
+
+
+def _times_previous_state(nu: torch.Tensor, h: torch.Tensor, h0: torch.Tensor | None) -> torch.Tensor:
+    """``ν_t h_{t-1}`` with ``h_{-1} = h0`` (zeros if None), without a shifted copy of ``h``."""
+    q = torch.empty_like(nu)  # (N, L, D)
+    torch.mul(nu[:, 1:], h[:, :-1], out=q[:, 1:])
+    if h0 is None:
+        q[:, 0] = 0
+    else:
+        torch.mul(nu[:, 0], h0, out=q[:, 0])
+    return q
+
+
+def linear_scan(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None = None, *, chunk: int = CHUNK) -> torch.Tensor:
+    """Chunked solution of ``h_t = a_t h_{t-1} + b_t`` for complex ``a``, ``b`` of shape ``(B, L, D)``.
+
+    Differentiable in ``a``, ``b`` and ``h0`` (first derivatives; no double backward). Exact at any
+    length when ``|a_t| ≤ 1`` (see :func:`_scan_forward`).
+    """
+    return _LinearScan.apply(a.contiguous(), b.contiguous(), None if h0 is None else h0.to(b.dtype),
+                             _check_chunk(chunk))
+
+
+class _MIPTScan(torch.autograd.Function):
+    """The MIPT recurrence from ``(p, θ, u, h0)``: gate, scan and their gradients in one function.
+
+    Forward: ``a = (1 - p) e^{iθ}``, ``b = p u``, then :func:`_scan_forward`. Backward: with
+    ``ν = conj(λ)`` from the adjoint scan (see :class:`_LinearScan`) and ``w_t = e^{iθ_t} ν_t h_{t-1}``,
+
+        ∂L/∂p_t = Re(ν_t u_t) − Re(w_t),   ∂L/∂θ_t = −(1 − p_t) Im(w_t),
+        ∂L/∂u_t = p_t conj(ν_t),            ∂L/∂h0 = conj(a_0 ν_0).
+
+    Fewer full-size passes than autograd through the gate's PyTorch ops, and exact at ``p = 1``
+    (no division by ``1 − p``).
+    """
+
+    @staticmethod
+    def forward(ctx, p, theta, u, h0, chunk):
+        real = u.real.dtype
+        pr, th = p.to(real), theta.to(real)
+        a = torch.polar(1 - pr, th).contiguous()  # (B, L, D) complex, |a| = 1 − p
+        b = (pr * u).contiguous()  # (B, L, D) complex
+        h = _scan_forward(a, b, h0, chunk)
+        ctx.chunk = chunk
+        ctx.dtypes = (p.dtype, theta.dtype)
+        ctx.save_for_backward(pr, th, u, h0, a, h)
+        return h
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, gout):
+        pr, th, u, h0, a, h = ctx.saved_tensors
+        need_p, need_th, need_u, need_h0 = ctx.needs_input_grad[:4]
+        nu = _scan_adjoint(a, torch.conj_physical(gout), ctx.chunk)  # (B, L, D) = conj(λ)
+        grad_p = grad_th = grad_u = grad_h0 = None
+        if h0 is not None and need_h0:
+            grad_h0 = (a[:, 0] * nu[:, 0]).conj_physical_()
+        if need_p or need_th:
+            w = _times_previous_state(nu, h, h0)  # ν_t h_{t-1}
+            w.mul_(torch.polar(th.new_ones(()).expand_as(th), th))  # w_t = e^{iθ_t} ν_t h_{t-1}
+            if need_th:
+                grad_th = ((pr - 1) * w.imag).to(ctx.dtypes[1])
+            if need_p:
+                grad_p = ((nu * u).real - w.real).to(ctx.dtypes[0])
+            del w
+        if need_u:
+            grad_u = nu.mul_(pr).conj_physical_()  # p_t conj(ν_t), in ν's memory
+        return grad_p, grad_th, grad_u, grad_h0, None
+
+
+def scan_chunked(p: torch.Tensor, theta: torch.Tensor, u: torch.Tensor, h0: torch.Tensor | None = None,
+                 *, chunk: int = CHUNK) -> torch.Tensor:
+    """Parallel, exact, pure-PyTorch form of the recurrence: Horner steps inside chunks of
+    ``chunk`` tokens and a carry between chunks (see :func:`_scan_forward`)."""
+    return _MIPTScan.apply(p, theta, u, None if h0 is None else h0.to(u.dtype), _check_chunk(chunk))
+
+
+# ----------------------------------------------------------------------------------------------
+# "closed_form": the same two levels with a C×C matrix per chunk (the teaching version)
+# ----------------------------------------------------------------------------------------------
+
+CHUNK_SIZE = 16  # chunk length of "closed_form"
 # Largest number of complex elements the intra-chunk C×C matrices may take at once; larger inputs
 # are processed in pieces so the transient memory stays bounded.
 _MAX_CHUNK_ELEMENTS = 1 << 26
@@ -233,8 +476,8 @@ def _log_gate(a: torch.Tensor):
     return torch.log(a.abs()), torch.angle(a)
 
 
-class _LinearScan(torch.autograd.Function):
-    """``h_t = a_t h_{t-1} + b_t`` by the chunked forward; backward by the adjoint recurrence.
+class _ClosedFormScan(torch.autograd.Function):
+    """``h_t = a_t h_{t-1} + b_t`` by the closed-form forward; backward by the adjoint recurrence.
 
     With PyTorch's convention for complex gradients (``grad = ∂L/∂Re + i ∂L/∂Im``) and
     ``g_t = ∂L/∂h_t`` the total gradient reaching ``h_t``:
@@ -266,24 +509,25 @@ class _LinearScan(torch.autograd.Function):
         return grad_a, grad_b, grad_h0
 
 
-def linear_scan(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None = None) -> torch.Tensor:
-    """Chunked solution of ``h_t = a_t h_{t-1} + b_t`` for complex ``a``, ``b`` of shape ``(B, L, D)``.
+def linear_scan_closed_form(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None = None) -> torch.Tensor:
+    """Closed-form (C×C per chunk) solution of ``h_t = a_t h_{t-1} + b_t`` for complex ``a``, ``b`` of shape ``(B, L, D)``.
 
     Differentiable in ``a``, ``b`` and ``h0`` (first derivatives; no double backward). Requires
     ``|a_t|`` to be finite; ``|a_t| ≤ 1`` keeps it exact at any length.
     """
-    return _LinearScan.apply(a.contiguous(), b.contiguous(), None if h0 is None else h0.to(b.dtype))
+    return _ClosedFormScan.apply(a.contiguous(), b.contiguous(), None if h0 is None else h0.to(b.dtype))
 
 
-def scan_chunked(p: torch.Tensor, theta: torch.Tensor, u: torch.Tensor,
-                 h0: torch.Tensor | None = None) -> torch.Tensor:
-    """Parallel, exact, pure-PyTorch form of the recurrence (see the module docstring)."""
+def scan_closed_form(p: torch.Tensor, theta: torch.Tensor, u: torch.Tensor,
+                     h0: torch.Tensor | None = None) -> torch.Tensor:
+    """Method ``"closed_form"``: the C×C closed form per chunk (see the module docstring)."""
     a, b = _gate_and_input(p, theta, u)
-    return linear_scan(a, b, h0)
+    return linear_scan_closed_form(a, b, h0)
 
 
 register_scan_method("sequential", scan_sequential, priority=0)
 register_scan_method("chunked", scan_chunked, priority=10)
+register_scan_method("closed_form", scan_closed_form, priority=5)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -300,7 +544,7 @@ def mipt_scan(p: torch.Tensor, theta: torch.Tensor, u: torch.Tensor, h0: torch.T
         u: complex input ``(B, L, D)``; the state takes ``u``'s complex dtype.
         h0: state before the first token, complex ``(B, D)``; zeros if None.
         method: ``"auto"`` (fastest correct method for the device), ``"sequential"`` (reference),
-            ``"chunked"``, or any name added by :func:`register_scan_method`.
+            ``"chunked"``, ``"closed_form"``, or any name added by :func:`register_scan_method`.
         check_values: also check that ``p ∈ [0, 1]`` and nothing is NaN/inf. This reads every input
             once and waits for the device (about the cost of the scan itself on a GPU); shapes and
             dtypes are always checked. Pass ``False`` in a hot loop whose inputs are known to be valid.

@@ -7,7 +7,8 @@ reference on a slice (batch row 0, the first 64 channels, the whole length).
 
 Methods:
   sequential   the reference loop (only where L <= 2048: it is one step per token)
-  chunked      pure PyTorch, closed form in chunks + recursive carry
+  chunked      pure PyTorch, Horner steps inside chunks + recursive carry (two passes)
+  closed_form  pure PyTorch, a C×C closed-form matrix per chunk + recursive carry (the teaching form)
   mipt_scan    the public entry point minimipt.mipt_scan (method "auto"), i.e. the fastest method
                plus its input checks (finite values, p in [0, 1]: extra passes over the inputs);
                the rows above call the registered methods directly, as the peer is called
@@ -54,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "issue shapes on CUDA, tiny ones on the CPU or in smoke mode)")
     parser.add_argument("--dtypes", default="float32,bf16", help="input dtypes: float32, bf16")
     parser.add_argument("--methods", default=None,
-                        help="comma-separated subset of sequential,chunked,triton,peer,peer+gate,mipt_scan "
+                        help="comma-separated subset of sequential,chunked,closed_form,triton,peer,peer+gate,mipt_scan "
                              "(default: all that are available)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: MINIMIPT_DEVICE, else CUDA if present)")
     parser.add_argument("--out", default=None, help="results JSON (default: results/bench/scan_<hw>.json)")
@@ -316,7 +317,7 @@ def run(args: argparse.Namespace) -> int:
     peer_version = _peer_version() if device.type == "cuda" else None
     from ..kernels import triton_available
 
-    available = ["sequential", "chunked"]
+    available = ["sequential", "chunked", "closed_form"]
     if "triton" in scan_methods() and triton_available(device):
         available.append("triton")
     if peer_version:
@@ -324,7 +325,7 @@ def run(args: argparse.Namespace) -> int:
     available.append("mipt_scan")
     if args.methods:
         methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-        known = {"sequential", "chunked", "triton", "peer", "peer+gate", "mipt_scan"}
+        known = {"sequential", "chunked", "closed_form", "triton", "peer", "peer+gate", "mipt_scan"}
         for m in methods:
             if m not in known:
                 raise ValueError(f"--methods: {m!r} is not one of {sorted(known)}")
@@ -356,7 +357,7 @@ def run(args: argparse.Namespace) -> int:
                     continue
                 if method.startswith("peer") and dtype != "float32":
                     continue  # the peer takes complex64 only
-                if method in ("sequential", "chunked", "mipt_scan") and dtype != "float32":
+                if method in ("sequential", "chunked", "closed_form", "mipt_scan") and dtype != "float32":
                     continue  # these upcast p, theta to u's float32: the same computation
                 row = {"method": method, "B": B, "D": D, "L": L, "dtype": dtype}
                 try:
