@@ -247,6 +247,17 @@ SWEEP_CONFIGS = [
     (16, 32, 4, True, False, False), (16, 16, 1, True, False, True),
     (16, 32, 4, False, True, False), (16, 32, 4, False, False, False, 1),
 ]
+# the recomputing backward (v3, backward="recompute"): (BLOCK_L, BLOCK_D, num_warps, shift, prefetch);
+# shift 0: the shifted states by an exclusive scan, 1: by tl.gather. All compile for sm_90 without
+# register spills (ptxas -v, notes/kernel.md); the forward then checkpoints every BLOCK_L rows
+RECOMPUTE_SWEEP = [
+    (8, 16, 1, 0, False), (8, 16, 1, 0, True), (8, 16, 1, 1, False), (8, 16, 1, 1, True),
+    (16, 8, 1, 0, False), (16, 8, 1, 0, True), (16, 8, 1, 1, False), (16, 16, 1, 0, False),
+    (8, 32, 1, 0, False), (8, 32, 1, 0, True), (8, 16, 2, 0, True), (8, 16, 2, 1, True),
+    (16, 16, 2, 0, False), (16, 16, 2, 0, True), (16, 16, 2, 1, False), (8, 32, 2, 0, True),
+    (8, 32, 2, 1, True), (16, 16, 4, 0, True), (16, 16, 4, 1, True), (16, 32, 4, 0, False),
+    (16, 32, 4, 1, False), (32, 16, 4, 1, False),
+]
 
 
 def _rel_diff(x: torch.Tensor, ref: torch.Tensor) -> float:
@@ -255,35 +266,100 @@ def _rel_diff(x: torch.Tensor, ref: torch.Tensor) -> float:
 
 def _sweep(shape, device, bench) -> dict:
     """Time each kernel configuration (forward and backward kernels alone, float32) and check
-    that its outputs equal those of the default configuration."""
+    that its outputs equal those of the default configuration; both backwards ("saved_h" rows
+    first, then "recompute" rows, whose forward also writes the checkpoints), and each backward's
+    best configuration end to end through autograd."""
     from ..kernels import triton_scan as ts
 
     B, D, L = shape
     x = _inputs(B, D, L, "float32", device, seed=123)
     p, theta, u2, g2 = x["p"], x["theta"], x["u"], x["gh"]
-    h_ref = ts._launch_fwd(p, theta, u2, None, ts.DEFAULT_CONFIG)
+    h_ref = ts._launch_fwd(p, theta, u2, None, ts.DEFAULT_CONFIG)[0]
     d_ref = ts._launch_bwd(p, theta, u2, None, h_ref, g2, ts.BWD_CONFIG)[:3]
     n = B * L * D
     rows = []
     for cfg in SWEEP_CONFIGS:
-        row = {"config": list(cfg)}
+        row = {"backward": "saved_h", "config": list(cfg)}
         try:
-            hv = ts._launch_fwd(p, theta, u2, None, cfg)
+            hv = ts._launch_fwd(p, theta, u2, None, cfg)[0]
             row["fwd_diff"] = _rel_diff(hv, h_ref)
             dv = ts._launch_bwd(p, theta, u2, None, h_ref, g2, cfg)[:3]
             row["bwd_diff"] = max(_rel_diff(a, b) for a, b in zip(dv, d_ref))
             del hv, dv
-            row["fwd_ms"] = bench(lambda: ts._launch_fwd(p, theta, u2, None, cfg))
+            row["fwd_ms"] = bench(lambda: ts._launch_fwd(p, theta, u2, None, cfg)[0])
             row["bwd_ms"] = bench(lambda: ts._launch_bwd(p, theta, u2, None, h_ref, g2, cfg))
             row["fwd_TBps"] = 24 * n / (row["fwd_ms"] * 1e-3) / 1e12
             row["bwd_TBps"] = 48 * n / (row["bwd_ms"] * 1e-3) / 1e12
         except Exception as err:  # a config that does not compile (e.g. too many registers)
             row["error"] = f"{type(err).__name__}: {str(err)[:200]}"
         rows.append(row)
-        print(f"  sweep {cfg}: " + (f"fwd {row['fwd_ms']:.3f} ms ({row['fwd_TBps']:.2f} TB/s, diff {row['fwd_diff']:.0e}), "
-                                    f"bwd {row['bwd_ms']:.3f} ms ({row['bwd_TBps']:.2f} TB/s, diff {row['bwd_diff']:.0e})"
-                                    if "error" not in row else row["error"]), flush=True)
-    return {"shape_BDL": list(shape), "rows": rows, "best_fwd": _pick(rows, "fwd"), "best_bwd": _pick(rows, "bwd")}
+        _print_sweep_row(row)
+    rc_rows = _sweep_recompute(ts, p, theta, u2, g2, h_ref, d_ref, bench)
+    rows += rc_rows
+    out = {"shape_BDL": list(shape), "rows": rows, "best_fwd": _pick(rows, "fwd"), "best_bwd": _pick(rows, "bwd"),
+           "best_recompute": _pick(rc_rows, "bwd")}
+    out["end_to_end"] = _sweep_end_to_end(ts, x, out, bench)
+    return out
+
+
+def _print_sweep_row(row: dict) -> None:
+    tag = "" if row["backward"] == "saved_h" else " recompute"
+    print(f"  sweep{tag} {tuple(row['config'])}: " + (
+        f"fwd {row['fwd_ms']:.3f} ms ({row['fwd_TBps']:.2f} TB/s, diff {row['fwd_diff']:.0e}), "
+        f"bwd {row['bwd_ms']:.3f} ms ({row['bwd_TBps']:.2f} TB/s, diff {row['bwd_diff']:.0e})"
+        if "error" not in row else row["error"]), flush=True)
+
+
+def _sweep_recompute(ts, p, theta, u2, g2, h_ref, d_ref, bench) -> list[dict]:
+    """The v3 backward's configurations: forward (default configuration, checkpoints every
+    BLOCK_L rows: 24 + 8/BLOCK_L B/element) and backward (reads dL/dh, p, θ, u and the
+    checkpoints, writes dp, dθ, du: 40 + 8/BLOCK_L B/element), each kernel alone."""
+    B, L, D = p.shape
+    n = B * L * D
+    rows = []
+    for cfg in RECOMPUTE_SWEEP:
+        row = {"backward": "recompute", "config": list(cfg)}
+        try:
+            hv, ck = ts._launch_fwd(p, theta, u2, None, ts.DEFAULT_CONFIG, cfg[0])
+            row["fwd_diff"] = _rel_diff(hv, h_ref)
+            dv = ts._launch_bwd_recompute(p, theta, u2, None, ck, g2, cfg)[:3]
+            row["bwd_diff"] = max(_rel_diff(a, b) for a, b in zip(dv, d_ref))
+            del hv, dv
+            row["fwd_ms"] = bench(lambda: ts._launch_fwd(p, theta, u2, None, ts.DEFAULT_CONFIG, cfg[0]))
+            row["bwd_ms"] = bench(lambda: ts._launch_bwd_recompute(p, theta, u2, None, ck, g2, cfg))
+            row["fwd_TBps"] = (24 + 8 / cfg[0]) * n / (row["fwd_ms"] * 1e-3) / 1e12
+            row["bwd_TBps"] = (40 + 8 / cfg[0]) * n / (row["bwd_ms"] * 1e-3) / 1e12
+        except Exception as err:  # a config that does not compile
+            row["error"] = f"{type(err).__name__}: {str(err)[:200]}"
+        rows.append(row)
+        _print_sweep_row(row)
+    return rows
+
+
+def _sweep_end_to_end(ts, x: dict, sweep: dict, bench) -> list[dict]:
+    """Forward+backward through autograd (``scan_triton``, complex64 u, no h0) with each
+    backward: the committed defaults, and each backward's best swept configuration."""
+    p, theta = x["p"], x["theta"]
+    u = torch.view_as_complex(x["u"].contiguous())
+    gh = torch.view_as_complex(x["gh"])
+    leaves = [t.detach().clone().requires_grad_() for t in (p, theta, u)]
+    cases = [("saved_h", ts.BWD_CONFIG, "default"), ("recompute", ts.RECOMPUTE_CONFIG, "default")]
+    if sweep["best_bwd"]:
+        cases.append(("saved_h", tuple(sweep["best_bwd"]), "best"))
+    if sweep["best_recompute"]:
+        cases.append(("recompute", tuple(sweep["best_recompute"]), "best"))
+    out = []
+    for backward, cfg, which in cases:
+        row = {"backward": backward, "config": list(cfg), "which": which}
+        try:
+            row["fwd_bwd_ms"] = bench(lambda: torch.autograd.grad(
+                ts.scan_triton(*leaves, bwd_config=cfg, backward=backward), leaves, gh))
+        except Exception as err:
+            row["error"] = f"{type(err).__name__}: {str(err)[:200]}"
+        out.append(row)
+        print(f"  end to end {backward} {which} {tuple(cfg)}: " +
+              (f"f+b {row['fwd_bwd_ms']:.3f} ms" if "error" not in row else row["error"]), flush=True)
+    return out
 
 
 def _pick(rows: list[dict], kind: str) -> list | None:
@@ -292,6 +368,10 @@ def _pick(rows: list[dict], kind: str) -> list | None:
     ok = [r for r in rows if "error" not in r and r[f"{kind}_diff"] <= 1e-5]
     if not ok:
         return None
+    best = min(ok, key=lambda r: r[f"{kind}_ms"])
+    if best.get("backward") == "recompute":  # no trigonometry option there
+        return best["config"]
+    ok = [r for r in ok if r.get("backward", "saved_h") == "saved_h"]
     best = min(ok, key=lambda r: r[f"{kind}_ms"])
     accurate = [r for r in ok if not r["config"][3]]
     if best["config"][3] and accurate:
@@ -415,7 +495,8 @@ def run(args: argparse.Namespace) -> int:
     out.write_text(json.dumps(result, indent=1) + "\n")
     print()
     if sweep:
-        print(f"sweep best forward {sweep['best_fwd']}, best backward {sweep['best_bwd']}")
+        print(f"sweep best forward {sweep['best_fwd']}, best backward {sweep['best_bwd']}, "
+              f"best recompute backward {sweep['best_recompute']}")
     print(_table(rows))
     print(f"\nwrote {out} ({result['wall_time_s']:.0f} s)")
     return 0
@@ -425,7 +506,9 @@ def _kernel_configs() -> dict:
     from ..kernels import triton_scan as ts
 
     return {"forward": list(ts.DEFAULT_CONFIG), "backward": list(ts.BWD_CONFIG),
-            "fields": "BLOCK_L, BLOCK_D, num_warps, fast_trig, strided, prefetch[, num_stages]"}
+            "fields": "BLOCK_L, BLOCK_D, num_warps, fast_trig, strided, prefetch[, num_stages]",
+            "backward_kind": ts.BACKWARD, "recompute": list(ts.RECOMPUTE_CONFIG),
+            "recompute_fields": "BLOCK_L, BLOCK_D, num_warps, shift, prefetch"}
 
 
 def _fmt_row(r: dict) -> str:

@@ -161,9 +161,9 @@ def _fwd_kernel(P, TH, U, H0, H, CKPT, L, D, n_tiles, n_ckpt,
     else:
         c_r = tl.zeros([BLOCK_D], dtype=tl.float32)
         c_i = tl.zeros([BLOCK_D], dtype=tl.float32)
+    two_c = tl.arange(0, 2)
     if CKPT_EVERY > 0:  # checkpoint 0: the initial state
-        two0 = tl.arange(0, 2)
-        tl.store(CKPT + ((pid_b.to(tl.int64) * n_ckpt * D + cols)[:, None] * 2 + two0[None, :]),
+        tl.store(CKPT + ((pid_b.to(tl.int64) * n_ckpt * D + cols)[:, None] * 2 + two_c[None, :]),
                  tl.join(c_r, c_i), mask=cmask[:, None])
     last = (rows == BLOCK_L - 1)[:, None]
     if PREFETCH:  # the next tile's loads are issued before this tile's scan
@@ -185,7 +185,7 @@ def _fwd_kernel(P, TH, U, H0, H, CKPT, L, D, n_tiles, n_ckpt,
         h_i = S_i + A_r * c_i[None, :] + A_i * c_r[None, :]
         offs2, mask2 = _pair_offsets(t, base, L, D, pid_d, BLOCK_D)
         _store_pairs(H, offs2, mask2, h_r, h_i, BLOCK_L, BLOCK_D)
-        if CKPT_EVERY > 0:  # rows t with t + 1 = j·CKPT_EVERY, 0 < j < n_ckpt: checkpoint j = h_t
+        if CKPT_EVERY > 0 and CKPT_EVERY % BLOCK_L != 0:  # rows t + 1 = j·CKPT_EVERY: checkpoint j = h_t
             j = (t + 1) // CKPT_EVERY
             sel = ((t + 1) % CKPT_EVERY == 0) & (j < n_ckpt) & (t < L)
             c2 = pid_d * (2 * BLOCK_D) + tl.arange(0, 2 * BLOCK_D)
@@ -193,6 +193,12 @@ def _fwd_kernel(P, TH, U, H0, H, CKPT, L, D, n_tiles, n_ckpt,
             _store_pairs(CKPT, offs_c, sel[:, None] & (c2 < 2 * D)[None, :], h_r, h_i, BLOCK_L, BLOCK_D)
         c_r = tl.sum(tl.where(last, h_r, 0.0), axis=0)
         c_i = tl.sum(tl.where(last, h_i, 0.0), axis=0)
+        if CKPT_EVERY > 0 and CKPT_EVERY % BLOCK_L == 0:  # the carry itself, after every few tiles
+            te = (k + 1) * BLOCK_L + tl.zeros([BLOCK_D], dtype=tl.int32)  # rows done, as a tensor
+            jc = te // CKPT_EVERY
+            sel_c = (te % CKPT_EVERY == 0) & (jc < n_ckpt) & cmask
+            tl.store(CKPT + (((pid_b.to(tl.int64) * n_ckpt + jc) * D + cols)[:, None] * 2 + two_c[None, :]),
+                     tl.join(c_r, c_i), mask=sel_c[:, None])
 
 
 @_jit
