@@ -2,7 +2,9 @@
 
 GPU tests are marked ``gpu`` and skipped without CUDA and Triton (``pytest -m gpu tests/test_triton_scan.py``
 on a GPU machine). The CPU tests check the registration: importing minimipt never imports Triton,
-and without a GPU "auto" falls back to "chunked" without raising.
+and without a GPU "auto" falls back to "chunked" without raising. Where Triton is installed (not in
+CI), the kernels also run on the CPU under Triton's interpreter (``TRITON_INTERPRET=1``, in a
+subprocess: the flag must be set before the kernels are compiled), both backwards.
 """
 
 from __future__ import annotations
@@ -107,6 +109,67 @@ def test_scan_triton_rejects_bad_inputs():
 
 
 # ---------------------------------------------------------------------------------------------
+# CPU, Triton's interpreter: both backwards against the reference (skipped without Triton)
+# ---------------------------------------------------------------------------------------------
+
+_INTERPRETED = r"""
+import torch
+from minimipt.scan import scan_sequential
+from minimipt.kernels import triton_scan as ts
+from tests.test_triton_scan import _problem, _rel, _values_and_grads
+
+f64 = lambda t: None if t is None else t.double() if not t.is_complex() else t.to(torch.complex128)
+f32 = lambda t: None if t is None else t.to(torch.complex64 if t.is_complex() else torch.float32)
+for backward, cfg in (("saved_h", None), ("recompute", (8, 16, 1, 0, True)),
+                      ("recompute", (16, 8, 2, 1, False))):
+    # L, D not multiples of any block; one tile shorter than a block; p near 0, near 1, mixed
+    for p_mode, L, D, with_h0 in (("mixed", 37, 19, True), ("near1", 21, 5, False), ("near0", 30, 17, True),
+                                  ("mixed", 1, 3, False)):
+        p, theta, u, h0, gout = _problem(2, L, D, p_mode, seed=L, with_h0=with_h0)
+        h_ref, g_ref = _values_and_grads(scan_sequential, p, theta, u, h0, gout)
+        h_32, g_32 = _values_and_grads(scan_sequential, *(f32(t) for t in (p, theta, u, h0)), gout)
+        fn = lambda *a: ts.scan_triton(*a, bwd_config=cfg, backward=backward)
+        h, g = _values_and_grads(fn, *(f32(t) for t in (p, theta, u, h0)), gout)
+        for name, x, x32, ref in zip(("h", "p", "theta", "u", "h0"), (h, *g), (h_32, *g_32), (h_ref, *g_ref)):
+            assert _rel(x, ref) <= max(1e-5, 2 * _rel(x32, ref)), (backward, cfg, p_mode, L, name, _rel(x, ref))
+    # bf16 p, theta and u as bf16 (re, im) pairs: float32 state, the reference on the rounded inputs
+    p, theta, u, h0, gout = _problem(2, 29, 10, "uniform", seed=5)
+    pb, tb, ub = p.bfloat16(), theta.bfloat16(), torch.view_as_real(u).bfloat16()
+    h_ref, g_ref = _values_and_grads(scan_sequential, pb.double(), tb.double(),
+                                     torch.view_as_complex(ub.double()), h0, gout)
+    h, g = _values_and_grads(lambda *a: ts.scan_triton(*a, bwd_config=cfg, backward=backward),
+                             pb, tb, ub, f32(h0), gout)
+    assert g[0].dtype == g[1].dtype == g[2].dtype == torch.bfloat16
+    assert _rel(h, h_ref) < 1e-5, (backward, "bf16 h")
+    for name, x, ref in zip(("p", "theta", "u", "h0"), (g[0], g[1], torch.view_as_complex(g[2].float()), g[3]), g_ref):
+        assert _rel(x, ref) < 1e-2, (backward, "bf16", name, _rel(x, ref))
+# the checkpoints are the states entering each chunk, exactly
+p, theta, u, h0, _ = _problem(2, 37, 19, "mixed", seed=1)
+u2, h02 = torch.view_as_real(f32(u)), torch.view_as_real(f32(h0))
+for every in (4, 8, 16, 32, 12):
+    h2, ck2 = ts._launch_fwd(f32(p), f32(theta), u2, h02, ts.DEFAULT_CONFIG, every)
+    entering = torch.cat([h02[:, None], h2], 1)[:, 0:37:every]
+    assert torch.equal(ck2, entering), every
+print("ok")
+"""
+
+
+@pytest.mark.skipif(not _has_triton(), reason="needs Triton (pip install triton); CI has none")
+def test_interpreted_kernels_match_reference_both_backwards():
+    """Values and gradients of both backwards ("saved_h" and "recompute", the latter with the
+    exclusive-scan and the gather shift) equal the float64 reference, or are at most twice as far
+    from it as the float32 loop; bf16 inputs; the forward's checkpoints are exact. The interpreter
+    does not check bounds: out-of-range accesses show only on the GPU (compute-sanitizer)."""
+    import os
+    from pathlib import Path
+
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    out = subprocess.run([sys.executable, "-c", _INTERPRETED], capture_output=True, text=True, env=env,
+                         cwd=Path(__file__).resolve().parents[1], timeout=600)
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-3000:]
+
+
+# ---------------------------------------------------------------------------------------------
 # GPU: values and gradients against the reference
 # ---------------------------------------------------------------------------------------------
 
@@ -198,3 +261,26 @@ def test_every_output_written_and_equals_chunked_at_benchmark_like_shape():
     ref = minimipt.mipt_scan(p.double(), theta.double(), u.to(torch.complex128), method="chunked")
     assert torch.isfinite(torch.view_as_real(h)).all()
     assert _rel(h, ref) < 1e-5
+
+
+@pytest.mark.gpu
+@needs_gpu
+@pytest.mark.parametrize("backward,cfg", [("saved_h", None), ("recompute", None), ("recompute", (8, 16, 1, 0, True)),
+                                          ("recompute", (16, 8, 1, 1, False)), ("recompute", (16, 16, 4, 1, True))])
+@pytest.mark.parametrize("p_mode", ["near0", "near1", "mixed"])
+@pytest.mark.parametrize("L", [1, 77, 4099])
+def test_both_backwards_values_and_grads(backward, cfg, p_mode, L):
+    """Each backward (and a few recompute configurations: exclusive-scan and gather shift, with and
+    without prefetch) against the float64 reference, as test_float32_values_and_grads."""
+    from minimipt.kernels.triton_scan import scan_triton
+
+    B, D = 2, 45
+    p, theta, u, h0, gout = _problem(B, L, D, p_mode, seed=L + 1)
+    to = lambda t: t.to(DEV)  # noqa: E731
+    f32 = lambda t: t.to(DEV, torch.complex64 if t.is_complex() else torch.float32)  # noqa: E731
+    h_ref, g_ref = _values_and_grads(scan_sequential, *(to(t) for t in (p, theta, u, h0, gout)))
+    h_32, g_32 = _values_and_grads(scan_sequential, *(f32(t) for t in (p, theta, u, h0)), to(gout))
+    h, g = _values_and_grads(lambda *a: scan_triton(*a, bwd_config=cfg, backward=backward),
+                             *(f32(t) for t in (p, theta, u, h0)), to(gout))
+    for name, x, x32, ref in zip(("h", "p", "theta", "u", "h0"), (h, *g), (h_32, *g_32), (h_ref, *g_ref)):
+        assert _rel(x, ref) <= max(1e-5, 2 * _rel(x32, ref)), (name, _rel(x, ref), _rel(x32, ref))
