@@ -226,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
             log = open(logs / f"{run['name']}.log", "a")
             cmd = _command(run, out, None if left is None else max(0.2, left - 0.3), args.set)
             env = os.environ.copy()
+            # every process would otherwise start one CPU thread per core: dozens of runs then thrash
+            env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.parallel)))
             if gpus:
                 env["CUDA_VISIBLE_DEVICES"] = _least_busy(gpus, [e for _, _, _, e in active])
             active.append((run, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), log,

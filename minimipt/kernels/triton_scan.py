@@ -24,10 +24,18 @@ Backward (PyTorch's convention ``grad = ∂L/∂Re + i ∂L/∂Im``; ``g_t`` the
     ∂L/∂u_t = p_t g_t
     ∂L/∂h0  = conj(a_0) g_0
 
-It recomputes ``a`` from ``p`` and ``θ`` and reads ``h`` (saved by the forward) at ``t − 1``.
+Two backwards (``BACKWARD``; notes/kernel.md v2, v3):
+
+* ``"saved_h"``: the forward saves ``h``; the backward recomputes ``a`` from ``p`` and ``θ`` at t and
+  t + 1 and reads ``h`` at ``t − 1``.
+* ``"recompute"``: the forward saves only the state entering every ``BLOCK_L`` rows; per tile the
+  backward recomputes ``h_{t−1}`` by the forward scan from that checkpoint and runs the reverse scan
+  as ``k_t = conj(a_t)(gout_t + k_{t+1})`` (``g_t = gout_t + k_{t+1}``, ``∂L/∂h0 = k_0``), so each
+  row's gate is formed once, and ``h`` (8 B/element) is neither kept for backward nor read.
 
 Bytes per complex element at float32 inputs: forward reads p, θ (4 + 4), u (8), writes h (8) = 24;
-backward reads gout, p, θ, u, h (8 + 4 + 4 + 8 + 8) and writes dp, dθ, du (4 + 4 + 8) = 48.
+backward reads gout, p, θ, u, h (8 + 4 + 4 + 8 + 8) and writes dp, dθ, du (4 + 4 + 8) = 48, or
+40 + 8/BLOCK_L with ``"recompute"`` (and the forward 24 + 8/BLOCK_L).
 With bf16 ``p``, ``θ`` (and ``u`` given as bf16 (re, im) pairs) the reads shrink accordingly.
 
 :mod:`minimipt.kernels` imports this module (and so Triton) only on first use on a CUDA device;

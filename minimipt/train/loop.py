@@ -78,7 +78,7 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, max_minute
         opt.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
         step, elapsed, history = ck["step"], ck["elapsed"], ck["history"]
-        torch.set_rng_state(ck["rng_cpu"])
+        torch.set_rng_state(ck["rng_cpu"].cpu())  # map_location moved it to the device
         if device.type == "cuda" and "rng_cuda" in ck:
             torch.cuda.set_rng_state(ck["rng_cuda"].cpu())
     core = model
