@@ -27,9 +27,9 @@ def _git(*args: str) -> str | None:
 
 
 def git_commit() -> str | None:
-    """The checked-out commit, else ``MINIMIPT_GIT_COMMIT`` (a copy of the tree without ``.git``, such
-    as on a remote GPU machine), else None."""
-    return _git("rev-parse", "HEAD") or os.environ.get("MINIMIPT_GIT_COMMIT")
+    """``MINIMIPT_GIT_COMMIT`` when set (a copy of the tree on a remote GPU machine, which may hold no
+    ``.git`` or a stale one), else the checked-out commit, else None."""
+    return os.environ.get("MINIMIPT_GIT_COMMIT") or _git("rev-parse", "HEAD")
 
 
 def provenance(device: torch.device, world_size: int = 1) -> dict:
