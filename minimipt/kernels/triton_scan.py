@@ -75,10 +75,14 @@ BWD_CONFIG = (16, 32, 4, False, False, False)
 #                the backward recomputes h tile by tile in registers (40 B/element, and h is not
 #                kept alive for backward)
 BACKWARDS = ("saved_h", "recompute")
-BACKWARD = "saved_h"
+# "recompute" is the default since the H200 sweep of 2026-11-28 (results/bench/scan_sweep_h200.json):
+# forward+backward through autograd 3.37 ms vs 3.43 ms for "saved_h" (both accurate trig), and h
+# is no longer kept alive for backward (8 B per element of training memory)
+BACKWARD = "recompute"
 # the recomputing backward's (BLOCK_L, BLOCK_D, num_warps, shift, prefetch); shift 0: the
-# shifted states by an exclusive scan (composition), 1: by tl.gather
-RECOMPUTE_CONFIG = (8, 16, 1, 0, True)
+# shifted states by an exclusive scan (composition), 1: by tl.gather. (16, 8, 1, 0, False) was
+# the sweep's fastest: backward 2.39 ms at (32, 512, 8192)
+RECOMPUTE_CONFIG = (16, 8, 1, 0, False)
 
 
 @_jit
