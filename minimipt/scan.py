@@ -183,7 +183,7 @@ def scan_sequential(p: torch.Tensor, theta: torch.Tensor, u: torch.Tensor,
 # "chunked": Horner order inside chunks, a carry between them
 # ----------------------------------------------------------------------------------------------
 
-CHUNK = 32  # default chunk length C of "chunked": each pass is C dependent steps over (B, L/C, D)
+CHUNK = 16  # default chunk length C of "chunked" (16 and 32 tie on an H200): each pass is C dependent steps over (B, L/C, D)
 _SEQUENTIAL_MAX = 16  # a carry recurrence this short (chunks per row) is solved by a plain loop
 
 
@@ -193,11 +193,13 @@ def _carry_chunk(n: int) -> int:
     return max(2, round(n ** 0.5))
 
 
-def _scan_forward(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None, chunk: int) -> torch.Tensor:
+def _scan_forward(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None,
+                  chunk: int) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Solve ``h_t = a_t h_{t-1} + b_t`` with ``h_{-1} = h0`` (zeros if None); no autograd.
 
     ``a``, ``b``: complex ``(N, L, D)`` (``L`` contiguous with ``D``); ``h0``: complex ``(N, D)`` or None.
-    Returns ``h``: complex ``(N, L, D)``.
+    Returns ``h``: complex ``(N, L, D)``, and the chunks' gate products ``P``: ``(N, L // C, D)``
+    (None when the sequence was too short to chunk), which :func:`_scan_adjoint` can reuse.
 
     The first ``n·C`` positions are cut into ``n = L // C`` chunks, viewed as ``(N, n, C, D)``
     without a copy; the last ``L mod C`` positions (the tail) are stepped one at a time. Inside a
@@ -222,6 +224,7 @@ def _scan_forward(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None, chu
         n = 0
     L0 = n * chunk
     last = h0  # the state before position L0 (None: zeros)
+    P = None
     if n:
         C = chunk
         a4 = a[:, :L0].view(N, n, C, D)  # (N, n, C, D) views
@@ -243,19 +246,20 @@ def _scan_forward(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None, chu
         else:
             torch.addcmul(b[:, t], a[:, t], last, out=h[:, t])
         last = h[:, t]
-    return h
+    return h, P
 
 
 def _solve_carry(P: torch.Tensor, E: torch.Tensor, h0: torch.Tensor | None) -> torch.Tensor:
     """``X_c = P_c X_{c-1} + E_c``, ``X_{-1} = h0``, over ``n`` chunks: a loop when short, else chunked."""
     n = E.shape[1]
-    if n > _SEQUENTIAL_MAX:
-        return _scan_forward(P, E, h0, _carry_chunk(n))
-    return _scan_forward(P, E, h0, 1)  # chunk 1: the plain loop
+    return _scan_forward(P, E, h0, _carry_chunk(n) if n > _SEQUENTIAL_MAX else 1)[0]  # chunk 1: the loop
 
 
-def _scan_adjoint(a: torch.Tensor, y: torch.Tensor, chunk: int) -> torch.Tensor:
+def _scan_adjoint(a: torch.Tensor, y: torch.Tensor, chunk: int, P: torch.Tensor | None = None) -> torch.Tensor:
     """Solve ``x_t = y_t + a_{t+1} x_{t+1}`` backwards in time, ``x_{L-1} = y_{L-1}``; no autograd.
+
+    ``x`` is written over ``y`` (each ``y_t`` is read for the last time just before). ``P``: the
+    gate products returned by :func:`_scan_forward` for the same ``a`` and ``chunk`` (else computed).
 
     The reverse twin of :func:`_scan_forward` (same chunks, same Horner steps from each chunk's end,
     gate ``a_{t+1}`` read in place: no shifted or flipped full-size copy). Chunk ``c`` (positions
@@ -268,7 +272,7 @@ def _scan_adjoint(a: torch.Tensor, y: torch.Tensor, chunk: int) -> torch.Tensor:
     ``(N, n, D)`` tensors by :func:`_solve_carry`.
     """
     N, L, D = y.shape
-    x = torch.empty_like(y)
+    x = y
     n = L // chunk if chunk >= 2 else 0
     if n < 2:
         n = 0
@@ -287,7 +291,7 @@ def _scan_adjoint(a: torch.Tensor, y: torch.Tensor, chunk: int) -> torch.Tensor:
         E = y4[:, :, C - 1].clone()  # (N, n, D): pass 1, nothing from the right
         for t in range(C - 2, -1, -1):
             torch.addcmul(y4[:, :, t], a4[:, :, t + 1], E, out=E)
-        P = a4.prod(2)  # (N, n, D)
+        P = a4.prod(2) if P is None else P  # (N, n, D)
         F = a4[:, :, 0] * E
         K = _solve_carry(P.flip(1), F.flip(1), K_end).flip(1)  # (N, n, D): K[:, c] = K_c
         right = torch.cat([K[:, 1:], K.new_zeros(N, 1, D) if K_end is None else K_end[:, None]], 1)  # K_{c+1}
@@ -318,16 +322,16 @@ class _LinearScan(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, a, b, h0, chunk):
-        h = _scan_forward(a, b, h0, chunk)
+        h, P = _scan_forward(a, b, h0, chunk)
         ctx.chunk = chunk
-        ctx.save_for_backward(a, h, h0)
+        ctx.save_for_backward(a, h, h0, P)
         return h
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, gout):
-        a, h, h0 = ctx.saved_tensors
-        nu = _scan_adjoint(a, torch.conj_physical(gout), ctx.chunk)  # (N, L, D) = conj(λ)
+        a, h, h0, P = ctx.saved_tensors
+        nu = _scan_adjoint(a, torch.conj_physical(gout), ctx.chunk, P)  # (N, L, D) = conj(λ)
         grad_a = grad_h0 = None
         if ctx.needs_input_grad[0]:
             grad_a = _times_previous_state(nu, h, h0).conj_physical_()  # λ conj(h_{t-1})
@@ -377,28 +381,29 @@ class _MIPTScan(torch.autograd.Function):
         pr, th = p.to(real), theta.to(real)
         a = torch.polar(1 - pr, th).contiguous()  # (B, L, D) complex, |a| = 1 − p
         b = (pr * u).contiguous()  # (B, L, D) complex
-        h = _scan_forward(a, b, h0, chunk)
+        h, P = _scan_forward(a, b, h0, chunk)
         ctx.chunk = chunk
         ctx.dtypes = (p.dtype, theta.dtype)
-        ctx.save_for_backward(pr, th, u, h0, a, h)
+        ctx.save_for_backward(pr, th, u, h0, a, h, P)
         return h
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, gout):
-        pr, th, u, h0, a, h = ctx.saved_tensors
+        pr, th, u, h0, a, h, P = ctx.saved_tensors
         need_p, need_th, need_u, need_h0 = ctx.needs_input_grad[:4]
-        nu = _scan_adjoint(a, torch.conj_physical(gout), ctx.chunk)  # (B, L, D) = conj(λ)
+        nu = _scan_adjoint(a, torch.conj_physical(gout), ctx.chunk, P)  # (B, L, D) = conj(λ)
         grad_p = grad_th = grad_u = grad_h0 = None
         if h0 is not None and need_h0:
             grad_h0 = (a[:, 0] * nu[:, 0]).conj_physical_()
         if need_p or need_th:
             w = _times_previous_state(nu, h, h0)  # ν_t h_{t-1}
-            w.mul_(torch.polar(th.new_ones(()).expand_as(th), th))  # w_t = e^{iθ_t} ν_t h_{t-1}
-            if need_th:
-                grad_th = ((pr - 1) * w.imag).to(ctx.dtypes[1])
-            if need_p:
-                grad_p = ((nu * u).real - w.real).to(ctx.dtypes[0])
+            # times −e^{iθ} (polar with modulus −1): then both gradients below are one kernel each
+            w.mul_(torch.polar(th.new_full((), -1.0).expand_as(th), th))  # −w_t
+            if need_th:  # −(1 − p) Im(w) = Im(−w) − p Im(−w)
+                grad_th = torch.addcmul(w.imag, w.imag, pr, value=-1).to(ctx.dtypes[1])
+            if need_p:  # Re(ν u) + Re(−w)
+                grad_p = torch.add((nu * u).real, w.real).to(ctx.dtypes[0])
             del w
         if need_u:
             grad_u = nu.mul_(pr).conj_physical_()  # p_t conj(ν_t), in ν's memory
