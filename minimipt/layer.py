@@ -26,11 +26,18 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .kernels import scan_triton_narrow
 from .scan import _gate_and_input, mipt_scan, resolve_method, scan_methods
 
 __all__ = ["MIPTLayer", "LayerAux"]
 
 _COMPLEX = {torch.float32: torch.complex64, torch.float64: torch.complex128}
+
+
+def _wide(t: torch.Tensor) -> torch.Tensor:
+    """float32 for a bf16/fp16 tensor (each piece cast on its own: a cast of the whole projection
+    would stay alive for backward through the views); float32/float64 unchanged."""
+    return t if t.dtype in (torch.float32, torch.float64) else t.float()
 
 
 @dataclass
@@ -112,31 +119,33 @@ class MIPTLayer(nn.Module):
             self.out_proj.reset_parameters()
 
     # ------------------------------------------------------------------------------------------
-    def projections(self, x: torch.Tensor):
-        """Split the fused projection of ``LayerNorm(x)`` into ``(z, θ, u)``.
-
-        ``x``: ``(..., d)``; returns ``z``, ``θ`` real ``(..., D)`` and ``u`` complex ``(..., D)``,
-        in float32 (or float64) even under autocast: the recurrence always runs in full precision.
-        """
+    def _split(self, x: torch.Tensor):
+        """The fused projection of ``LayerNorm(x)`` split into ``(z, θ, u_re, u_im)``, each ``(..., D)``,
+        in the projection's dtype (bf16 under autocast); a static ``θ`` is broadcast."""
         out = self.in_proj(self.norm(x))
         D = self.d_state
         if self.phase == "input":
             z, theta, u_re, u_im = out.split(D, dim=-1)
         else:
             z, u_re, u_im = out.split(D, dim=-1)
-            theta = self.theta
-        # cast each piece on its own (a no-op outside autocast): a cast of the whole projection
-        # would stay alive for backward through the views that the gate saves
-        full = lambda t: t if t.dtype in (torch.float32, torch.float64) else t.float()  # noqa: E731
-        z, u_re, u_im = full(z), full(u_re), full(u_im)
-        theta = full(theta).to(z.dtype).expand_as(z)
-        return z, theta, torch.complex(u_re, u_im)
+            theta = self.theta.expand_as(z)
+        return z, theta, u_re, u_im
+
+    def projections(self, x: torch.Tensor):
+        """Split the fused projection of ``LayerNorm(x)`` into ``(z, θ, u)``.
+
+        ``x``: ``(..., d)``; returns ``z``, ``θ`` real ``(..., D)`` and ``u`` complex ``(..., D)``,
+        in float32 (or float64) even under autocast: the recurrence always runs in full precision.
+        """
+        z, theta, u_re, u_im = self._split(x)
+        z, theta, u_re, u_im = (_wide(t) for t in (z, theta, u_re, u_im))
+        return z, theta.to(z.dtype), torch.complex(u_re, u_im)
 
     @staticmethod
     def gates(z: torch.Tensor):
-        """``(p, log p, log(1 − p))`` from the gate logits ``z`` via logsigmoid."""
-        log_p = F.logsigmoid(z)
-        return torch.exp(log_p), log_p, F.logsigmoid(-z)
+        """``(p, log p, log(1 − p))`` from the gate logits ``z``: ``p = σ(z)``, and the logs via
+        logsigmoid (``log p = −softplus(−z)``, never ``log(σ(z))``, which is −inf once σ underflows)."""
+        return torch.sigmoid(z), F.logsigmoid(z), F.logsigmoid(-z)
 
     def read(self, h: torch.Tensor) -> torch.Tensor:
         """Readout of a complex state ``(..., D)`` to ``(..., d)``."""
@@ -147,13 +156,21 @@ class MIPTLayer(nn.Module):
     def forward(self, x: torch.Tensor, h0: torch.Tensor | None = None, return_aux: bool = False):
         """``x``: ``(B, L, d)`` → ``y``: ``(B, L, d)`` (and :class:`LayerAux` if ``return_aux``)."""
         self._check_input(x, 3, "(B, L, d_model)")
-        z, theta, u = self.projections(x)  # (B, L, D) each
-        p, log_p, _ = self.gates(z)
-        # p comes from a sigmoid: skip the value checks (they would wait for the device every call)
-        h = mipt_scan(p, theta, u, h0, method=self.scan_method, check_values=False)  # (B, L, D)
+        z, theta, u_re, u_im = self._split(x)  # (B, L, D) each, bf16 under autocast
+        z = _wide(z)
+        p = torch.sigmoid(z)  # (B, L, D) float32: autograd keeps only p for the gate's backward
+        method = resolve_method(self.scan_method, z.device)
+        if method == "triton" and theta.dtype == u_re.dtype == torch.bfloat16 and z.dtype == torch.float32:
+            # bf16 autocast on the GPU: θ and u stay narrow (they are bf16 values already); the
+            # kernel widens them as it reads them and keeps its state in float32
+            h = scan_triton_narrow(p, theta, u_re, u_im, h0)  # (B, L, D) complex64
+        else:
+            # p comes from a sigmoid: skip the value checks (they would wait for the device every call)
+            h = mipt_scan(p, _wide(theta).to(z.dtype), torch.complex(_wide(u_re), _wide(u_im)), h0,
+                          method=method, check_values=False)  # (B, L, D)
         y = self.read(h).to(x.dtype)  # (B, L, d)
         if return_aux:
-            return y, LayerAux(p=p, log_p=log_p, theta=theta, h=h)
+            return y, LayerAux(p=p, log_p=F.logsigmoid(z), theta=_wide(theta).to(z.dtype), h=h)
         return y
 
     # ------------------------------------------------------------------------------------------

@@ -143,6 +143,21 @@ for backward, cfg in (("saved_h", None), ("recompute", (8, 16, 1, 0, True)),
     assert _rel(h, h_ref) < 1e-5, (backward, "bf16 h")
     for name, x, ref in zip(("p", "theta", "u", "h0"), (g[0], g[1], torch.view_as_complex(g[2].float()), g[3]), g_ref):
         assert _rel(x, ref) < 1e-2, (backward, "bf16", name, _rel(x, ref))
+# the layer's narrow path: float32 p, bf16 theta and u_re/u_im as strided views of one projection
+from minimipt.kernels import scan_triton_narrow
+p, theta, u, h0, gout = _problem(2, 23, 11, "mixed", seed=3)
+proj = torch.cat([theta, u.real, u.imag], -1).bfloat16()  # (B, L, 3D), like in_proj's output
+tb, ur, ui = proj.split(11, dim=-1)
+h_ref, g_ref = _values_and_grads(scan_sequential, p, tb.double(), torch.complex(ur.double(), ui.double()), h0, gout)
+leaves = [f32(p).requires_grad_(), tb.detach().clone().requires_grad_(), ur.detach().clone().requires_grad_(),
+          ui.detach().clone().requires_grad_(), f32(h0).requires_grad_()]
+h = scan_triton_narrow(*leaves)
+g = torch.autograd.grad((h * gout.to(h.dtype).conj()).real.sum(), leaves)
+assert _rel(h, h_ref) < 1e-5, ("narrow h", _rel(h, h_ref))
+assert g[0].dtype == torch.float32 and g[1].dtype == g[2].dtype == g[3].dtype == torch.bfloat16
+for name, x, ref, tol in (("p", g[0], g_ref[0], 1e-5), ("theta", g[1], g_ref[1], 1e-2),
+                          ("u", torch.complex(g[2].double(), g[3].double()), g_ref[2], 1e-2), ("h0", g[4], g_ref[3], 1e-5)):
+    assert _rel(x, ref) < tol, ("narrow", name, _rel(x, ref))
 # the checkpoints are the states entering each chunk, exactly
 p, theta, u, h0, _ = _problem(2, 37, 19, "mixed", seed=1)
 u2, h02 = torch.view_as_real(f32(u)), torch.view_as_real(f32(h0))
@@ -201,6 +216,36 @@ def test_float32_values_and_grads(p_mode, L, with_h0):
     for name, x, x32, ref in zip(("p", "theta", "u", "h0"), g, g_32, g_ref):
         assert x.dtype == (torch.complex64 if ref.is_complex() else torch.float32), name
         assert _rel(x, ref) <= max(1e-5, 2 * _rel(x32, ref)), (name, _rel(x, ref), _rel(x32, ref))
+
+
+@pytest.mark.gpu
+@needs_gpu
+def test_layer_under_autocast_keeps_theta_and_u_narrow():
+    """MIPTLayer under bf16 autocast with the kernel: the same output and parameter gradients as the
+    wide path (method "chunked" on the same bf16 projection), and less memory kept for backward."""
+    from minimipt import MIPTLayer
+
+    torch.manual_seed(0)
+    x = torch.randn(4, 1000, 64, device=DEV)
+
+    def run(method):
+        layer = MIPTLayer(64, scan_method=method).to(DEV)
+        layer.load_state_dict(ref_state)
+        saved = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                y = layer(x)
+        nbytes = sum({t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in saved}.values())
+        y.float().square().mean().backward()
+        return y.float(), {n: q.grad for n, q in layer.named_parameters()}, nbytes
+
+    ref_state = MIPTLayer(64).to(DEV).state_dict()
+    y_n, g_n, bytes_n = run("triton")
+    y_w, g_w, bytes_w = run("chunked")
+    assert _rel(y_n, y_w) < 1e-5
+    for name in g_w:
+        assert _rel(g_n[name], g_w[name]) < 2e-2, (name, _rel(g_n[name], g_w[name]))
+    assert bytes_n < 0.6 * bytes_w, (bytes_n, bytes_w)
 
 
 @pytest.mark.gpu

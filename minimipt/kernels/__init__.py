@@ -23,7 +23,7 @@ import torch
 
 from ..scan import register_scan_method, scan_chunked, scan_sequential
 
-__all__ = ["triton_available", "scan_triton_or_chunked", "self_check"]
+__all__ = ["triton_available", "scan_triton_or_chunked", "scan_triton_narrow", "self_check"]
 
 _CHECKED: dict[str, bool] = {}
 _SELF_CHECK_TOL = 1e-4
@@ -100,6 +100,23 @@ def scan_triton_or_chunked(p: torch.Tensor, theta: torch.Tensor, u: torch.Tensor
         return scan_chunked(p, theta, u, h0)
     from .triton_scan import scan_triton
 
+    return scan_triton(p, theta, u, h0)
+
+
+def scan_triton_narrow(p: torch.Tensor, theta: torch.Tensor, u_re: torch.Tensor, u_im: torch.Tensor,
+                       h0: torch.Tensor | None = None) -> torch.Tensor:
+    """The Triton kernel on narrow inputs: ``θ`` and ``u = u_re + i·u_im`` as bf16 ``(B, L, D)``.
+
+    Under bf16 autocast the layer's projection produces ``θ``, ``u_re``, ``u_im`` in bf16 already, so
+    widening them to float32 (and ``u`` to complex64) before the scan adds no information, only
+    memory: autograd would keep the wide copies for backward. The kernel reads the narrow values as
+    float32 and keeps its state in float32; the gradients of ``θ`` and ``u`` come back in bf16 (the
+    projection's backward casts them to bf16 anyway). ``p``: float32 ``(B, L, D)``; returns complex64
+    ``h`` ``(B, L, D)``. The caller checks that method ``"triton"`` is available on the device.
+    """
+    from .triton_scan import scan_triton
+
+    u = torch.stack((u_re, u_im), dim=-1)  # (B, L, D, 2): the kernel's (re, im) pair form
     return scan_triton(p, theta, u, h0)
 
 
