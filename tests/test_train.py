@@ -47,7 +47,11 @@ def test_smoke_runs_write_results(tmp_path, task, model, extra):
     assert on_disk["params"]["total"] > on_disk["params"]["non_embedding"] > 0
     if task == "wikitext":
         assert res["metrics"]["eval"]["ppl_token"] > 1
+        # a generated sample through the streaming step path, decoded to text
+        sample = on_disk["sample"]
+        assert sample["prompt"] and isinstance(sample["continuation"], str) and "step" in sample["path"]
     else:
+        assert "sample" not in on_disk
         assert 0 <= res["metrics"]["eval"]["accuracy"] <= 1 and "val" in res["metrics"]
 
 

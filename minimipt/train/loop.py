@@ -190,6 +190,9 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, max_minute
     if info.is_main:
         for split in _all_splits(task):
             final[split] = task.evaluate(core, split, device, amp)
+        sample = task.sample(core, device)
+        if sample is not None:
+            meta["sample"] = sample
     if info.enabled:
         meta["ranks_in_sync"] = distributed.parameters_in_sync(core, info)
     checkpoint()

@@ -71,6 +71,10 @@ class Task:
     def describe(self) -> dict:
         return {}
 
+    def sample(self, model: nn.Module, device: torch.device) -> dict | None:
+        """A short generation from the trained model for the results file (language models only)."""
+        return None
+
 
 def _aux(model: nn.Module) -> torch.Tensor | float:
     """The model's auxiliary loss (the cache's optional write penalty), if it has one."""
@@ -275,6 +279,28 @@ class LMTask(Task):
 
     def eval_splits(self) -> list[str]:
         return list(self.evals)
+
+    @torch.no_grad()
+    def sample(self, model: nn.Module, device: torch.device, prompt_tokens: int = 32, new_tokens: int = 64,
+               temperature: float = 0.8, top_k: int = 40, seed: int = 0) -> dict:
+        """Continue the first ``prompt_tokens`` of the held-out split through the streaming ``step``
+        path (``model.generate``: O(1) state per token for MIPT, a KV cache for the Transformer)."""
+        from ..data.tokenizer import load_tokenizer
+
+        tokens = self.evals["eval"][0]
+        limit = getattr(getattr(model, "embed", None), "max_len", None)  # learned positions end there
+        if limit is not None and prompt_tokens + new_tokens > limit:
+            prompt_tokens, new_tokens = limit // 2, limit - limit // 2
+        prompt = tokens[:prompt_tokens].to(device)
+        g = torch.Generator(device=device).manual_seed(seed)
+        was_training = model.training
+        out = model.generate(prompt, new_tokens, temperature=temperature, top_k=top_k, generator=g)
+        model.train(was_training)
+        tok = load_tokenizer(self.tokenizer_path)
+        ids = out.tolist()
+        return {"prompt": tok.decode(ids[:prompt_tokens]), "continuation": tok.decode(ids[prompt_tokens:]),
+                "prompt_from": "the first tokens of the held-out split", "temperature": temperature,
+                "top_k": top_k, "seed": seed, "path": "model.generate (token-by-token step)"}
 
     def describe(self) -> dict:
         return {"protocol": self.protocol, "train_tokens": len(self.train_tokens), "vocab_size": self.vocab_size,
