@@ -231,6 +231,26 @@ def bench_tables(root: str | Path | None = None) -> str:
     return "\n".join(out)
 
 
+def targets_markdown(root: str | Path | None = None) -> str:
+    """Every issue target with its status (met / missed / not measured) from the committed files."""
+    from . import results
+
+    root = Path(root) if root is not None else repo_root() / "results"
+    lines = []
+    for grid in results.GRID_STAGE:
+        lines += results.grid_report(grid, root).targets
+    scaling = root / "bench" / "scaling_h200.json"
+    if scaling.exists():
+        lines += results.scaling_targets(results.load_scaling(scaling))
+    scan = root / "bench" / "scan_h200.json"
+    if scan.exists():
+        lines += results.scan_targets(json.loads(scan.read_text()))
+    if not lines:
+        return ""
+    return "**Targets** (from the issues; checked against the files below):\n\n" + "\n".join(
+        f"* **{t['status']}**: {t['target']}: {t['measured']}" for t in lines) + "\n"
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser("report", help="rebuild the README results table and figures from results/")
     p.add_argument("--results", default=None, help="folder of runs (default: results/)")
@@ -242,7 +262,7 @@ def register(subparsers) -> None:
 def _run(args) -> int:
     root = Path(args.results) if args.results else repo_root() / "results"
     summary = summarise(load_runs(root))
-    text = render_table(summary)
+    text = targets_markdown(root) + "\n" + render_table(summary)
     from . import results
 
     e2e = results.kernel_e2e_table(root) if list((root / "kernel-e2e").glob("*/results.json")) else ""

@@ -317,6 +317,40 @@ def scaling_table(scaling: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def scan_targets(scan: dict, *, shape: tuple[int, int, int] = (32, 512, 8192)) -> list[dict]:
+    """Issues 3 and 9's scan targets against a ``bench scan`` result, float32 inputs at ``shape``
+    (B, D, L), each compared with the peer measured in the same run:
+
+    * "chunked" forward+backward within 3× of the peer's (issue 3);
+    * "triton" forward ≤ 1.0 ms and ≤ 1.3× the memory floor; forward+backward ≤ 3.9 ms and ≥ 1.5×
+      faster than the peer's (issue 9).
+    """
+    B, D, L = shape
+    row = lambda m: next((r for r in scan["rows"] if r["method"] == m and (r["B"], r["D"], r["L"]) == shape  # noqa: E731
+                          and r["dtype"] == "float32"), None)
+    chunked, triton, peer = row("chunked"), row("triton"), row("peer")
+    where = f"(B, D, L) = ({B}, {D}, {L}), float32"
+    out = []
+    if chunked and peer:
+        ratio = chunked["fwd_bwd_ms"] / peer["fwd_bwd_ms"]
+        out.append({"target": f'"chunked" forward+backward within 3× of the peer at {where}',
+                    "measured": f"{chunked['fwd_bwd_ms']:.2f} ms vs {peer['fwd_bwd_ms']:.2f} ms ({ratio:.2f}×)",
+                    "status": "met" if ratio <= 3 else "missed"})
+    if triton and peer:
+        fwd, floor = triton["fwd_ms"], triton["fwd_floor_ms"]
+        out.append({"target": f'"triton" forward ≤ 1.0 ms and ≤ 1.3× the memory floor at {where}',
+                    "measured": f"{fwd:.3f} ms, {fwd / floor:.2f}× the floor ({floor:.3f} ms)",
+                    "status": "met" if fwd <= 1.0 and fwd <= 1.3 * floor else "missed"})
+        fb, speed = triton["fwd_bwd_ms"], peer["fwd_bwd_ms"] / triton["fwd_bwd_ms"]
+        out.append({"target": f'"triton" forward+backward ≤ 3.9 ms and ≥ 1.5× faster than the peer at {where}',
+                    "measured": f"{fb:.3f} ms, {speed:.2f}× faster than the peer's {peer['fwd_bwd_ms']:.3f} ms",
+                    "status": "met" if fb <= 3.9 and speed >= 1.5 else "missed"})
+    if not out:
+        out.append({"target": f"scan targets at {where}", "measured": "no such rows in the file",
+                    "status": "not measured"})
+    return out
+
+
 def _train_point(scaling: dict, model: str, N: int) -> dict | None:
     return next((r for r in scaling["train"] if r["model"] == model and r["N"] == N), None)
 

@@ -233,3 +233,15 @@ def test_paper_and_anchor_tables_are_labelled():
     series = R.paper_memory_series()
     assert series["paper: MIPT"][16384] == 1600.0 and 16384 not in series["paper: Transformer (naive attention)"]
     assert all(math.isfinite(v) for s in series.values() for v in s.values())
+
+
+def test_scan_targets_compare_with_the_peer_of_the_same_run():
+    def row(method, fwd, fb, floor=0.76):
+        return {"method": method, "B": 32, "D": 512, "L": 8192, "dtype": "float32", "fwd_ms": fwd,
+                "fwd_bwd_ms": fb, "fwd_floor_ms": floor}
+    scan = {"rows": [row("chunked", 5.0, 12.0), row("triton", 0.9, 2.8), row("peer", 2.0, 4.3)]}
+    status = [t["status"] for t in R.scan_targets(scan)]
+    assert status == ["met", "met", "met"]
+    scan = {"rows": [row("chunked", 5.0, 13.5), row("triton", 1.1, 3.4), row("peer", 2.0, 4.3)]}
+    assert [t["status"] for t in R.scan_targets(scan)] == ["missed", "missed", "missed"]
+    assert R.scan_targets({"rows": []})[0]["status"] == "not measured"
