@@ -6,7 +6,7 @@
 # runs are skipped and unfinished ones resume from their checkpoints. With $OUT set (the lent GPU),
 # the results are packed into $OUT/results-STAGE.tgz; unpack it here with `tar xzf FILE`.
 set -euo pipefail
-stage=${1:?stage: grids-x4 | classification | needle-long | lm | ddp | kernel-e2e | bench}
+stage=${1:?stage: grids-x4 | classification | needle-long | lm | lm-x4 | ddp | kernel-e2e | bench}
 minutes=${2:-9}
 export MINIMIPT_DATA=${MINIMIPT_DATA:-/tmp/minimipt-data} PYTHONUNBUFFERED=1
 mkdir -p "$MINIMIPT_DATA"
@@ -63,7 +63,12 @@ case "$stage" in
     done
     ;;
   bench)
-    python -m minimipt.bench scaling
+    python -m minimipt.bench scaling --cuda-graphs
+    ;;
+  lm-x4)
+    # the language-model grid with one run per GPU (nvidia-h200-x4)
+    python -m minimipt data prepare wikitext-2 --from "${RAW:?}" --quiet
+    python -m minimipt.experiments wikitext-2-offline --gpus 0,1,2,3 --parallel 4 --max-minutes "$minutes"
     ;;
   *) echo "unknown stage $stage" >&2; exit 2 ;;
 esac

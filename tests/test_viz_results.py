@@ -245,3 +245,24 @@ def test_scan_targets_compare_with_the_peer_of_the_same_run():
     scan = {"rows": [row("chunked", 5.0, 13.5), row("triton", 1.1, 3.4), row("peer", 2.0, 4.3)]}
     assert [t["status"] for t in R.scan_targets(scan)] == ["missed", "missed", "missed"]
     assert R.scan_targets({"rows": []})[0]["status"] == "not measured"
+
+
+def test_scaling_with_cuda_graph_timings():
+    s = _scaling(speed_ns=(512, 4096, 8192))
+    for r in s["train"]:
+        if not r.get("oom"):
+            r["ms_per_step"] = 1.0
+        if r["model"] == "mipt":
+            r.update(graph_ms_per_step=1.0, graph_tokens_per_s=5 * r["N"])
+        elif r["model"] == "sdpa":
+            r.update(graph_ms_per_step=2.0, graph_tokens_per_s=2 * r["N"])
+        else:
+            r["graph_error"] = "RuntimeError: capture"
+    targets = R.scaling_targets(s)
+    assert [t["status"] for t in targets] == ["met", "met", "met", "met"]
+    assert "CUDA graphs" in targets[2]["target"] and "2.50×" in targets[2]["measured"]
+    table = R.scaling_table(s)
+    header, rule = [line for line in table.splitlines() if line.startswith("| model")][0], None
+    rule = table.splitlines()[table.splitlines().index(header) + 1]
+    assert header.count("|") == rule.count("|") == 8 and "CUDA graph tokens/s" in header
+    assert "| 20,480 |" in table  # mipt's graph tokens/s at N = 4,096

@@ -34,6 +34,9 @@ def add_arguments(p) -> None:
     p.add_argument("--models", default="mipt,mipt-K64,sdpa,naive")
     p.add_argument("--out", default=None)
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--cuda-graphs", action="store_true",
+                   help="also time each training step captured once as a CUDA graph and replayed (every model "
+                        "alike): the step's GPU time without Python and launch overhead")
 
 
 def _models(names, d, layers, max_len):
@@ -97,6 +100,56 @@ def _train_point(make, B, N, device, repeats):
             torch.cuda.empty_cache()
 
 
+def _graph_point(make, B, N, device, repeats):
+    """The same training step (forward, backward, AdamW) captured once as a CUDA graph and replayed.
+
+    Small models spend most of an eager step in Python and kernel launches, the same for every model;
+    a replayed graph measures what the GPU does. Capture follows PyTorch's whole-network recipe
+    (warm-up on a side stream, gradients set to None before capture, ``capturable`` AdamW). A model
+    whose step cannot be captured (e.g. a host synchronisation) gets ``graph_error`` instead.
+    """
+    torch.manual_seed(0)
+    model = make().to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, capturable=True)
+    x = torch.randint(0, 256, (B, N + 1), device=device)
+
+    def body():
+        with torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False):
+            logits = model(x[:, :-1])
+            loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), x[:, 1:].flatten())
+        loss.backward()
+        opt.step()
+
+    try:
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):
+            for _ in range(3):  # warm-up: kernel self-checks, autotuning, optimizer state
+                opt.zero_grad(set_to_none=True)
+                body()
+        torch.cuda.current_stream(device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        opt.zero_grad(set_to_none=True)
+        with torch.cuda.graph(graph):
+            body()
+        graph.replay()
+        _sync(device)
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            graph.replay()
+            _sync(device)
+            times.append(time.perf_counter() - t0)
+        ms = sorted(times)[len(times) // 2] * 1e3
+        return {"graph_ms_per_step": round(ms, 3), "graph_tokens_per_s": round(B * N / ms * 1e3)}
+    except torch.OutOfMemoryError:
+        return {"graph_oom": True}
+    except Exception as err:  # noqa: BLE001 - recorded in the results file, the benchmark goes on
+        return {"graph_error": f"{type(err).__name__}: {err}"[:300]}
+    finally:
+        torch.cuda.empty_cache()
+
+
 @torch.no_grad()
 def _decode_point(make, name, n, device, repeats):
     from .. import state_nbytes
@@ -145,13 +198,24 @@ def run(args) -> int:
     t0 = time.time()
     train, decode = [], []
     print(f"training step, d_model {args.d_model}, {args.layers} layers, batch {args.batch}, device {device}")
-    print(f"{'model':10s} {'N':>7s} {'ms/step':>9s} {'tokens/s':>11s} {'peak MB':>9s}")
+    graphs = args.cuda_graphs and device.type == "cuda"
+    if args.cuda_graphs and not graphs:
+        print("--cuda-graphs needs a CUDA device: timing eager steps only")
+    print(f"{'model':10s} {'N':>7s} {'ms/step':>9s} {'tokens/s':>11s} {'peak MB':>9s}"
+          + (f" {'graph ms':>9s} {'graph tok/s':>12s}" if graphs else ""))
     for N in lengths:
         for name in names:
             r = {"model": name, "N": N, **_train_point(makers[name], args.batch, N, device, args.repeats)}
+            if graphs and not r.get("oom"):
+                r.update(_graph_point(makers[name], args.batch, N, device, args.repeats))
             train.append(r)
-            print(f"{name:10s} {N:7d} " + ("      OOM" if r.get("oom") else
-                  f"{r['ms_per_step']:9.2f} {r['tokens_per_s']:11,d} {r['peak_mb'] or float('nan'):9.1f}"), flush=True)
+            line = ("      OOM" if r.get("oom") else
+                    f"{r['ms_per_step']:9.2f} {r['tokens_per_s']:11,d} {r['peak_mb'] or float('nan'):9.1f}")
+            if "graph_ms_per_step" in r:
+                line += f" {r['graph_ms_per_step']:9.2f} {r['graph_tokens_per_s']:12,d}"
+            elif "graph_error" in r or "graph_oom" in r:
+                line += f" graph: {r.get('graph_error', 'OOM')[:60]}"
+            print(f"{name:10s} {N:7d} " + line, flush=True)
     print("\ndecoding one token after n tokens of context (batch 1)")
     print(f"{'model':10s} {'n':>7s} {'ms/token':>9s} {'state MB':>9s} {'peak MB':>9s}")
     for n in dec:
@@ -168,7 +232,8 @@ def run(args) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     res = {"benchmark": "scaling", "config": {"d_model": args.d_model, "layers": args.layers, "batch": args.batch,
                                               "vocab": 256, "amp": "bf16" if device.type == "cuda" else None,
-                                              "models": names, "lengths": lengths, "decode_lengths": dec},
+                                              "models": names, "lengths": lengths, "decode_lengths": dec,
+                                              "cuda_graphs": graphs},
            "train": train, "decode": decode, "wall_time_s": round(time.time() - t0, 1), **provenance(device)}
     out.write_text(json.dumps(res, indent=1) + "\n")
     print(f"wrote {out}")
