@@ -214,6 +214,25 @@ def _fwd_kernel(P, TH, U, H0, H, CKPT, L, D, n_tiles, n_ckpt,
 
 
 @_jit
+def _store_grads(DP, DTH, DU, cs, sn, hp_r, hp_i, g_r, g_i, u_r, u_i, p, t, base, cols, cmask, L, D, pid_d,
+                 BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr):
+    """Both backwards' last step, for a (BLOCK_L, BLOCK_D) tile with g = ∂L/∂h_t (conjugate
+    convention) and h_{t−1}: with r = e^{iθ_t} h_{t−1},
+    ∂L/∂p_t = Re(conj(g)(u_t − r)), ∂L/∂θ_t = (1 − p_t) Im(conj(g)·i r) = (p_t − 1)(Im r Re g − Re r Im g),
+    ∂L/∂u_t = p_t g."""
+    r_r = cs * hp_r - sn * hp_i
+    r_i = cs * hp_i + sn * hp_r
+    dp = g_r * (u_r - r_r) + g_i * (u_i - r_i)
+    dth = (p - 1.0) * (r_i * g_r - r_r * g_i)
+    mask = (t < L)[:, None] & cmask[None, :]
+    off = base + t.to(tl.int64)[:, None] * D + cols[None, :]
+    tl.store(DP + off, dp, mask=mask)
+    tl.store(DTH + off, dth, mask=mask)
+    offs2, mask2 = _pair_offsets(t, base, L, D, pid_d, BLOCK_D)
+    _store_pairs(DU, offs2, mask2, p * g_r, p * g_i, BLOCK_L, BLOCK_D)
+
+
+@_jit
 def _bwd_loads(P, TH, U, H, GH, t, base, cols, cmask, L, D, pid_d,
                STRIDED: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr):
     """Everything the backward needs at rows ``t``: p, θ at t + 1 (p = 1 past the end, so the
@@ -276,16 +295,8 @@ def _bwd_kernel(P, TH, U, H0, H, GH, DP, DTH, DU, DH0, L, D, n_tiles,
             hp_r = tl.where(at0, h0_r[None, :], hp_r)
             hp_i = tl.where(at0, h0_i[None, :], hp_i)
         cs, sn = _cos_sin(th, FAST_TRIG)
-        r_r = cs * hp_r - sn * hp_i                   # r = e^{iθ_t} h_{t-1}
-        r_i = cs * hp_i + sn * hp_r
-        dp = g_r * (u_r - r_r) + g_i * (u_i - r_i)
-        dth = (p - 1.0) * (r_i * g_r - r_r * g_i)
-        mask = (t < L)[:, None] & cmask[None, :]
-        off = base + t.to(tl.int64)[:, None] * D + cols[None, :]
-        tl.store(DP + off, dp, mask=mask)
-        tl.store(DTH + off, dth, mask=mask)
-        offs2, mask2 = _pair_offsets(t, base, L, D, pid_d, BLOCK_D)
-        _store_pairs(DU, offs2, mask2, p * g_r, p * g_i, BLOCK_L, BLOCK_D)
+        _store_grads(DP, DTH, DU, cs, sn, hp_r, hp_i, g_r, g_i, u_r, u_i, p, t, base, cols, cmask, L, D, pid_d,
+                     BLOCK_L, BLOCK_D)
         c_r = tl.sum(tl.where(first, g_r, 0.0), axis=0)
         c_i = tl.sum(tl.where(first, g_i, 0.0), axis=0)
     if HAS_H0:  # c = g_0 now; ∂L/∂h0 = conj(a_0) g_0
@@ -418,16 +429,8 @@ def _bwd_recompute_kernel(P, TH, U, CKPT, GH, DP, DTH, DU, DH0, L, D, n_tiles,
         kn_r, kn_i, k_r, k_i = _shifted_scan(a_r, -a_i, ga_r, ga_i, k_r, k_i, True, SHIFT, BLOCK_L)
         g_r = go_r + kn_r
         g_i = go_i + kn_i
-        r_r = cs * hp_r - sn * hp_i                   # r = e^{iθ_t} h_{t-1}
-        r_i = cs * hp_i + sn * hp_r
-        dp = g_r * (u_r - r_r) + g_i * (u_i - r_i)
-        dth = (p - 1.0) * (r_i * g_r - r_r * g_i)
-        mask = (t < L)[:, None] & cmask[None, :]
-        off = base + t.to(tl.int64)[:, None] * D + cols[None, :]
-        tl.store(DP + off, dp, mask=mask)
-        tl.store(DTH + off, dth, mask=mask)
-        offs2, mask2 = _pair_offsets(t, base, L, D, pid_d, BLOCK_D)
-        _store_pairs(DU, offs2, mask2, p * g_r, p * g_i, BLOCK_L, BLOCK_D)
+        _store_grads(DP, DTH, DU, cs, sn, hp_r, hp_i, g_r, g_i, u_r, u_i, p, t, base, cols, cmask, L, D, pid_d,
+                     BLOCK_L, BLOCK_D)
     if HAS_H0:  # k_0 = conj(a_0) g_0 = ∂L/∂h0
         two = tl.arange(0, 2)
         tl.store(DH0 + ((pid_b.to(tl.int64) * D + cols)[:, None] * 2 + two[None, :]),
