@@ -6,7 +6,7 @@
 # runs are skipped and unfinished ones resume from their checkpoints. With $OUT set (the lent GPU),
 # the results are packed into $OUT/results-STAGE.tgz; unpack it here with `tar xzf FILE`.
 set -euo pipefail
-stage=${1:?stage: grids-x4 | classification | needle-long | lm | lm-x4 | ddp | kernel-e2e | bench}
+stage=${1:?stage: grids-x4 | classification | needle-long | lm | lm-x4 | ddp | kernel-e2e | kernel | bench}
 minutes=${2:-9}
 export MINIMIPT_DATA=${MINIMIPT_DATA:-/tmp/minimipt-data} PYTHONUNBUFFERED=1
 mkdir -p "$MINIMIPT_DATA"
@@ -63,7 +63,15 @@ case "$stage" in
     done
     ;;
   bench)
-    python -m minimipt.bench scaling --cuda-graphs
+    python -m minimipt.bench scaling --cuda-graphs --out results/bench/scaling_h200.json \
+      > results/bench/scaling_h200_log.txt 2>&1
+    ;;
+  kernel)
+    # the GPU tests and the scan benchmark; the peer row needs accelerated-scan 0.3.1 importable
+    # (carry its wheel: pip install --no-deps --target /tmp/site accelerated_scan-0.3.1-py3-none-any.whl)
+    python -m pytest -o addopts="" -p no:cacheprovider -m gpu tests/test_triton_scan.py -q -rs \
+      > results/bench/gpu_tests_h200.txt 2>&1 || echo "GPU tests failed: see results/bench/gpu_tests_h200.txt"
+    python -m minimipt.bench scan --out results/bench/scan_h200.json > results/bench/scan_h200_log.txt 2>&1
     ;;
   lm-x4)
     # the language-model grid with one run per GPU (nvidia-h200-x4)
