@@ -115,7 +115,8 @@ def summarise(runs: list[dict]) -> dict[str, list[dict]]:
                "val": val_score(rs), "params": rs[0]["params"], "protocol": rs[0]["task"].get("protocol", ""),
                "hardware": rs[0]["hardware"].get("gpu") or rs[0]["hardware"].get("device"),
                "git_commit": rs[0].get("git_commit"), "wall_time_s": statistics.mean(r["wall_time_s"] for r in rs)}
-        for split in sorted({s for r in rs for s in r["metrics"] if s != "val"}):
+        # held-out splits; language models also report validation perplexity (the issue asks for both)
+        for split in sorted({s for r in rs for s in r["metrics"] if s != "val" or not higher}):
             keys = ("accuracy",) if higher else ("ppl_token", "ppl_word")
             for key in keys:
                 vals = [r["metrics"][split][key] for r in rs if key in r["metrics"].get(split, {})]
@@ -143,7 +144,8 @@ def render_table(summary: dict[str, list[dict]]) -> str:
         return "_No AG News, needle or language-model reference runs are committed yet._\n"
     parts = []
     for exp, rows in summary.items():
-        metric_cols = sorted({k for r in rows for k in r if re.match(r"eval.*_(accuracy|ppl_token|ppl_word)$", k)})
+        metric_cols = sorted({k for r in rows for k in r if re.match(r"(val|eval).*_(accuracy|ppl_token|ppl_word)$", k)},
+                             key=lambda k: (not k.startswith("val_"), k))
         extra = [k for k in ("slots_used_mean", "writes_per_seq") if any(k in r for r in rows)]
         parts.append(f"**{exp}** — {rows[0]['protocol']}. Hardware: {rows[0]['hardware']}. "
                      f"Learning rate chosen on validation; held-out metric mean ± sd over seeds.\n")
