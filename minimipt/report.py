@@ -38,7 +38,7 @@ def load_runs(root: str | Path | None = None) -> list[dict]:
     return runs
 
 
-_NOT_GRIDS = ("ddp", "bench", "kernel-e2e")  # reported by their own sections
+_NOT_GRIDS = ("ddp", "bench", "kernel-e2e", "explore")  # own sections; explore: not reference runs
 
 
 def ddp_table(root: str | Path | None = None) -> str:
