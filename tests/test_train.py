@@ -179,3 +179,11 @@ def test_report_builds_table_from_results(tmp_path):
     readme.write_text("a\n<!-- results -->\nold\n<!-- /results -->\nb\n")
     update_readme(text, readme)
     assert "old" not in readme.read_text() and "MIPT (no cache)" in readme.read_text()
+
+
+def test_ag_news_rejects_a_bpe_vocabulary_size():
+    """vocab_size sizes the WikiText BPE; AG News would silently ignore it, so it is refused."""
+    from minimipt.train.tasks import build_task
+
+    with pytest.raises(ValueError, match="min_count"):
+        build_task(make_config("ag_news", "smoke", vocab_size=4096))

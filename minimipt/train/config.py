@@ -51,7 +51,7 @@ class TrainConfig:
     split_seed: int = 0
     data_root: str | None = None
     dataset: str = "wikitext-2"  # wikitext task only
-    vocab_size: int = 16_384  # BPE vocabulary (wikitext) or cap of the word vocabulary (0 = none)
+    vocab_size: int = 16_384  # BPE vocabulary (wikitext only; AG News words are cut by min_count)
     min_count: int = 2  # word-level tokenizer (ag_news)
     n_train: int = 5000  # needle task sizes
     n_val: int = 500

@@ -178,6 +178,9 @@ def _carve_val(rows: _Rows, fraction: float, seed: int) -> tuple[_Rows, _Rows | 
 def _ag_news_task(cfg: TrainConfig) -> ClassificationTask:
     from ..data.prepared import load_prepared, prepare
 
+    if cfg.vocab_size != TrainConfig.vocab_size:
+        raise ValueError(f"vocab_size={cfg.vocab_size} does not apply to ag_news (a word vocabulary cut by "
+                         f"min_count, now {cfg.min_count}); set min_count instead")
     split = cfg.train_split
     target = ("ag_news-sample" if split.startswith("sample") else
               "ag_news-offline" if split.startswith("offline") else "ag_news")
