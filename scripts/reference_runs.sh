@@ -74,9 +74,9 @@ case "$stage" in
     python -m minimipt.bench scan --out results/bench/scan_h200.json > results/bench/scan_h200_log.txt 2>&1
     ;;
   lm-x4)
-    # the language-model grid with one run per GPU (nvidia-h200-x4)
+    # the language-model grid spread over the GPUs in $GPUS (default 0,1,2,3: nvidia-h200-x4)
     python -m minimipt data prepare wikitext-2 --from "${RAW:?}" --quiet
-    python -m minimipt.experiments wikitext-2-offline --gpus 0,1,2,3 --parallel 4 --max-minutes "$minutes"
+    python -m minimipt.experiments wikitext-2-offline --gpus "${GPUS:-0,1,2,3}" --parallel 4 --max-minutes "$minutes"
     ;;
   *) echo "unknown stage $stage" >&2; exit 2 ;;
 esac
