@@ -123,12 +123,16 @@ def summarise(runs: list[dict]) -> dict[str, list[dict]]:
                 if vals:
                     row[f"{split}_{key}"] = (statistics.mean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0,
                                              len(vals))
-        for key in ("slots_used_mean", "writes_per_seq"):
+        for key in _CACHE_KEYS:
             vals = [r["metrics"]["eval"].get(key) for r in rs if r["metrics"].get("eval", {}).get(key) is not None]
             if vals:
                 row[key] = statistics.mean(vals)
         table[exp].append(row)
     return dict(table)
+
+
+# cache statistics of the held-out evaluation (means over seeds); sparsity = 1 − writes / length
+_CACHE_KEYS = ("slots_used_mean", "writes_per_seq", "sparsity")
 
 
 def _fmt(v) -> str:
@@ -146,7 +150,7 @@ def render_table(summary: dict[str, list[dict]]) -> str:
     for exp, rows in summary.items():
         metric_cols = sorted({k for r in rows for k in r if re.match(r"(val|eval).*_(accuracy|ppl_token|ppl_word)$", k)},
                              key=lambda k: (not k.startswith("val_"), k))
-        extra = [k for k in ("slots_used_mean", "writes_per_seq") if any(k in r for r in rows)]
+        extra = [k for k in _CACHE_KEYS if any(k in r for r in rows)]
         parts.append(f"**{exp}** — {rows[0]['protocol']}. Hardware: {rows[0]['hardware']}. "
                      f"Learning rate chosen on validation; held-out metric mean ± sd over seeds.\n")
         head = ["variant", "params (all / non-emb.)", "lr (of)"] + metric_cols + extra
@@ -156,7 +160,7 @@ def render_table(summary: dict[str, list[dict]]) -> str:
             cells = [r["variant"], f"{r['params']['total']:,} / {r['params']['non_embedding']:,}",
                      f"{r['lr']:g} ({', '.join(f'{x:g}' for x in r['lrs_tried'])})"]
             cells += [_fmt(r.get(k)) for k in metric_cols]
-            cells += [f"{r[k]:.2f}" if k in r else "" for k in extra]
+            cells += [(f"{r[k]:.4f}" if k == "sparsity" else f"{r[k]:.2f}") if k in r else "" for k in extra]
             parts.append("| " + " | ".join(cells) + " |")
         parts.append("")
     return "\n".join(parts)
