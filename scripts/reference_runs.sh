@@ -76,7 +76,7 @@ case "$stage" in
   lm-x4)
     # the language-model grid spread over the GPUs in $GPUS (default 0,1,2,3: nvidia-h200-x4)
     python -m minimipt data prepare wikitext-2 --from "${RAW:?}" --quiet
-    python -m minimipt.experiments wikitext-2-offline --gpus "${GPUS:-0,1,2,3}" --parallel 4 --max-minutes "$minutes"
+    python -m minimipt.experiments wikitext-2-offline --gpus "${GPUS:-0,1,2,3}" --parallel 8 --max-minutes "$minutes"
     ;;
   *) echo "unknown stage $stage" >&2; exit 2 ;;
 esac
