@@ -46,7 +46,13 @@ def init(device: torch.device) -> tuple[DistInfo, torch.device]:
 
 
 def shutdown() -> None:
+    """Leave the process group together: a rank that tears down its communicator (and exits) while
+    another is still writing a checkpoint can abort in the backend's threads (seen with gloo)."""
     if dist.is_available() and dist.is_initialized():
+        if dist.get_backend() == "nccl":  # name the device, or NCCL guesses one and warns
+            dist.barrier(device_ids=[torch.cuda.current_device()])
+        else:
+            dist.barrier()
         dist.destroy_process_group()
 
 
