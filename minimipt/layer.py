@@ -26,7 +26,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .kernels import scan_triton_narrow
 from .scan import _gate_and_input, mipt_scan, resolve_method, scan_methods
 
 __all__ = ["MIPTLayer", "LayerAux"]
@@ -159,18 +158,17 @@ class MIPTLayer(nn.Module):
         z, theta, u_re, u_im = self._split(x)  # (B, L, D) each, bf16 under autocast
         z = _wide(z)
         p = torch.sigmoid(z)  # (B, L, D) float32: autograd keeps only p for the gate's backward
-        method = resolve_method(self.scan_method, z.device)
-        if method == "triton" and theta.dtype == u_re.dtype == torch.bfloat16 and z.dtype == torch.float32:
-            # bf16 autocast on the GPU: θ and u stay narrow (they are bf16 values already); the
-            # kernel widens them as it reads them and keeps its state in float32
-            h = scan_triton_narrow(p, theta, u_re, u_im, h0)  # (B, L, D) complex64
+        if u_re.dtype in (torch.float32, torch.float64):
+            u = torch.complex(u_re, u_im)  # (B, L, D)
         else:
-            # p comes from a sigmoid: skip the value checks (they would wait for the device every call)
-            h = mipt_scan(p, _wide(theta).to(z.dtype), torch.complex(_wide(u_re), _wide(u_im)), h0,
-                          method=method, check_values=False)  # (B, L, D)
+            # autocast: θ and u are bf16 values already; keep them narrow as (re, im) pairs. The Triton
+            # kernel reads them so (float32 state), mipt_scan widens them for the other methods
+            u = torch.stack((u_re, u_im), dim=-1)  # (B, L, D, 2)
+        # p comes from a sigmoid: skip the value checks (they would wait for the device every call)
+        h = mipt_scan(p, theta, u, h0, method=self.scan_method, check_values=False)  # (B, L, D) complex
         y = self.read(h).to(x.dtype)  # (B, L, d)
         if return_aux:
-            return y, LayerAux(p=p, log_p=F.logsigmoid(z), theta=_wide(theta).to(z.dtype), h=h)
+            return y, LayerAux(p=p, log_p=F.logsigmoid(z), theta=_wide(theta), h=h)
         return y
 
     # ------------------------------------------------------------------------------------------

@@ -65,6 +65,8 @@ __all__ = [
     "scan_methods",
     "resolve_method",
     "check_scan_inputs",
+    "is_pairs",
+    "pairs_to_complex",
 ]
 
 ScanFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, "torch.Tensor | None"], torch.Tensor]
@@ -75,23 +77,25 @@ class _Method:
     fn: ScanFn
     available: Callable[[torch.device], bool]
     priority: int  # "auto" picks the available method with the highest priority for the device
+    pairs: bool = False  # fn also reads u as real (re, im) pairs (B, L, D, 2); else mipt_scan widens them
 
 
 _REGISTRY: dict[str, _Method] = {}
 
 
 def register_scan_method(name: str, fn: ScanFn, *, available: Callable[[torch.device], bool] | None = None,
-                         priority: int = 0) -> None:
+                         priority: int = 0, pairs: bool = False) -> None:
     """Add a method to :func:`mipt_scan`.
 
     ``fn(p, theta, u, h0) -> h`` must compute exactly the recurrence above with the same shapes.
     ``available(device)`` says whether it can run on that device *now* (checked at call time, so
     a kernel that fails to compile can fall back). ``"auto"`` picks the available method with the
-    highest ``priority``.
+    highest ``priority``. ``pairs``: ``fn`` also accepts ``u`` as real ``(re, im)`` pairs
+    ``(B, L, D, 2)`` (e.g. bf16, read as float32); otherwise :func:`mipt_scan` converts them to complex.
     """
     if not name or not isinstance(name, str):
         raise ValueError(f"method name must be a non-empty string, got {name!r}")
-    _REGISTRY[name] = _Method(fn, available or (lambda device: True), priority)
+    _REGISTRY[name] = _Method(fn, available or (lambda device: True), priority, pairs)
 
 
 def scan_methods() -> list[str]:
@@ -121,14 +125,15 @@ def check_scan_inputs(p: torch.Tensor, theta: torch.Tensor, u: torch.Tensor, h0:
     for name, x in (("p", p), ("theta", theta), ("u", u)):
         if not isinstance(x, torch.Tensor):
             raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-        if x.dim() != 3:
+        if x.dim() != 3 and not (name == "u" and is_pairs(x)):
             raise ValueError(f"{name} must have shape (B, L, D); got {tuple(x.shape)}")
     for name, x in (("p", p), ("theta", theta)):
         if x.is_complex() or not x.is_floating_point():
             raise ValueError(f"{name} must be a real floating tensor; got dtype {x.dtype}")
-    if not u.is_complex():
-        raise ValueError(f"u must be complex (e.g. torch.complex(u_re, u_im)); got dtype {u.dtype}")
-    if not (p.shape == theta.shape == u.shape):
+    if not (u.is_complex() or is_pairs(u)):
+        raise ValueError(f"u must be complex (e.g. torch.complex(u_re, u_im)) or real (re, im) pairs of shape "
+                         f"(B, L, D, 2); got dtype {u.dtype} and shape {tuple(u.shape)}")
+    if not (p.shape == theta.shape == u.shape[:3]):
         raise ValueError(f"p, theta and u must have the same shape (B, L, D); got p {tuple(p.shape)}, "
                          f"theta {tuple(theta.shape)}, u {tuple(u.shape)}")
     if p.shape[1] == 0:
@@ -136,7 +141,7 @@ def check_scan_inputs(p: torch.Tensor, theta: torch.Tensor, u: torch.Tensor, h0:
     if not (p.device == theta.device == u.device):
         raise ValueError(f"p, theta and u must be on one device; got {p.device}, {theta.device}, {u.device}")
     if h0 is not None:
-        B, _, D = u.shape
+        B, _, D = u.shape[:3]
         if not isinstance(h0, torch.Tensor) or not h0.is_complex() or tuple(h0.shape) != (B, D):
             shape = tuple(h0.shape) if isinstance(h0, torch.Tensor) else type(h0).__name__
             raise ValueError(f"h0 must be a complex tensor of shape (B, D) = {(B, D)}; got {shape}"
@@ -147,7 +152,7 @@ def check_scan_inputs(p: torch.Tensor, theta: torch.Tensor, u: torch.Tensor, h0:
         # four reductions and one host sync; min/max and sums propagate NaN and inf
         with torch.no_grad():
             lo, hi, th, uu = torch.stack([p.amin().double(), p.amax().double(), theta.sum().double(),
-                                          torch.view_as_real(u).sum().double()]).tolist()
+                                          (u if is_pairs(u) else torch.view_as_real(u)).sum().double()]).tolist()
         if lo != lo or hi != hi or abs(lo) == float("inf") or abs(hi) == float("inf"):
             raise ValueError(f"p of shape {tuple(p.shape)} contains NaN or inf")
         if lo < 0 or hi > 1:
@@ -159,6 +164,17 @@ def check_scan_inputs(p: torch.Tensor, theta: torch.Tensor, u: torch.Tensor, h0:
             raise ValueError(f"u of shape {tuple(u.shape)} contains NaN or inf")
         if h0 is not None and not torch.isfinite(torch.view_as_real(h0)).all():
             raise ValueError(f"h0 of shape {tuple(h0.shape)} contains NaN or inf")
+
+
+def is_pairs(u: torch.Tensor) -> bool:
+    """Whether ``u`` is the real ``(re, im)`` pair form ``(B, L, D, 2)`` of a complex input."""
+    return not u.is_complex() and u.is_floating_point() and u.dim() == 4 and u.shape[-1] == 2
+
+
+def pairs_to_complex(u: torch.Tensor) -> torch.Tensor:
+    """``(B, L, D, 2)`` real pairs → complex ``(B, L, D)`` (bf16/fp16 widened to complex64); differentiable."""
+    wide = u if u.dtype in (torch.float32, torch.float64) else u.float()
+    return torch.view_as_complex(wide.contiguous())
 
 
 def _gate_and_input(p: torch.Tensor, theta: torch.Tensor, u: torch.Tensor):
@@ -587,7 +603,10 @@ def mipt_scan(p: torch.Tensor, theta: torch.Tensor, u: torch.Tensor, h0: torch.T
     Args:
         p: measurement rate in ``[0, 1]``, real ``(B, L, D)``.
         theta: phase angle in radians, real ``(B, L, D)``.
-        u: complex input ``(B, L, D)``; the state takes ``u``'s complex dtype.
+        u: complex input ``(B, L, D)``; the state takes ``u``'s complex dtype. Or its real
+            ``(re, im)`` pairs ``(B, L, D, 2)``, e.g. bf16 under autocast: methods registered with
+            ``pairs=True`` (the Triton kernel) read them as they are, with a float32 state; for the
+            others they are widened to complex first.
         h0: state before the first token, complex ``(B, D)``; zeros if None.
         method: ``"auto"`` (fastest correct method for the device), ``"sequential"`` (reference),
             ``"chunked"``, ``"closed_form"``, or any name added by :func:`register_scan_method`.
@@ -599,5 +618,7 @@ def mipt_scan(p: torch.Tensor, theta: torch.Tensor, u: torch.Tensor, h0: torch.T
         ``h``: complex ``(B, L, D)``, the state after each token. Differentiable in all inputs.
     """
     check_scan_inputs(p, theta, u, h0, check_values=check_values)
-    name = resolve_method(method, u.device)
-    return _REGISTRY[name].fn(p, theta, u, h0)
+    m = _REGISTRY[resolve_method(method, u.device)]
+    if is_pairs(u) and not m.pairs:
+        u = pairs_to_complex(u)
+    return m.fn(p, theta, u, h0)

@@ -10,7 +10,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from minimipt import mipt_scan, scan_methods
-from minimipt.scan import linear_scan, register_scan_method, resolve_method, scan_chunked, _REGISTRY
+from minimipt.scan import linear_scan, register_scan_method, resolve_method, scan_chunked, scan_sequential, _REGISTRY
 
 CPU_METHODS = [m for m in scan_methods() if m != "sequential" and _REGISTRY[m].available(torch.device("cpu"))]
 REAL = {torch.complex64: torch.float32, torch.complex128: torch.float64}
@@ -275,3 +275,36 @@ def test_chunked_memory_is_a_few_copies_of_the_data():
     gradients), never C× the data. The meter sees the C×C matrices of "closed_form" (~C× blow-up)."""
     assert _peak_extra_memory("chunked") < 10
     assert _peak_extra_memory("closed_form") > 30
+
+
+@pytest.mark.parametrize("method", ["sequential"] + CPU_METHODS)
+def test_u_as_real_pairs_equals_complex_u(method):
+    """u may come as real (re, im) pairs (B, L, D, 2), as the layer passes it under bf16 autocast:
+    methods that cannot read pairs get it widened to complex, values and gradients unchanged."""
+    p, theta, u, h0 = make_inputs(2, 37, 5, "random", torch.complex64)
+    pairs = torch.view_as_real(u).bfloat16().requires_grad_()
+    wide = torch.view_as_complex(pairs.detach().float()).requires_grad_()
+    h_pairs = mipt_scan(p, theta, pairs, h0, method=method)
+    h_wide = mipt_scan(p, theta, wide, h0, method=method)
+    torch.testing.assert_close(h_pairs, h_wide, rtol=0, atol=0)
+    w = torch.randn(h_wide.shape, dtype=h_wide.dtype, generator=torch.Generator().manual_seed(1))
+    (h_pairs * w.conj()).real.sum().backward()
+    (h_wide * w.conj()).real.sum().backward()
+    assert pairs.grad.dtype == torch.bfloat16
+    torch.testing.assert_close(pairs.grad.float(), torch.view_as_real(wide.grad).bfloat16().float())
+
+
+def test_a_pairs_method_receives_the_pairs():
+    seen = []
+
+    def fn(p, theta, u, h0):
+        seen.append(tuple(u.shape))
+        return scan_sequential(p, theta, torch.view_as_complex(u.float().contiguous()), h0)
+
+    register_scan_method("_test_pairs", fn, pairs=True)
+    try:
+        p, theta, u, _ = make_inputs(1, 4, 3, "random", torch.complex64)
+        mipt_scan(p, theta, torch.view_as_real(u), method="_test_pairs")
+        assert seen == [(1, 4, 3, 2)]
+    finally:
+        _REGISTRY.pop("_test_pairs")

@@ -143,15 +143,15 @@ for backward, cfg in (("saved_h", None), ("recompute", (8, 16, 1, 0, True)),
     assert _rel(h, h_ref) < 1e-5, (backward, "bf16 h")
     for name, x, ref in zip(("p", "theta", "u", "h0"), (g[0], g[1], torch.view_as_complex(g[2].float()), g[3]), g_ref):
         assert _rel(x, ref) < 1e-2, (backward, "bf16", name, _rel(x, ref))
-# the layer's narrow path: float32 p, bf16 theta and u_re/u_im as strided views of one projection
-from minimipt.kernels import scan_triton_narrow
+# the layer's narrow path: float32 p, bf16 theta and u_re/u_im as strided views of one projection,
+# u passed as (re, im) pairs
 p, theta, u, h0, gout = _problem(2, 23, 11, "mixed", seed=3)
 proj = torch.cat([theta, u.real, u.imag], -1).bfloat16()  # (B, L, 3D), like in_proj's output
 tb, ur, ui = proj.split(11, dim=-1)
 h_ref, g_ref = _values_and_grads(scan_sequential, p, tb.double(), torch.complex(ur.double(), ui.double()), h0, gout)
 leaves = [f32(p).requires_grad_(), tb.detach().clone().requires_grad_(), ur.detach().clone().requires_grad_(),
           ui.detach().clone().requires_grad_(), f32(h0).requires_grad_()]
-h = scan_triton_narrow(*leaves)
+h = ts.scan_triton(leaves[0], leaves[1], torch.stack(leaves[2:4], -1), leaves[4])
 g = torch.autograd.grad((h * gout.to(h.dtype).conj()).real.sum(), leaves)
 assert _rel(h, h_ref) < 1e-5, ("narrow h", _rel(h, h_ref))
 assert g[0].dtype == torch.float32 and g[1].dtype == g[2].dtype == g[3].dtype == torch.bfloat16

@@ -21,9 +21,9 @@ import warnings
 
 import torch
 
-from ..scan import register_scan_method, scan_chunked, scan_sequential
+from ..scan import is_pairs, pairs_to_complex, register_scan_method, scan_chunked, scan_sequential
 
-__all__ = ["triton_available", "scan_triton_or_chunked", "scan_triton_narrow", "self_check"]
+__all__ = ["triton_available", "scan_triton_or_chunked", "self_check"]
 
 _CHECKED: dict[str, bool] = {}
 _SELF_CHECK_TOL = 1e-4
@@ -95,29 +95,15 @@ def triton_available(device: torch.device) -> bool:
 
 def scan_triton_or_chunked(p: torch.Tensor, theta: torch.Tensor, u: torch.Tensor,
                            h0: torch.Tensor | None = None) -> torch.Tensor:
-    """Method ``"triton"``: the fused kernel for complex64 ``u`` on CUDA, else ``"chunked"``."""
-    if u.dtype != torch.complex64 or not triton_available(u.device):
-        return scan_chunked(p, theta, u, h0)
+    """Method ``"triton"``: the fused kernel on CUDA for complex64 ``u`` or its ``(re, im)`` pairs
+    ``(B, L, D, 2)`` (float32 or bf16: θ and u stay narrow in memory, the state is float32), else
+    ``"chunked"``."""
+    pairs = is_pairs(u)
+    if not (pairs or u.dtype == torch.complex64) or not triton_available(u.device):
+        return scan_chunked(p, theta, pairs_to_complex(u) if pairs else u, h0)
     from .triton_scan import scan_triton
 
     return scan_triton(p, theta, u, h0)
 
 
-def scan_triton_narrow(p: torch.Tensor, theta: torch.Tensor, u_re: torch.Tensor, u_im: torch.Tensor,
-                       h0: torch.Tensor | None = None) -> torch.Tensor:
-    """The Triton kernel on narrow inputs: ``θ`` and ``u = u_re + i·u_im`` as bf16 ``(B, L, D)``.
-
-    Under bf16 autocast the layer's projection produces ``θ``, ``u_re``, ``u_im`` in bf16 already, so
-    widening them to float32 (and ``u`` to complex64) before the scan adds no information, only
-    memory: autograd would keep the wide copies for backward. The kernel reads the narrow values as
-    float32 and keeps its state in float32; the gradients of ``θ`` and ``u`` come back in bf16 (the
-    projection's backward casts them to bf16 anyway). ``p``: float32 ``(B, L, D)``; returns complex64
-    ``h`` ``(B, L, D)``. The caller checks that method ``"triton"`` is available on the device.
-    """
-    from .triton_scan import scan_triton
-
-    u = torch.stack((u_re, u_im), dim=-1)  # (B, L, D, 2): the kernel's (re, im) pair form
-    return scan_triton(p, theta, u, h0)
-
-
-register_scan_method("triton", scan_triton_or_chunked, available=triton_available, priority=20)
+register_scan_method("triton", scan_triton_or_chunked, available=triton_available, priority=20, pairs=True)
