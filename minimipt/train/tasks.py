@@ -291,14 +291,13 @@ class LMTask(Task):
         from ..data.tokenizer import load_tokenizer
 
         tokens = self.evals["eval"][0]
-        limit = getattr(getattr(model, "embed", None), "max_len", None)  # learned positions end there
+        embed = getattr(model, "embed", None)
+        limit = embed.max_len if getattr(embed, "pos", None) is not None else None  # learned positions end there
         if limit is not None and prompt_tokens + new_tokens > limit:
             prompt_tokens, new_tokens = limit // 2, limit - limit // 2
         prompt = tokens[:prompt_tokens].to(device)
         g = torch.Generator(device=device).manual_seed(seed)
-        was_training = model.training
-        out = model.generate(prompt, new_tokens, temperature=temperature, top_k=top_k, generator=g)
-        model.train(was_training)
+        out = model.generate(prompt, new_tokens, temperature=temperature, top_k=top_k, generator=g)  # eval mode inside
         tok = load_tokenizer(self.tokenizer_path)
         ids = out.tolist()
         return {"prompt": tok.decode(ids[:prompt_tokens]), "continuation": tok.decode(ids[prompt_tokens:]),
