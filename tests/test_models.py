@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import minimipt
-from _support import assert_causal
+from _support import assert_causal, assert_greedy_generation_matches_forward
 from minimipt import MIPTLM, MIPTClassifier, count_parameters, state_nbytes
 from minimipt.blocks import MIPTBlock
 from minimipt.cache import write_scores
@@ -108,12 +108,7 @@ def test_unbounded_cache_state_grows():
 
 def test_generate_greedy_matches_forward_argmax():
     model = _lm(2)
-    prompt = torch.randint(0, V, (2, 5), generator=torch.Generator().manual_seed(4))
-    out = model.generate(prompt, 6, temperature=0)
-    assert out.shape == (2, 11) and torch.equal(out[:, :5], prompt)
-    with torch.no_grad():
-        for t in range(5, 11):
-            assert torch.equal(model(out[:, :t])[:, -1].argmax(-1), out[:, t])
+    prompt = assert_greedy_generation_matches_forward(model, V, batch=2, prompt_len=5, new_tokens=6)
     sampled = model.generate(prompt[0], 4, temperature=0.8, top_k=3, generator=torch.Generator().manual_seed(0))
     assert sampled.shape == (9,) and sampled.max() < V
 

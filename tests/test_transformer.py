@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from _support import assert_causal
+from _support import assert_causal, assert_greedy_generation_matches_forward
 from minimipt import TransformerClassifier, TransformerLM, count_parameters, state_nbytes
 
 V = 29
@@ -58,12 +58,7 @@ def test_kv_cache_step_equals_forward(attention):
 
 def test_generate_greedy_matches_forward_argmax():
     model = _lm()
-    prompt = torch.randint(0, V, (2, 4), generator=torch.Generator().manual_seed(4))
-    out = model.generate(prompt, 5, temperature=0)
-    assert out.shape == (2, 9) and torch.equal(out[:, :4], prompt)
-    with torch.no_grad():
-        for t in range(4, 9):
-            assert torch.equal(model(out[:, :t])[:, -1].argmax(-1), out[:, t])
+    assert_greedy_generation_matches_forward(model, V, batch=2, prompt_len=4, new_tokens=5)
 
 
 def test_classifier_ignores_padding():
