@@ -16,6 +16,7 @@ latency of one step depends only on the shapes); MIPT's state is advanced throug
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -62,20 +63,44 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
-def _train_point(make, B, N, device, repeats):
+def _setup(make, B, N, device, capturable=False):
+    """A fresh model and AdamW on ``B`` random windows of ``N + 1`` tokens; returns the optimizer and
+    ``update()``: one forward, backward and optimizer step (bf16 autocast on CUDA). Gradients are
+    set to None by the caller."""
     torch.manual_seed(0)
     model = make().to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, capturable=capturable)
     x = torch.randint(0, 256, (B, N + 1), device=device)
-    amp = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda" else __import__(
-        "contextlib").nullcontext
 
-    def step():
-        with amp():
+    def update():
+        # a graph capture needs autocast's weight cache off (it would hold tensors from before capture)
+        amp = (torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=not capturable) if device.type == "cuda"
+               else contextlib.nullcontext())
+        with amp:
             logits = model(x[:, :-1])
             loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), x[:, 1:].flatten())
         loss.backward()
         opt.step()
+
+    return opt, update
+
+
+def _median_ms(fn, device, repeats) -> float:
+    """Median wall time of ``fn()`` in milliseconds, waiting for the device after each call."""
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return sorted(times)[len(times) // 2] * 1e3
+
+
+def _train_point(make, B, N, device, repeats):
+    opt, update = _setup(make, B, N, device)
+
+    def step():
+        update()
         opt.zero_grad(set_to_none=True)
 
     try:
@@ -84,14 +109,8 @@ def _train_point(make, B, N, device, repeats):
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
             base = torch.cuda.memory_allocated(device)
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            step()
-            _sync(device)
-            times.append(time.perf_counter() - t0)
+        ms = _median_ms(step, device, repeats)
         peak = (torch.cuda.max_memory_allocated(device) - base) / 2**20 if device.type == "cuda" else None
-        ms = sorted(times)[len(times) // 2] * 1e3
         return {"ms_per_step": round(ms, 3), "tokens_per_s": round(B * N / ms * 1e3), "peak_mb": peak and round(peak, 1)}
     except torch.OutOfMemoryError:
         return {"oom": True}
@@ -108,39 +127,22 @@ def _graph_point(make, B, N, device, repeats):
     (warm-up on a side stream, gradients set to None before capture, ``capturable`` AdamW). A model
     whose step cannot be captured (e.g. a host synchronisation) gets ``graph_error`` instead.
     """
-    torch.manual_seed(0)
-    model = make().to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, capturable=True)
-    x = torch.randint(0, 256, (B, N + 1), device=device)
-
-    def body():
-        with torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False):
-            logits = model(x[:, :-1])
-            loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), x[:, 1:].flatten())
-        loss.backward()
-        opt.step()
-
+    opt, update = _setup(make, B, N, device, capturable=True)
     try:
         side = torch.cuda.Stream(device)
         side.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.stream(side):
             for _ in range(3):  # warm-up: kernel self-checks, autotuning, optimizer state
                 opt.zero_grad(set_to_none=True)
-                body()
+                update()
         torch.cuda.current_stream(device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         opt.zero_grad(set_to_none=True)
         with torch.cuda.graph(graph):
-            body()
+            update()
         graph.replay()
         _sync(device)
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            graph.replay()
-            _sync(device)
-            times.append(time.perf_counter() - t0)
-        ms = sorted(times)[len(times) // 2] * 1e3
+        ms = _median_ms(graph.replay, device, repeats)
         return {"graph_ms_per_step": round(ms, 3), "graph_tokens_per_s": round(B * N / ms * 1e3)}
     except torch.OutOfMemoryError:
         return {"graph_oom": True}
@@ -173,15 +175,10 @@ def _decode_point(make, name, n, device, repeats):
     _sync(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        model.step(tok, state)
-        _sync(device)
-        times.append(time.perf_counter() - t0)
+    ms = _median_ms(lambda: model.step(tok, state), device, repeats)
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
     del model, state, state2
-    return {"ms_per_token": round(sorted(times)[len(times) // 2] * 1e3, 4), "state_mb": round(nbytes / 2**20, 4),
+    return {"ms_per_token": round(ms, 4), "state_mb": round(nbytes / 2**20, 4),
             "peak_mb": peak and round(peak, 1)}
 
 
