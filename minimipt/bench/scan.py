@@ -276,25 +276,15 @@ def _sweep(shape, device, bench) -> dict:
     p, theta, u2, g2 = x["p"], x["theta"], x["u"], x["gh"]
     h_ref = ts._launch_fwd(p, theta, u2, None, ts.DEFAULT_CONFIG)[0]
     d_ref = ts._launch_bwd(p, theta, u2, None, h_ref, g2, ts.BWD_CONFIG)[:3]
-    n = B * L * D
-    rows = []
-    for cfg in SWEEP_CONFIGS:
-        row = {"backward": "saved_h", "config": list(cfg)}
-        try:
-            hv = ts._launch_fwd(p, theta, u2, None, cfg)[0]
-            row["fwd_diff"] = _rel_diff(hv, h_ref)
-            dv = ts._launch_bwd(p, theta, u2, None, h_ref, g2, cfg)[:3]
-            row["bwd_diff"] = max(_rel_diff(a, b) for a, b in zip(dv, d_ref))
-            del hv, dv
-            row["fwd_ms"] = bench(lambda: ts._launch_fwd(p, theta, u2, None, cfg)[0])
-            row["bwd_ms"] = bench(lambda: ts._launch_bwd(p, theta, u2, None, h_ref, g2, cfg))
-            row["fwd_TBps"] = 24 * n / (row["fwd_ms"] * 1e-3) / 1e12
-            row["bwd_TBps"] = 48 * n / (row["bwd_ms"] * 1e-3) / 1e12
-        except Exception as err:  # a config that does not compile (e.g. too many registers)
-            row["error"] = f"{type(err).__name__}: {str(err)[:200]}"
-        rows.append(row)
-        _print_sweep_row(row)
-    rc_rows = _sweep_recompute(ts, p, theta, u2, g2, h_ref, d_ref, bench)
+    # saved_h: forward 24 B/element, backward 48 (it reads h)
+    rows = _sweep_rows("saved_h", SWEEP_CONFIGS, lambda cfg: (ts._launch_fwd(p, theta, u2, None, cfg)[0], h_ref),
+                       lambda cfg, h: ts._launch_bwd(p, theta, u2, None, h, g2, cfg), 24, 48, h_ref, d_ref, bench)
+    # recompute: the forward (default configuration) also checkpoints every BLOCK_L rows,
+    # 24 + 8/BLOCK_L B/element; the backward reads dL/dh, p, θ, u and the checkpoints, 40 + 8/BLOCK_L
+    rc_rows = _sweep_rows("recompute", RECOMPUTE_SWEEP,
+                          lambda cfg: ts._launch_fwd(p, theta, u2, None, ts.DEFAULT_CONFIG, cfg[0]),
+                          lambda cfg, ck: ts._launch_bwd_recompute(p, theta, u2, None, ck, g2, cfg),
+                          lambda cfg: 24 + 8 / cfg[0], lambda cfg: 40 + 8 / cfg[0], h_ref, d_ref, bench)
     out = {"shape_BDL": list(shape), "rows": rows + rc_rows, "best_fwd": _pick(rows, "fwd"),
            "best_bwd": _pick(rows, "bwd"), "best_recompute": _pick(rc_rows, "bwd")}
     out["end_to_end"] = _sweep_end_to_end(ts, x, out, bench)
@@ -309,26 +299,26 @@ def _print_sweep_row(row: dict) -> None:
         if "error" not in row else row["error"]), flush=True)
 
 
-def _sweep_recompute(ts, p, theta, u2, g2, h_ref, d_ref, bench) -> list[dict]:
-    """The v3 backward's configurations: forward (default configuration, checkpoints every
-    BLOCK_L rows: 24 + 8/BLOCK_L B/element) and backward (reads dL/dh, p, θ, u and the
-    checkpoints, writes dp, dθ, du: 40 + 8/BLOCK_L B/element), each kernel alone."""
-    B, L, D = p.shape
-    n = B * L * D
+def _sweep_rows(backward, configs, fwd, bwd, fwd_bytes, bwd_bytes, h_ref, d_ref, bench) -> list[dict]:
+    """Time each configuration's forward and backward kernels alone and check their outputs against
+    the default configuration's. ``fwd(cfg) -> (h, saved)``, ``bwd(cfg, saved) -> (dp, dθ, du, ...)``;
+    ``*_bytes``: bytes moved per element, a number or a function of ``cfg``."""
+    n = d_ref[0].numel()  # B·L·D (dp is real (B, L, D))
+    per = lambda b, cfg: b(cfg) if callable(b) else b  # noqa: E731
     rows = []
-    for cfg in RECOMPUTE_SWEEP:
-        row = {"backward": "recompute", "config": list(cfg)}
+    for cfg in configs:
+        row = {"backward": backward, "config": list(cfg)}
         try:
-            hv, ck = ts._launch_fwd(p, theta, u2, None, ts.DEFAULT_CONFIG, cfg[0])
+            hv, saved = fwd(cfg)
             row["fwd_diff"] = _rel_diff(hv, h_ref)
-            dv = ts._launch_bwd_recompute(p, theta, u2, None, ck, g2, cfg)[:3]
+            dv = bwd(cfg, saved)[:3]
             row["bwd_diff"] = max(_rel_diff(a, b) for a, b in zip(dv, d_ref))
             del hv, dv
-            row["fwd_ms"] = bench(lambda: ts._launch_fwd(p, theta, u2, None, ts.DEFAULT_CONFIG, cfg[0]))
-            row["bwd_ms"] = bench(lambda: ts._launch_bwd_recompute(p, theta, u2, None, ck, g2, cfg))
-            row["fwd_TBps"] = (24 + 8 / cfg[0]) * n / (row["fwd_ms"] * 1e-3) / 1e12
-            row["bwd_TBps"] = (40 + 8 / cfg[0]) * n / (row["bwd_ms"] * 1e-3) / 1e12
-        except Exception as err:  # a config that does not compile
+            row["fwd_ms"] = bench(lambda: fwd(cfg))
+            row["bwd_ms"] = bench(lambda: bwd(cfg, saved))
+            row["fwd_TBps"] = per(fwd_bytes, cfg) * n / (row["fwd_ms"] * 1e-3) / 1e12
+            row["bwd_TBps"] = per(bwd_bytes, cfg) * n / (row["bwd_ms"] * 1e-3) / 1e12
+        except Exception as err:  # a config that does not compile (e.g. too many registers)
             row["error"] = f"{type(err).__name__}: {str(err)[:200]}"
         rows.append(row)
         _print_sweep_row(row)
@@ -368,10 +358,8 @@ def _pick(rows: list[dict], kind: str) -> list | None:
     if not ok:
         return None
     best = min(ok, key=lambda r: r[f"{kind}_ms"])
-    if best.get("backward") == "recompute":  # no trigonometry option there
+    if best.get("backward") == "recompute":  # these configurations have no trigonometry option
         return best["config"]
-    ok = [r for r in ok if r.get("backward", "saved_h") == "saved_h"]
-    best = min(ok, key=lambda r: r[f"{kind}_ms"])
     accurate = [r for r in ok if not r["config"][3]]
     if best["config"][3] and accurate:
         best_acc = min(accurate, key=lambda r: r[f"{kind}_ms"])
