@@ -52,7 +52,8 @@ Two batched attention paths compute the same function (tests compare values and 
 :func:`cache_attention_dense` (materialised ``(B, H, L, L)`` logits; any K, the reference) and
 :func:`cache_attention_slots` (gathers the K slots of every position: O(L·K) memory, finite K;
 time-chunked with recomputation in the backward pass when long). ``method="auto"`` picks the
-slot path for finite K.
+one that materialises fewer elements: dense while ``L ≤ 2 K d_h``, slots beyond (and dense for
+unbounded K).
 """
 
 from __future__ import annotations
@@ -307,8 +308,8 @@ class CausalSparseCache(nn.Module):
         slots: K ≥ 1, or ``None`` for unbounded.
         heads: H (must divide ``d_model``).
         write_threshold: τ ∈ [0, 1]; tokens with ``w < τ`` are never written.
-        method: batched attention path: ``"auto"`` (``"slots"`` for finite K, else ``"dense"``),
-            ``"slots"`` or ``"dense"``.
+        method: batched attention path: ``"auto"`` (the cheaper of the two for the length, see
+            :meth:`path`), ``"slots"`` or ``"dense"``.
         gate_bias: initial ``b_g`` of the read-out gate.
     """
 
@@ -338,6 +339,20 @@ class CausalSparseCache(nn.Module):
         self.last_stats: CacheStats | None = None
         self.last_write_rate: torch.Tensor | None = None  # mean w of the last forward (with gradient)
 
+    def path(self, length: int) -> str:
+        """The batched attention path used for sequences of ``length`` tokens.
+
+        ``"auto"`` takes the one that materialises fewer elements per sequence and head: the dense
+        ``L × L`` logits, or the slot path's gathered keys and values, ``2 · L · K · d_h``. So
+        ``"dense"`` (matrix products, no gathers) when ``L ≤ 2 K d_h`` — e.g. the language model at
+        L = 512, K = 64, d_h = 54 — and ``"slots"`` (O(L·K) memory) beyond; always ``"dense"`` for
+        unbounded K. Both paths compute the same function (tests compare values and gradients)."""
+        if self.method != "auto":
+            return self.method
+        if self.slots is None or length <= 2 * min(self.slots, length) * self.head_dim:
+            return "dense"
+        return "slots"
+
     def _qkv(self, xh: torch.Tensor):
         q, k, v = self.qkv(xh).chunk(3, dim=-1)
         shape = xh.shape[:-1] + (self.heads, self.head_dim)
@@ -357,8 +372,7 @@ class CausalSparseCache(nn.Module):
         eligible = eligible_mask(log_w, self.write_threshold)
         evict = eviction_times(log_w.detach(), eligible, self.slots)  # (B, L)
         q, k, v = self._qkv(xh)  # (B, L, H, d_h)
-        method = self.method if self.method != "auto" else ("dense" if self.slots is None else "slots")
-        attn = _METHODS[method](q, k, v, log_w, evict, self.slots)  # (B, L, H, d_h)
+        attn = _METHODS[self.path(L)](q, k, v, log_w, evict, self.slots)  # (B, L, H, d_h)
         self._record(log_w, eligible, evict, lengths)
         return self._read_out(xh, attn)
 

@@ -185,3 +185,24 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="method"):
         CausalSparseCache(8, None, method="slots")
     assert math.isfinite(write_scores(torch.zeros(1, 3)).sum().item())
+
+
+def test_auto_path_takes_the_smaller_materialisation_and_equals_both():
+    """"auto": dense while L ≤ 2·K·d_h (logits L² vs gathered keys and values 2·L·K·d_h), slots beyond;
+    dense for unbounded K. The module's output is the same whichever path it takes."""
+    cache = CausalSparseCache(8, 2, heads=2)  # d_h = 4: dense up to L = 2·2·4 = 16
+    assert cache.path(16) == "dense" and cache.path(17) == "slots"
+    assert CausalSparseCache(8, None, heads=2).path(10_000) == "dense"
+    assert CausalSparseCache(8, 2, heads=2, method="slots").path(4) == "slots"
+    torch.manual_seed(0)
+    for L in (12, 40):  # one length on each side of the switch
+        xh = torch.randn(2, L, 8, dtype=torch.float64)
+        log_p = F.logsigmoid(torch.randn(2, L, 4, dtype=torch.float64))
+        outs = {}
+        for method in ("auto", "dense", "slots"):
+            c = CausalSparseCache(8, 2, heads=2, method=method).double()
+            c.load_state_dict(cache.state_dict())
+            outs[method] = c(xh, log_p)
+        other = "slots" if cache.path(L) == "dense" else "dense"
+        assert torch.equal(outs["auto"], outs[cache.path(L)])
+        torch.testing.assert_close(outs["auto"], outs[other], rtol=1e-10, atol=1e-12)
