@@ -52,8 +52,7 @@ Two batched attention paths compute the same function (tests compare values and 
 :func:`cache_attention_dense` (materialised ``(B, H, L, L)`` logits; any K, the reference) and
 :func:`cache_attention_slots` (gathers the K slots of every position: O(L·K) memory, finite K;
 time-chunked with recomputation in the backward pass when long). ``method="auto"`` picks the
-one that materialises fewer elements: dense while ``L ≤ 2 K d_h``, slots beyond (and dense for
-unbounded K).
+one that materialises less: dense while ``L ≤ K d_h / 2``, slots beyond (and dense for unbounded K).
 """
 
 from __future__ import annotations
@@ -342,14 +341,15 @@ class CausalSparseCache(nn.Module):
     def path(self, length: int) -> str:
         """The batched attention path used for sequences of ``length`` tokens.
 
-        ``"auto"`` takes the one that materialises fewer elements per sequence and head: the dense
-        ``L × L`` logits, or the slot path's gathered keys and values, ``2 · L · K · d_h``. So
-        ``"dense"`` (matrix products, no gathers) when ``L ≤ 2 K d_h`` — e.g. the language model at
-        L = 512, K = 64, d_h = 54 — and ``"slots"`` (O(L·K) memory) beyond; always ``"dense"`` for
-        unbounded K. Both paths compute the same function (tests compare values and gradients)."""
+        ``"auto"`` takes the one that materialises less per sequence and head: the dense path keeps
+        about four ``L × L`` buffers (logits, masked logits, float32 softmax and its input), the slot
+        path two gathered ``L × K × d_h`` ones (keys and values), so ``"dense"`` (matrix products, no
+        gathers) while ``4 L² ≤ 2 L K d_h``, i.e. ``L ≤ K d_h / 2`` — e.g. the language model at
+        L = 512, K = 64, d_h = 54 — and ``"slots"`` (O(L·K) memory, chunked when long) beyond;
+        always ``"dense"`` for unbounded K. Both compute the same function (tests compare them)."""
         if self.method != "auto":
             return self.method
-        if self.slots is None or length <= 2 * min(self.slots, length) * self.head_dim:
+        if self.slots is None or 2 * length <= min(self.slots, length) * self.head_dim:
             return "dense"
         return "slots"
 

@@ -334,8 +334,11 @@ def scan_targets(scan: dict, *, shape: tuple[int, int, int] = (32, 512, 8192)) -
       faster than the peer's (issue 9).
     """
     B, D, L = shape
+    from .scan import CHUNK
+
+    # "chunked" at its default chunk length (rows of other lengths carry "chunk"; older files have none)
     row = lambda m: next((r for r in scan["rows"] if r["method"] == m and (r["B"], r["D"], r["L"]) == shape  # noqa: E731
-                          and r["dtype"] == "float32"), None)
+                          and r["dtype"] == "float32" and r.get("chunk", CHUNK) == CHUNK), None)
     chunked, triton, peer = row("chunked"), row("triton"), row("peer")
     where = f"(B, D, L) = ({B}, {D}, {L}), float32"
     out = []

@@ -7,6 +7,7 @@
 # the results are packed into $OUT/results-STAGE.tgz; unpack it here with `tar xzf FILE`.
 set -euo pipefail
 stage=${1:?stage: grids-x4 | classification | needle-long | lm | lm-x4 | ddp | kernel-e2e | kernel | bench}
+# lm-x4 reads GPUS (default 0,1,2,3) and PARALLEL (runs at once, default 8)
 minutes=${2:-9}
 export MINIMIPT_DATA=${MINIMIPT_DATA:-/tmp/minimipt-data} PYTHONUNBUFFERED=1
 mkdir -p "$MINIMIPT_DATA"
@@ -67,16 +68,19 @@ case "$stage" in
       > results/bench/scaling_h200_log.txt 2>&1
     ;;
   kernel)
-    # the GPU tests and the scan benchmark; the peer row needs accelerated-scan 0.3.1 importable
-    # (carry its wheel: pip install --no-deps --target /tmp/site accelerated_scan-0.3.1-py3-none-any.whl)
+    # the GPU tests, then the scan benchmark: the kernel's configuration sweep at the first shape, the
+    # rows timed with its best recompute backward if that beat the default end to end (the file
+    # records which), "chunked" also at C = 32 and 64. The peer rows need accelerated-scan 0.3.1
+    # importable (carry its wheel: pip install --no-deps --target /tmp/site accelerated_scan-0.3.1-py3-none-any.whl)
     python -m pytest -o addopts="" -p no:cacheprovider -m gpu tests/test_triton_scan.py -q -rs \
       > results/bench/gpu_tests_h200.txt 2>&1 || echo "GPU tests failed: see results/bench/gpu_tests_h200.txt"
-    python -m minimipt.bench scan --out results/bench/scan_h200.json > results/bench/scan_h200_log.txt 2>&1
+    python -m minimipt.bench scan --sweep --adopt-sweep --chunks 32,64 --out results/bench/scan_h200.json \
+      > results/bench/scan_h200_log.txt 2>&1
     ;;
   lm-x4)
     # the language-model grid spread over the GPUs in $GPUS (default 0,1,2,3: nvidia-h200-x4)
     python -m minimipt data prepare wikitext-2 --from "${RAW:?}" --quiet
-    python -m minimipt.experiments wikitext-2-offline --gpus "${GPUS:-0,1,2,3}" --parallel 8 --max-minutes "$minutes"
+    python -m minimipt.experiments wikitext-2-offline --gpus "${GPUS:-0,1,2,3}" --parallel "${PARALLEL:-8}" --max-minutes "$minutes"
     ;;
   *) echo "unknown stage $stage" >&2; exit 2 ;;
 esac

@@ -188,19 +188,19 @@ def test_bad_arguments():
 
 
 def test_auto_path_takes_the_smaller_materialisation_and_equals_both():
-    """"auto": dense while L ≤ 2·K·d_h (logits L² vs gathered keys and values 2·L·K·d_h), slots beyond;
-    dense for unbounded K. The module's output is the same whichever path it takes."""
-    cache = CausalSparseCache(8, 2, heads=2)  # d_h = 4: dense up to L = 2·2·4 = 16
-    assert cache.path(16) == "dense" and cache.path(17) == "slots"
+    """"auto": dense while L ≤ K·d_h/2 (about four L² buffers vs gathered keys and values, 2·L·K·d_h),
+    slots beyond; dense for unbounded K. The module's output is the same whichever path it takes."""
+    cache = CausalSparseCache(8, 4, heads=2)  # d_h = 4: dense up to L = 4·4/2 = 8
+    assert cache.path(8) == "dense" and cache.path(9) == "slots"
     assert CausalSparseCache(8, None, heads=2).path(10_000) == "dense"
     assert CausalSparseCache(8, 2, heads=2, method="slots").path(4) == "slots"
     torch.manual_seed(0)
-    for L in (12, 40):  # one length on each side of the switch
+    for L in (6, 40):  # one length on each side of the switch
         xh = torch.randn(2, L, 8, dtype=torch.float64)
         log_p = F.logsigmoid(torch.randn(2, L, 4, dtype=torch.float64))
         outs = {}
         for method in ("auto", "dense", "slots"):
-            c = CausalSparseCache(8, 2, heads=2, method=method).double()
+            c = CausalSparseCache(8, 4, heads=2, method=method).double()
             c.load_state_dict(cache.state_dict())
             outs[method] = c(xh, log_p)
         other = "slots" if cache.path(L) == "dense" else "dense"

@@ -29,6 +29,7 @@ measured in the same run.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import platform
 import statistics
@@ -38,7 +39,7 @@ from pathlib import Path
 import torch
 
 from ..env import get_device, repo_root, smoke_mode
-from ..scan import _REGISTRY, mipt_scan, scan_methods, scan_sequential
+from ..scan import CHUNK, _REGISTRY, mipt_scan, scan_chunked, scan_methods, scan_sequential
 from ..train.provenance import git_commit
 
 __all__ = ["add_arguments", "run", "DEFAULT_SHAPES", "SMOKE_SHAPES"]
@@ -63,6 +64,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also time the Triton kernel's block configurations at the first shape")
     parser.add_argument("--sweep-only", action="store_true",
                         help="only the sweep (writes the JSON with best_fwd / best_bwd configurations)")
+    parser.add_argument("--adopt-sweep", action="store_true",
+                        help="with --sweep: time the rows with the sweep's best recompute-backward configuration "
+                             "(if it beats the default end to end); the results file records the one used")
+    parser.add_argument("--chunks", default="",
+                        help="extra chunk lengths C to time \"chunked\" with, e.g. 32,64 (the default C always runs)")
     parser.add_argument("--commit", default=None, help="git commit to record (default: read with git)")
 
 
@@ -150,8 +156,9 @@ def _bytes_ours(x: dict, p_dt: torch.dtype, u_bytes: int) -> tuple[int, int]:
     return fwd, fwd + bwd
 
 
-def _case_ours(method: str, x: dict, dtype: str):
-    """(forward fn, forward+backward fn, output h, bytes fwd, bytes fwd+bwd) for our methods."""
+def _case_ours(method: str, x: dict, dtype: str, chunk: int | None = None):
+    """(forward fn, forward+backward fn, output h, bytes fwd, bytes fwd+bwd) for our methods;
+    ``chunk``: the chunk length of "chunked" (None: its default)."""
     lowp = dtype == "bf16"
     pdt = torch.bfloat16 if lowp else torch.float32
     p = x["p"].to(pdt)
@@ -169,7 +176,7 @@ def _case_ours(method: str, x: dict, dtype: str):
         u_bytes = 8
     else:  # the registered method itself, without mipt_scan's input value checks (as the peer)
         u = torch.view_as_complex(x["u"].contiguous())
-        fn = _REGISTRY[method].fn
+        fn = _REGISTRY[method].fn if chunk is None else functools.partial(scan_chunked, chunk=chunk)
         u_bytes = 8
     leaves = [t.detach().clone().requires_grad_() for t in (p, theta, u)]
 
@@ -381,6 +388,9 @@ def run(args: argparse.Namespace) -> int:
     for d in dtypes:
         if d not in ("float32", "bf16"):
             raise ValueError(f"--dtypes: {d!r} is not one of float32, bf16")
+    chunks = [CHUNK] + _parse_chunks(args.chunks)
+    if args.adopt_sweep and not (args.sweep and not args.sweep_only):
+        raise ValueError("--adopt-sweep needs --sweep (and not --sweep-only): it times the rows with the sweep's winner")
     peer_version = _peer_version() if device.type == "cuda" else None
     from ..kernels import triton_available
 
@@ -414,12 +424,15 @@ def run(args: argparse.Namespace) -> int:
         if "triton" not in available:
             raise ValueError("--sweep needs the Triton kernel, which is not available on this device")
         sweep = _sweep(shapes[0], device, bench)
+        if args.adopt_sweep:
+            _adopt(sweep)
     for si, (B, D, L) in enumerate(shapes if not args.sweep_only else []):
         for dtype in dtypes:
             x = _inputs(B, D, L, dtype, device, seed=1000 * si + len(dtype))
             ref = _reference(x)
             n = B * L * D
-            for method in methods:
+            cases = [(m, c) for m in methods for c in (chunks if m == "chunked" else [None])]
+            for method, chunk in cases:
                 if method == "sequential" and L > SEQUENTIAL_MAX_L and not small:
                     continue
                 if method.startswith("peer") and dtype != "float32":
@@ -427,12 +440,14 @@ def run(args: argparse.Namespace) -> int:
                 if method in ("sequential", "chunked", "closed_form", "mipt_scan") and dtype != "float32":
                     continue  # these upcast p, theta to u's float32: the same computation
                 row = {"method": method, "B": B, "D": D, "L": L, "dtype": dtype}
+                if chunk is not None:
+                    row["chunk"] = chunk
                 try:
                     if method.startswith("peer"):
                         fwd, fwd_bwd, b_f, b_fb = _case_peer(x, method == "peer+gate")
                         h = fwd().transpose(1, 2)[0, :, : ref.shape[1]]
                     else:
-                        fwd, fwd_bwd, b_f, b_fb = _case_ours(method, x, dtype)
+                        fwd, fwd_bwd, b_f, b_fb = _case_ours(method, x, dtype, None if chunk == CHUNK else chunk)
                         h = fwd()[0, :, : ref.shape[1]]
                     row["rel_err"] = _rel(h, ref)
                     del h
@@ -489,17 +504,47 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_chunks(text: str) -> list[int]:
+    out = []
+    for item in (t.strip() for t in text.split(",")):
+        if not item:
+            continue
+        if not item.isdigit() or int(item) < 2:
+            raise ValueError(f"--chunks: {item!r} is not a chunk length (an int >= 2), e.g. --chunks 32,64")
+        if int(item) != CHUNK and int(item) not in out:
+            out.append(int(item))
+    return out
+
+
+def _adopt(sweep: dict) -> None:
+    """Use the sweep's best recompute-backward configuration for the timed rows if it was faster end
+    to end than the default (``kernel_configs`` in the results file records the one used)."""
+    from ..kernels import triton_scan as ts
+
+    e2e = {(r["which"], r["backward"]): r for r in sweep.get("end_to_end", [])}
+    best, default = e2e.get(("best", "recompute")), e2e.get(("default", "recompute"))
+    if best and default and best["fwd_bwd_ms"] < default["fwd_bwd_ms"] and ts.BACKWARD == "recompute":
+        ts.RECOMPUTE_CONFIG = tuple(best["config"])
+        _ADOPTED.append(list(best["config"]))
+        print(f"adopted the sweep's recompute configuration {best['config']} "
+              f"({best['fwd_bwd_ms']:.3f} vs {default['fwd_bwd_ms']:.3f} ms end to end)", flush=True)
+
+
+_ADOPTED: list = []
+
+
 def _kernel_configs() -> dict:
     from ..kernels import triton_scan as ts
 
-    return {"forward": list(ts.DEFAULT_CONFIG), "backward": list(ts.BWD_CONFIG),
+    return {"recompute_adopted_from_sweep": bool(_ADOPTED),"forward": list(ts.DEFAULT_CONFIG), "backward": list(ts.BWD_CONFIG),
             "fields": "BLOCK_L, BLOCK_D, num_warps, fast_trig, strided, prefetch[, num_stages]",
             "backward_kind": ts.BACKWARD, "recompute": list(ts.RECOMPUTE_CONFIG),
             "recompute_fields": "BLOCK_L, BLOCK_D, num_warps, shift, prefetch"}
 
 
 def _fmt_row(r: dict) -> str:
-    head = f"{r['method']:<11} B={r['B']:<3} D={r['D']:<5} L={r['L']:<6} {r['dtype']:<8}"
+    name = r["method"] + (f"/C={r['chunk']}" if r.get("chunk") not in (None, CHUNK) else "")
+    head = f"{name:<11} B={r['B']:<3} D={r['D']:<5} L={r['L']:<6} {r['dtype']:<8}"
     if "error" in r:
         return head + " " + r["error"]
     return (head + f" fwd {r['fwd_ms']:8.3f} ms {r['fwd_TBps']:5.2f} TB/s  "
@@ -510,10 +555,11 @@ def _table(rows: list[dict]) -> str:
     lines = ["| method | B, D, L | dtype | fwd ms | fwd TB/s | fwd floor ms | f+b ms | f+b TB/s | f+b floor ms | rel err |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        name = r["method"] + (f" (C={r['chunk']})" if r.get("chunk") not in (None, CHUNK) else "")
         if "error" in r:
-            lines.append(f"| {r['method']} | {r['B']}, {r['D']}, {r['L']} | {r['dtype']} | {r['error']} |||||||")
+            lines.append(f"| {name} | {r['B']}, {r['D']}, {r['L']} | {r['dtype']} | {r['error']} |||||||")
             continue
-        lines.append(f"| {r['method']} | {r['B']}, {r['D']}, {r['L']} | {r['dtype']} | {r['fwd_ms']:.3f} | "
+        lines.append(f"| {name} | {r['B']}, {r['D']}, {r['L']} | {r['dtype']} | {r['fwd_ms']:.3f} | "
                      f"{r['fwd_TBps']:.2f} | {r['fwd_floor_ms']:.3f} | {r['fwd_bwd_ms']:.3f} | "
                      f"{r['fwd_bwd_TBps']:.2f} | {r['fwd_bwd_floor_ms']:.3f} | {r['rel_err']:.1e} |")
     return "\n".join(lines)

@@ -1,0 +1,44 @@
+"""`python -m minimipt.bench scan` on the CPU: rows, extra chunk lengths, argument errors."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+
+from minimipt.bench import scan
+from minimipt.results import scan_targets
+from minimipt.scan import CHUNK
+
+
+def _args(tmp_path, **kw):
+    parser = argparse.ArgumentParser()
+    scan.add_arguments(parser)
+    argv = ["--device", "cpu", "--shapes", "1x4x40", "--dtypes", "float32", "--methods", "sequential,chunked",
+            "--out", str(tmp_path / "scan.json"), "--commit", "abc"]
+    for key, value in kw.items():
+        argv += [f"--{key.replace('_', '-')}"] + ([] if value is True else [str(value)])
+    return parser.parse_args(argv)
+
+
+def test_cpu_run_times_every_chunk_length_and_targets_read_the_default(tmp_path, capsys):
+    assert scan.run(_args(tmp_path, chunks="4,16")) == 0
+    result = json.loads((tmp_path / "scan.json").read_text())
+    chunked = [r for r in result["rows"] if r["method"] == "chunked"]
+    assert sorted(r["chunk"] for r in chunked) == sorted({CHUNK, 4, 16})
+    assert all(r["rel_err"] < 1e-5 and r["fwd_bwd_ms"] > 0 for r in result["rows"])
+    assert "chunked (C=4)" in capsys.readouterr().out
+    # the issue-3 target reads the default chunk length's row, whatever the order of the rows
+    fake_peer = {"method": "peer", "B": 1, "D": 4, "L": 40, "dtype": "float32", "fwd_ms": 1.0, "fwd_bwd_ms": 1.0}
+    default = next(r for r in chunked if r["chunk"] == CHUNK)
+    result["rows"] = sorted(chunked, key=lambda r: r["chunk"] == CHUNK) + [fake_peer]
+    (target,) = [t for t in scan_targets(result, shape=(1, 4, 40)) if "chunked" in t["target"]]
+    assert f"{default['fwd_bwd_ms']:.2f} ms" in target["measured"]
+
+
+def test_bad_arguments(tmp_path):
+    with pytest.raises(ValueError, match="--chunks"):
+        scan.run(_args(tmp_path, chunks="1"))
+    with pytest.raises(ValueError, match="--adopt-sweep needs --sweep"):
+        scan.run(_args(tmp_path, adopt_sweep=True))
