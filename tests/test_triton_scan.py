@@ -121,7 +121,10 @@ from tests.test_triton_scan import _problem, _rel, _values_and_grads
 f64 = lambda t: None if t is None else t.double() if not t.is_complex() else t.to(torch.complex128)
 f32 = lambda t: None if t is None else t.to(torch.complex64 if t.is_complex() else torch.float32)
 for backward, cfg in (("saved_h", None), ("recompute", (8, 16, 1, 0, True)),
-                      ("recompute", (16, 8, 2, 1, False))):
+                      ("recompute", (16, 8, 2, 1, False)),
+                      # shift 2: 4 lanes x 4 rows per thread; 1 lane x 8 rows (prefetch); 4 lanes x 8 rows
+                      ("recompute", (16, 8, 1, 2, False)), ("recompute", (8, 32, 1, 2, True)),
+                      ("recompute", (32, 16, 2, 2, False))):
     # L, D not multiples of any block; one tile shorter than a block; p near 0, near 1, mixed
     for p_mode, L, D, with_h0 in (("mixed", 37, 19, True), ("near1", 21, 5, False), ("near0", 30, 17, True),
                                   ("mixed", 1, 3, False)):
@@ -172,7 +175,7 @@ print("ok")
 @pytest.mark.skipif(not _has_triton(), reason="needs Triton (pip install triton); CI has none")
 def test_interpreted_kernels_match_reference_both_backwards():
     """Values and gradients of both backwards ("saved_h" and "recompute", the latter with the
-    exclusive-scan and the gather shift) equal the float64 reference, or are at most twice as far
+    exclusive-scan shift, the gather shift and the rows-per-thread recurrences) equal the float64 reference, or are at most twice as far
     from it as the float32 loop; bf16 inputs; the forward's checkpoints are exact. The interpreter
     does not check bounds: out-of-range accesses show only on the GPU (compute-sanitizer)."""
     import os
@@ -311,12 +314,13 @@ def test_every_output_written_and_equals_chunked_at_benchmark_like_shape():
 @pytest.mark.gpu
 @needs_gpu
 @pytest.mark.parametrize("backward,cfg", [("saved_h", None), ("recompute", None), ("recompute", (8, 16, 1, 0, True)),
-                                          ("recompute", (16, 8, 1, 1, False)), ("recompute", (16, 16, 4, 1, True))])
+                                          ("recompute", (16, 8, 1, 1, False)), ("recompute", (16, 16, 4, 1, True)),
+                                          ("recompute", (16, 8, 1, 2, False)), ("recompute", (32, 8, 1, 2, True))])
 @pytest.mark.parametrize("p_mode", ["near0", "near1", "mixed"])
 @pytest.mark.parametrize("L", [1, 77, 4099])
 def test_both_backwards_values_and_grads(backward, cfg, p_mode, L):
-    """Each backward (and a few recompute configurations: exclusive-scan and gather shift, with and
-    without prefetch) against the float64 reference, as test_float32_values_and_grads."""
+    """Each backward (and a few recompute configurations: exclusive-scan shift, gather shift and
+    rows per thread, with and without prefetch) against the float64 reference, as test_float32_values_and_grads."""
     from minimipt.kernels.triton_scan import scan_triton
 
     B, D = 2, 45

@@ -80,7 +80,8 @@ BACKWARDS = ("saved_h", "recompute")
 # is no longer kept alive for backward (8 B per element of training memory)
 BACKWARD = "recompute"
 # the recomputing backward's (BLOCK_L, BLOCK_D, num_warps, shift, prefetch); shift 0: the
-# shifted states by an exclusive scan (composition), 1: by tl.gather. (16, 8, 1, 0, False) was
+# shifted states by an exclusive scan (composition), 1: by tl.gather, 2: each thread owns
+# BLOCK_L·BLOCK_D/(32·num_warps) consecutive rows and runs the recurrences itself (v4). (16, 8, 1, 0, False) was
 # the sweep's fastest: backward 2.39 ms at (32, 512, 8192)
 RECOMPUTE_CONFIG = (16, 8, 1, 0, False)
 
@@ -437,6 +438,143 @@ def _bwd_recompute_kernel(P, TH, U, CKPT, GH, DP, DTH, DU, DH0, L, D, n_tiles,
                  tl.join(k_r, k_i), mask=cmask[:, None])
 
 
+@_jit
+def _slab_loads(P, TH, U, GH, CKPT, j, base, cols, cmask, L, D, n_tiles, pid_b, pid_d,
+                LANES: tl.constexpr, R: tl.constexpr, BLOCK_D: tl.constexpr):
+    """The ``shift=2`` backward's loads for tile ``j`` as ``R`` slabs of ``(LANES, BLOCK_D)``:
+    slab ``s`` holds rows ``j·LANES·R + i·R + s`` (``i < LANES``), so each thread owns ``R``
+    consecutive rows. Tuples (one entry per slab) of p, θ, Re u, Im u, Re dL/dh, Im dL/dh, then
+    the checkpointed state entering the tile; masking as in :func:`_rc_loads`."""
+    lane_rows = tl.arange(0, LANES) * R
+    ps = ()
+    ths = ()
+    urs = ()
+    uis = ()
+    grs = ()
+    gis = ()
+    for s in tl.static_range(R):
+        t = j * (LANES * R) + lane_rows + s
+        mask = ((t >= 0) & (t < L))[:, None] & cmask[None, :]
+        off = base + t.to(tl.int64)[:, None] * D + cols[None, :]
+        ps = ps + (tl.load(P + off, mask=mask, other=0.0).to(tl.float32),)
+        ths = ths + (tl.load(TH + off, mask=mask, other=0.0).to(tl.float32),)
+        offs2, mask2 = _pair_offsets(t, base, L, D, pid_d, BLOCK_D)
+        u_r, u_i = _load_pairs(U, offs2, mask2, False, LANES, BLOCK_D)
+        go_r, go_i = _load_pairs(GH, offs2, mask2, False, LANES, BLOCK_D)
+        urs = urs + (u_r,)
+        uis = uis + (u_i,)
+        grs = grs + (go_r,)
+        gis = gis + (go_i,)
+    two = tl.arange(0, 2)
+    jv = j + tl.zeros([BLOCK_D], dtype=tl.int32)
+    c = tl.load(CKPT + (((pid_b.to(tl.int64) * n_tiles + tl.maximum(jv, 0)) * D + cols)[:, None] * 2
+                        + two[None, :]), mask=(cmask & (jv >= 0))[:, None], other=0.0)
+    c_r, c_i = tl.split(c)
+    return ps, ths, urs, uis, grs, gis, c_r, c_i
+
+
+@_jit
+def _bwd_rows_kernel(P, TH, U, CKPT, GH, DP, DTH, DU, DH0, L, D, n_tiles,
+                     HAS_H0: tl.constexpr, LANES: tl.constexpr, R: tl.constexpr, BLOCK_D: tl.constexpr,
+                     PREFETCH: tl.constexpr):
+    """The recomputing backward with ``shift=2`` (v4): the same equations as
+    :func:`_bwd_recompute_kernel`, but each thread owns ``R`` consecutive rows of the tile
+    (``BLOCK_L = LANES·R``), so most of both scans is a plain recurrence in registers:
+
+    1. per thread, the composition of its R forward maps ``x ↦ a_t x + p_t u_t`` and of its R
+       reverse maps ``x ↦ conj(a_t)(dL/dh_t + x)`` (sequential, no shuffles);
+    2. an exclusive scan of those compositions across the ``LANES`` threads of a column (the
+       doubled-field scan of ``shift=0``, over LANES instead of BLOCK_L elements) gives the
+       state entering each thread's rows: h_{t−1} at its first row, k_{t+1} at its last;
+    3. per thread, the recurrences ``h_t = a_t h_{t−1} + p_t u_t`` (rows upward) and
+       ``k_t = conj(a_t)(dL/dh_t + k_{t+1})`` (rows downward) give h_{t−1} and k_{t+1} at every
+       row, then dp, dθ, du as in :func:`_store_grads`.
+
+    sin and cos once per element; no division; the loads and stores are those of ``shift=0``."""
+    pid_b = tl.program_id(0)
+    pid_d = tl.program_id(1)
+    cols = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+    cmask = cols < D
+    base = pid_b.to(tl.int64) * L * D
+    lane_rows = tl.arange(0, LANES) * R
+    k_r = tl.zeros([BLOCK_D], dtype=tl.float32)   # k at the first row after the tile
+    k_i = tl.zeros([BLOCK_D], dtype=tl.float32)
+    if PREFETCH:
+        nx = _slab_loads(P, TH, U, GH, CKPT, n_tiles - 1, base, cols, cmask, L, D, n_tiles, pid_b, pid_d,
+                         LANES, R, BLOCK_D)
+    for kk in tl.range(0, n_tiles):
+        j = n_tiles - 1 - kk
+        if PREFETCH:
+            ps, ths, urs, uis, grs, gis, c_r, c_i = nx
+            nx = _slab_loads(P, TH, U, GH, CKPT, j - 1, base, cols, cmask, L, D, n_tiles, pid_b, pid_d,
+                             LANES, R, BLOCK_D)
+        else:
+            ps, ths, urs, uis, grs, gis, c_r, c_i = _slab_loads(
+                P, TH, U, GH, CKPT, j, base, cols, cmask, L, D, n_tiles, pid_b, pid_d, LANES, R, BLOCK_D)
+        # 1. gates, and each thread's forward composition (rows upward)  # (LANES, BLOCK_D) each
+        css = ()
+        sns = ()
+        ars = ()
+        ais = ()
+        one = tl.full([LANES, BLOCK_D], 1.0, tl.float32)
+        Af_r = one
+        Af_i = one * 0.0
+        Bf_r = one * 0.0
+        Bf_i = one * 0.0
+        for s in tl.static_range(R):
+            m = 1.0 - ps[s]
+            cs, sn = _cos_sin(ths[s], False)
+            a_r = m * cs
+            a_i = m * sn
+            css = css + (cs,)
+            sns = sns + (sn,)
+            ars = ars + (a_r,)
+            ais = ais + (a_i,)
+            Af_r, Af_i, Bf_r, Bf_i = _compose(Af_r, Af_i, Bf_r, Bf_i, a_r, a_i, ps[s] * urs[s], ps[s] * uis[s])
+        # ... and its reverse composition (rows downward): x ↦ conj(a)(dL/dh + x)
+        Ar_r = one
+        Ar_i = one * 0.0
+        Br_r = one * 0.0
+        Br_i = one * 0.0
+        for s in tl.static_range(R - 1, -1, -1):
+            Ar_r, Ar_i = _cmul(ars[s], -ais[s], Ar_r, Ar_i)
+            Br_r, Br_i = _cmul(ars[s], -ais[s], Br_r + grs[s], Br_i + gis[s])
+        # 2. the states entering each thread's rows: h before its first row, k after its last
+        h_r, h_i, _, _ = _shifted_scan(Af_r, Af_i, Bf_r, Bf_i, c_r, c_i, False, 0, LANES)
+        kn_r, kn_i, k_r, k_i = _shifted_scan(Ar_r, Ar_i, Br_r, Br_i, k_r, k_i, True, 0, LANES)
+        # 3. h_{t-1} at every row (upward), then k_{t+1}, g_t and the gradients (downward)
+        hps_r = ()
+        hps_i = ()
+        for s in tl.static_range(R):
+            hps_r = hps_r + (h_r,)
+            hps_i = hps_i + (h_i,)
+            h_r, h_i = _cmul(ars[s], ais[s], h_r, h_i)
+            h_r = h_r + ps[s] * urs[s]
+            h_i = h_i + ps[s] * uis[s]
+        for s in tl.static_range(R - 1, -1, -1):
+            g_r = grs[s] + kn_r
+            g_i = gis[s] + kn_i
+            kn_r, kn_i = _cmul(ars[s], -ais[s], g_r, g_i)
+            t = j * (LANES * R) + lane_rows + s
+            _store_grads(DP, DTH, DU, css[s], sns[s], hps_r[s], hps_i[s], g_r, g_i, urs[s], uis[s], ps[s],
+                         t, base, cols, cmask, L, D, pid_d, LANES, BLOCK_D)
+    if HAS_H0:  # k_0 = ∂L/∂h0
+        two = tl.arange(0, 2)
+        tl.store(DH0 + ((pid_b.to(tl.int64) * D + cols)[:, None] * 2 + two[None, :]),
+                 tl.join(k_r, k_i), mask=cmask[:, None])
+
+
+def _rows_split(BL: int, BD: int, warps: int) -> tuple[int, int]:
+    """``(LANES, R)`` of the ``shift=2`` backward: a ``(LANES, BLOCK_D)`` slab gives each of the
+    ``32·num_warps`` threads one element (as far as ``BLOCK_L`` allows), ``R = BLOCK_L / LANES``
+    rows per thread."""
+    lanes = max(1, min(BL, (32 * warps) // BD))
+    if BL % lanes:
+        raise ValueError(f"shift=2 needs BLOCK_L ({BL}) to be a multiple of 32·num_warps/BLOCK_D ({lanes}); "
+                         f"pick powers of two")
+    return lanes, BL // lanes
+
+
 def _pairs(u: torch.Tensor) -> torch.Tensor:
     """``u`` as a contiguous real ``(..., 2)`` tensor of (re, im) pairs (complex → view_as_real)."""
     if u.is_complex():
@@ -487,6 +625,12 @@ def _launch_bwd_recompute(p, theta, u2, h02, ck2, g2, config):
     du2 = torch.empty_like(u2)
     dh02 = torch.empty_like(h02) if h02 is not None else None
     grid = (B, triton.cdiv(D, BD))
+    if int(shift) == 2:  # each thread owns BLOCK_L / LANES consecutive rows (v4)
+        lanes, rows = _rows_split(BL, BD, warps)
+        _bwd_rows_kernel[grid](p, theta, u2, ck2, g2, dp, dth, du2, dh02 if dh02 is not None else dp,
+                               L, D, triton.cdiv(L, BL), HAS_H0=h02 is not None, LANES=lanes, R=rows,
+                               BLOCK_D=BD, PREFETCH=bool(prefetch), num_warps=warps)
+        return dp, dth, du2, dh02
     _bwd_recompute_kernel[grid](p, theta, u2, ck2, g2, dp, dth, du2, dh02 if dh02 is not None else dp,
                                 L, D, triton.cdiv(L, BL), HAS_H0=h02 is not None, BLOCK_L=BL, BLOCK_D=BD,
                                 SHIFT=int(shift), PREFETCH=bool(prefetch), num_warps=warps)
