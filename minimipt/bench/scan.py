@@ -264,6 +264,10 @@ RECOMPUTE_SWEEP = [
     (16, 16, 2, 0, False), (16, 16, 2, 0, True), (16, 16, 2, 1, False), (8, 32, 2, 0, True),
     (8, 32, 2, 1, True), (16, 16, 4, 0, True), (16, 16, 4, 1, True), (16, 32, 4, 0, False),
     (16, 32, 4, 1, False), (32, 16, 4, 1, False),
+    # shift 2 (v4): rows per thread = BLOCK_L·BLOCK_D/(32·num_warps); no spills on sm_90
+    (16, 8, 1, 2, False), (16, 8, 1, 2, True), (32, 8, 1, 2, False), (32, 8, 1, 2, True),
+    (8, 8, 1, 2, False), (16, 8, 2, 2, False), (32, 8, 2, 2, False), (16, 16, 2, 2, False),
+    (32, 16, 2, 2, False), (16, 16, 1, 2, False),
 ]
 
 
