@@ -257,12 +257,14 @@ def bench_table(result: dict) -> str:
         f"commit {str(result.get('git_commit', '?'))[:10]}, timer: {result.get('config', {}).get('timer', '?')}")
     lines = [head, "", "| method | B, D, L | dtype | fwd ms | fwd+bwd ms | fwd TB/s | rel err |",
              "|---|---|---|---|---|---|---|"]
+    from .report import scan_row_label
+
     for r in result["rows"]:
         shape = f"{r['B']}, {r['D']}, {r['L']}"
         if "error" in r:
-            lines.append(f"| {r['method']} | {shape} | {r['dtype']} | {r['error']} | | | |")
+            lines.append(f"| {scan_row_label(r)} | {shape} | {r['dtype']} | {r['error']} | | | |")
         else:
-            lines.append(f"| {r['method']} | {shape} | {r['dtype']} | {r['fwd_ms']:.3f} | {r['fwd_bwd_ms']:.3f} | "
+            lines.append(f"| {scan_row_label(r)} | {shape} | {r['dtype']} | {r['fwd_ms']:.3f} | {r['fwd_bwd_ms']:.3f} | "
                          f"{r['fwd_TBps']:.2f} | {r['rel_err']:.1e} |")
     return "\n".join(lines)
 

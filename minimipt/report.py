@@ -208,6 +208,11 @@ def plot_summary(summary: dict[str, list[dict]], out_dir: Path) -> list[Path]:
     return paths
 
 
+def scan_row_label(row: dict) -> str:
+    """A scan benchmark row's method name, with its chunk length when it has one: ``chunked (C=32)``."""
+    return row["method"] + (f" (C={row['chunk']})" if row.get("chunk") is not None else "")
+
+
 def bench_tables(root: str | Path | None = None) -> str:
     """The scan benchmark and the length-scaling benchmark (``results/bench/*_h200.json``) as Markdown;
     the scaling table and the kernel's end-to-end table are :mod:`minimipt.results`' (one version each)."""
@@ -225,7 +230,7 @@ def bench_tables(root: str | Path | None = None) -> str:
         for r in d["rows"]:
             if r["method"] == "sequential":
                 continue
-            out.append(f"| {r['method']} | ({r['B']}, {r['D']}, {r['L']}) | {r['dtype']} | {r['fwd_ms']:.3f} | "
+            out.append(f"| {scan_row_label(r)} | ({r['B']}, {r['D']}, {r['L']}) | {r['dtype']} | {r['fwd_ms']:.3f} | "
                        f"{r['fwd_bwd_ms']:.3f} | {r['fwd_floor_ms']:.3f} | {r['rel_err']:.1e} |")
         out.append("")
     scaling = root / "bench" / "scaling_h200.json"

@@ -124,7 +124,7 @@ for backward, cfg in (("saved_h", None), ("recompute", (8, 16, 1, 0, True)),
                       ("recompute", (16, 8, 2, 1, False)),
                       # shift 2: 4 lanes x 4 rows per thread; 1 lane x 8 rows (prefetch); 4 lanes x 8 rows
                       ("recompute", (16, 8, 1, 2, False)), ("recompute", (8, 32, 1, 2, True)),
-                      ("recompute", (32, 16, 2, 2, False))):
+                      ("recompute", (32, 16, 2, 2, False)), ("recompute", (16, 16, 2, 2, False))):
     # L, D not multiples of any block; one tile shorter than a block; p near 0, near 1, mixed
     for p_mode, L, D, with_h0 in (("mixed", 37, 19, True), ("near1", 21, 5, False), ("near0", 30, 17, True),
                                   ("mixed", 1, 3, False)):

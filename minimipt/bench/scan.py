@@ -39,6 +39,7 @@ from pathlib import Path
 import torch
 
 from ..env import get_device, repo_root, smoke_mode
+from ..report import scan_row_label
 from ..scan import CHUNK, _REGISTRY, mipt_scan, scan_chunked, scan_methods, scan_sequential
 from ..train.provenance import git_commit
 
@@ -547,8 +548,7 @@ def _kernel_configs() -> dict:
 
 
 def _fmt_row(r: dict) -> str:
-    name = r["method"] + (f"/C={r['chunk']}" if r.get("chunk") not in (None, CHUNK) else "")
-    head = f"{name:<11} B={r['B']:<3} D={r['D']:<5} L={r['L']:<6} {r['dtype']:<8}"
+    head = f"{scan_row_label(r):<15} B={r['B']:<3} D={r['D']:<5} L={r['L']:<6} {r['dtype']:<8}"
     if "error" in r:
         return head + " " + r["error"]
     return (head + f" fwd {r['fwd_ms']:8.3f} ms {r['fwd_TBps']:5.2f} TB/s  "
@@ -559,7 +559,7 @@ def _table(rows: list[dict]) -> str:
     lines = ["| method | B, D, L | dtype | fwd ms | fwd TB/s | fwd floor ms | f+b ms | f+b TB/s | f+b floor ms | rel err |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        name = r["method"] + (f" (C={r['chunk']})" if r.get("chunk") not in (None, CHUNK) else "")
+        name = scan_row_label(r)
         if "error" in r:
             lines.append(f"| {name} | {r['B']}, {r['D']}, {r['L']} | {r['dtype']} | {r['error']} |||||||")
             continue

@@ -81,9 +81,11 @@ BACKWARDS = ("saved_h", "recompute")
 BACKWARD = "recompute"
 # the recomputing backward's (BLOCK_L, BLOCK_D, num_warps, shift, prefetch); shift 0: the
 # shifted states by an exclusive scan (composition), 1: by tl.gather, 2: each thread owns
-# BLOCK_L·BLOCK_D/(32·num_warps) consecutive rows and runs the recurrences itself (v4). (16, 8, 1, 0, False) was
-# the sweep's fastest: backward 2.39 ms at (32, 512, 8192)
-RECOMPUTE_CONFIG = (16, 8, 1, 0, False)
+# BLOCK_L·BLOCK_D/(32·num_warps) consecutive rows and runs the recurrences itself (v4).
+# (16, 16, 2, 2, False) was the fastest of the H200 sweep of session 3 (results/bench/scan_h200.json):
+# backward 1.98 ms at (32, 512, 8192) (v3's (16, 8, 1, 0, False): 2.47 ms in the same run), forward+
+# backward through autograd 2.94 ms vs 3.44
+RECOMPUTE_CONFIG = (16, 16, 2, 2, False)
 
 
 @_jit
