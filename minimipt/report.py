@@ -18,7 +18,7 @@ from pathlib import Path
 from .env import repo_root
 from .fileio import atomic_write_text
 
-__all__ = ["load_runs", "variant_of", "summarise", "render_table", "update_readme", "register"]
+__all__ = ["load_runs", "unfinished_runs", "variant_of", "summarise", "render_table", "update_readme", "register"]
 
 START, END = "<!-- results -->", "<!-- /results -->"
 
@@ -39,6 +39,20 @@ def load_runs(root: str | Path | None = None) -> list[dict]:
 
 
 _NOT_GRIDS = ("ddp", "bench", "kernel-e2e", "explore")  # own sections; explore: not reference runs
+
+
+def unfinished_runs(root: str | Path | None = None) -> dict[str, list[str]]:
+    """Per experiment, the runs whose ``results.json`` says they did not finish (a call's time ran out):
+    ``"name (steps/total steps)"``. They are left out of the tables, and the report says so."""
+    root = Path(root) if root is not None else repo_root() / "results"
+    out: dict[str, list[str]] = defaultdict(list)
+    for path in sorted(root.rglob("results.json")):
+        res = json.loads(path.read_text())
+        experiment = path.relative_to(root).parts[0]
+        if res.get("complete") or experiment in _NOT_GRIDS:
+            continue
+        out[experiment].append(f"{path.parent.name} ({res.get('steps', '?')}/{res.get('total_steps', '?')} steps)")
+    return dict(out)
 
 
 def ddp_table(root: str | Path | None = None) -> str:
@@ -142,8 +156,9 @@ def _fmt(v) -> str:
     return "" if v is None else str(v)
 
 
-def render_table(summary: dict[str, list[dict]]) -> str:
-    """Markdown: one table per experiment, with its protocol stated above it."""
+def render_table(summary: dict[str, list[dict]], unfinished: dict[str, list[str]] | None = None) -> str:
+    """Markdown: one table per experiment, with its protocol stated above it (and below it, the
+    runs of ``unfinished`` that were left out)."""
     if not summary:
         return "_No AG News, needle or language-model reference runs are committed yet._\n"
     parts = []
@@ -162,6 +177,8 @@ def render_table(summary: dict[str, list[dict]]) -> str:
             cells += [_fmt(r.get(k)) for k in metric_cols]
             cells += [(f"{r[k]:.4f}" if k == "sparsity" else f"{r[k]:.2f}") if k in r else "" for k in extra]
             parts.append("| " + " | ".join(cells) + " |")
+        if (unfinished or {}).get(exp):
+            parts.append(f"\nNot finished, left out of this table: {', '.join(unfinished[exp])}.")
         parts.append("")
     return "\n".join(parts)
 
@@ -273,7 +290,7 @@ def register(subparsers) -> None:
 def _run(args) -> int:
     root = Path(args.results) if args.results else repo_root() / "results"
     summary = summarise(load_runs(root))
-    text = targets_markdown(root) + "\n" + render_table(summary)
+    text = targets_markdown(root) + "\n" + render_table(summary, unfinished_runs(root))
     from . import results
 
     e2e = results.kernel_e2e_table(root) if list((root / "kernel-e2e").glob("*/results.json")) else ""

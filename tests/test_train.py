@@ -164,7 +164,7 @@ def test_full_ag_news_config_runs_on_a_canonical_layout(tmp_path, monkeypatch):
 
 
 def test_report_builds_table_from_results(tmp_path):
-    from minimipt.report import load_runs, render_table, summarise, update_readme
+    from minimipt.report import load_runs, render_table, summarise, unfinished_runs, update_readme
 
     for seed in (0, 1):
         for lr in (1e-3, 3e-3):
@@ -179,6 +179,14 @@ def test_report_builds_table_from_results(tmp_path):
     readme.write_text("a\n<!-- results -->\nold\n<!-- /results -->\nb\n")
     update_readme(text, readme)
     assert "old" not in readme.read_text() and "MIPT (no cache)" in readme.read_text()
+    # a run whose call ran out of time is named under its table, not averaged into it
+    cut = tmp_path / "res" / "needle-smoke" / "s2-lr0.001"
+    cut.mkdir()
+    (cut / "results.json").write_text(json.dumps({"complete": False, "steps": 3, "total_steps": 10}))
+    assert unfinished_runs(tmp_path / "res") == {"needle-smoke": ["s2-lr0.001 (3/10 steps)"]}
+    assert summarise(load_runs(tmp_path / "res")) == summary
+    assert "Not finished, left out of this table: s2-lr0.001 (3/10 steps)." in render_table(
+        summary, unfinished_runs(tmp_path / "res"))
 
 
 def test_ag_news_rejects_a_bpe_vocabulary_size():
