@@ -311,7 +311,8 @@ def scaling_table(scaling: dict) -> str:
                    f"{r['tokens_per_s']:,} | {peak} |")
         if graphs:
             row += (f" {r['graph_ms_per_step']:.2f} | {r['graph_tokens_per_s']:,} |" if "graph_ms_per_step" in r
-                    else " not captured | |" if r.get("graph_error") else " out of memory | |" if r.get("graph_oom")
+                    else " not captured | |" if r.get("graph_error") or r.get("graph_skipped")
+                    else " out of memory | |" if r.get("graph_oom")
                     else " | |")
         lines.append(row)
     lines += ["", "| decoding, batch 1 | context n | ms / token | state MB | peak MB |", "|---|---|---|---|---|"]

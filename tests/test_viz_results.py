@@ -12,6 +12,7 @@ import json
 import math
 
 import pytest
+import torch
 from matplotlib.figure import Figure
 
 from minimipt import report
@@ -181,6 +182,20 @@ def test_committed_scaling_file_reads_and_plots():
     assert "34,651" in cmp and R.PAPER_LABEL in cmp
     assert len(vr.plot_training_scaling(s, reference=R.paper_memory_series()).axes) == 2
     assert len(vr.plot_decode_scaling(s).axes) == 2
+
+
+def test_graph_timings_run_in_their_own_process_and_stop_after_a_failed_capture():
+    """Each model's CUDA-graph series runs in a spawned process, so a failed capture (here: there is
+    no CUDA device, so every capture fails) cannot poison the benchmark's own process; the lengths
+    after the failure are skipped, not attempted."""
+    from minimipt.bench import scaling
+
+    p = argparse.ArgumentParser()
+    scaling.add_arguments(p)
+    args = p.parse_args(["--batch", "1", "--repeats", "1", "--d-model", "16", "--layers", "1"])
+    rows = scaling._graph_points(["mipt"], args, [8, 16], 17, torch.device("cpu"))
+    assert "graph_error" in rows[("mipt", 8)] and rows[("mipt", 16)]["graph_skipped"]
+    assert torch.randint(0, 2, (1,)).numel() == 1  # this process's generators are untouched
 
 
 def test_live_cpu_scaling_benchmark(tmp_path):

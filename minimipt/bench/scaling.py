@@ -152,6 +152,40 @@ def _graph_point(make, B, N, device, repeats):
         torch.cuda.empty_cache()
 
 
+def _graph_series(name, d, layers, max_len, B, lengths, repeats, device) -> list[dict]:
+    """:func:`_graph_point` for one model at every length, meant to run in its own process: a capture
+    that fails can leave the CUDA generator in capture state, and the next random op of the process
+    then raises ("Offset increment outside graph capture"). After a failure the remaining lengths
+    are skipped, as the process is no longer trustworthy."""
+    device = torch.device(device)
+    make = _models([name], d, layers, max_len)[name]
+    out = []
+    for N in lengths:
+        if out and ("graph_error" in out[-1] or out[-1].get("graph_skipped")):
+            out.append({"graph_skipped": "after a failed capture at a shorter length"})
+            continue
+        out.append(_graph_point(make, B, N, device, repeats))
+    return out
+
+
+def _graph_points(names, args, lengths, max_len, device) -> dict[tuple[str, int], dict]:
+    """Every model's graph timings, each model in a fresh spawned process (see :func:`_graph_series`)."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    out = {}
+    for name in names:
+        with ctx.Pool(1) as pool:
+            try:
+                series = pool.apply(_graph_series, (name, args.d_model, args.layers, max_len, args.batch, lengths,
+                                                    args.repeats, str(device)))
+            except Exception as err:  # noqa: BLE001 - the worker died; recorded, the benchmark goes on
+                series = [{"graph_error": f"worker: {type(err).__name__}: {err}"[:300]}] * len(lengths)
+        for N, r in zip(lengths, series):
+            out[(name, N)] = r
+    return out
+
+
 @torch.no_grad()
 def _decode_point(make, name, n, device, repeats):
     from .. import state_nbytes
@@ -200,18 +234,19 @@ def run(args) -> int:
         print("--cuda-graphs needs a CUDA device: timing eager steps only")
     print(f"{'model':10s} {'N':>7s} {'ms/step':>9s} {'tokens/s':>11s} {'peak MB':>9s}"
           + (f" {'graph ms':>9s} {'graph tok/s':>12s}" if graphs else ""))
+    graph_rows = _graph_points(names, args, lengths, max(dec + lengths) + 1, device) if graphs else {}
     for N in lengths:
         for name in names:
             r = {"model": name, "N": N, **_train_point(makers[name], args.batch, N, device, args.repeats)}
-            if graphs and not r.get("oom"):
-                r.update(_graph_point(makers[name], args.batch, N, device, args.repeats))
+            if not r.get("oom"):
+                r.update(graph_rows.get((name, N), {}))
             train.append(r)
             line = ("      OOM" if r.get("oom") else
                     f"{r['ms_per_step']:9.2f} {r['tokens_per_s']:11,d} {r['peak_mb'] or float('nan'):9.1f}")
             if "graph_ms_per_step" in r:
                 line += f" {r['graph_ms_per_step']:9.2f} {r['graph_tokens_per_s']:12,d}"
-            elif "graph_error" in r or "graph_oom" in r:
-                line += f" graph: {r.get('graph_error', 'OOM')[:60]}"
+            elif "graph_error" in r or "graph_oom" in r or "graph_skipped" in r:
+                line += f" graph: {r.get('graph_error') or r.get('graph_skipped') or 'OOM'}"
             print(f"{name:10s} {N:7d} " + line, flush=True)
     print("\ndecoding one token after n tokens of context (batch 1)")
     print(f"{'model':10s} {'n':>7s} {'ms/token':>9s} {'state MB':>9s} {'peak MB':>9s}")
