@@ -122,9 +122,13 @@ f64 = lambda t: None if t is None else t.double() if not t.is_complex() else t.t
 f32 = lambda t: None if t is None else t.to(torch.complex64 if t.is_complex() else torch.float32)
 for backward, cfg in (("saved_h", None), ("recompute", (8, 16, 1, 0, True)),
                       ("recompute", (16, 8, 2, 1, False)),
-                      # shift 2: 4 lanes x 4 rows per thread; 1 lane x 8 rows (prefetch); 4 lanes x 8 rows
+                      # shift 2, one per (lanes, rows per thread) split of the sweep: 4 x 4; 1 x 8
+                      # (prefetch); 4 x 8; 4 x 2 (prefetch); 2 x 8 (prefetch); 8 x 2; 8 x 4; 2 x 4
                       ("recompute", (16, 8, 1, 2, False)), ("recompute", (8, 32, 1, 2, True)),
-                      ("recompute", (32, 16, 2, 2, False)), ("recompute", (16, 16, 2, 2, False))):
+                      ("recompute", (32, 16, 2, 2, False)), ("recompute", (16, 16, 2, 2, False)),
+                      ("recompute", (8, 16, 2, 2, True)), ("recompute", (16, 16, 1, 2, True)),
+                      ("recompute", (16, 16, 4, 2, False)), ("recompute", (32, 16, 4, 2, False)),
+                      ("recompute", (8, 16, 1, 2, False))):
     # L, D not multiples of any block; one tile shorter than a block; p near 0, near 1, mixed
     for p_mode, L, D, with_h0 in (("mixed", 37, 19, True), ("near1", 21, 5, False), ("near0", 30, 17, True),
                                   ("mixed", 1, 3, False)):

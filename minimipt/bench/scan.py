@@ -256,19 +256,22 @@ SWEEP_CONFIGS = [
     (16, 32, 4, False, True, False), (16, 32, 4, False, False, False, 1),
 ]
 # the recomputing backward (v3, backward="recompute"): (BLOCK_L, BLOCK_D, num_warps, shift, prefetch);
-# shift 0: the shifted states by an exclusive scan, 1: by tl.gather. All compile for sm_90 without
-# register spills (ptxas -v, notes/kernel.md); the forward then checkpoints every BLOCK_L rows
+# shift 0: the shifted states by an exclusive scan, 2: each thread owns R = BLOCK_L/LANES consecutive
+# rows, LANES = 32·num_warps/BLOCK_D (v4). Session 3's measured leaders plus the neighbours of its
+# winner (16, 16, 2, 2); the gather shift (1) and the slower shift-0 / BLOCK_D = 8 one-warp entries
+# were dropped after that run (all >= 3.0 ms). All compile for sm_90 without register spills
+# (ptxas -v; registers in notes/kernel.md); the forward then checkpoints every BLOCK_L rows
 RECOMPUTE_SWEEP = [
-    (8, 16, 1, 0, False), (8, 16, 1, 0, True), (8, 16, 1, 1, False), (8, 16, 1, 1, True),
-    (16, 8, 1, 0, False), (16, 8, 1, 0, True), (16, 8, 1, 1, False), (16, 16, 1, 0, False),
-    (8, 32, 1, 0, False), (8, 32, 1, 0, True), (8, 16, 2, 0, True), (8, 16, 2, 1, True),
-    (16, 16, 2, 0, False), (16, 16, 2, 0, True), (16, 16, 2, 1, False), (8, 32, 2, 0, True),
-    (8, 32, 2, 1, True), (16, 16, 4, 0, True), (16, 16, 4, 1, True), (16, 32, 4, 0, False),
-    (16, 32, 4, 1, False), (32, 16, 4, 1, False),
-    # shift 2 (v4): rows per thread = BLOCK_L·BLOCK_D/(32·num_warps); no spills on sm_90
-    (16, 8, 1, 2, False), (16, 8, 1, 2, True), (32, 8, 1, 2, False), (32, 8, 1, 2, True),
-    (8, 8, 1, 2, False), (16, 8, 2, 2, False), (32, 8, 2, 2, False), (16, 16, 2, 2, False),
-    (32, 16, 2, 2, False), (16, 16, 1, 2, False),
+    # anchors, measured in session 3: the v3 default, the fast shift-0 ones, the shift-2 leaders
+    (16, 8, 1, 0, False), (8, 16, 1, 0, False), (8, 16, 1, 0, True),
+    (16, 16, 2, 2, False), (16, 16, 1, 2, False), (8, 8, 1, 2, False), (32, 16, 2, 2, False),
+    # neighbours of (16, 16, 2, 2): prefetch, more warps, wider BLOCK_D, shorter tiles
+    (16, 16, 2, 2, True), (16, 16, 1, 2, True), (32, 16, 2, 2, True),
+    (16, 16, 4, 2, False), (32, 16, 4, 2, False), (32, 32, 4, 2, False),
+    (16, 32, 4, 2, False), (16, 32, 4, 2, True), (16, 32, 2, 2, False),
+    (8, 16, 1, 2, False), (8, 16, 1, 2, True), (8, 16, 2, 2, False), (8, 16, 2, 2, True),
+    # neighbours of (8, 8, 1, 2) (4 lanes x 2 rows, 2.13 ms): the same split at BLOCK_D 16 / 32
+    (8, 8, 1, 2, True), (8, 32, 4, 2, False), (8, 32, 2, 2, False),
 ]
 
 
