@@ -120,7 +120,8 @@ from tests.test_triton_scan import _problem, _rel, _values_and_grads
 
 f64 = lambda t: None if t is None else t.double() if not t.is_complex() else t.to(torch.complex128)
 f32 = lambda t: None if t is None else t.to(torch.complex64 if t.is_complex() else torch.float32)
-for backward, cfg in (("saved_h", None), ("recompute", (8, 16, 1, 0, True)),
+# (backward, its configuration, the forward's configuration: None = DEFAULT_CONFIG)
+CASES = [(b, c, None) for b, c in (("saved_h", None), ("recompute", (8, 16, 1, 0, True)),
                       ("recompute", (16, 8, 2, 1, False)),
                       # shift 2, one per (lanes, rows per thread) split of the sweep: 4 x 4; 1 x 8
                       # (prefetch); 4 x 8; 4 x 2 (prefetch); 2 x 8 (prefetch); 8 x 2; 8 x 4; 2 x 4
@@ -128,23 +129,35 @@ for backward, cfg in (("saved_h", None), ("recompute", (8, 16, 1, 0, True)),
                       ("recompute", (32, 16, 2, 2, False)), ("recompute", (16, 16, 2, 2, False)),
                       ("recompute", (8, 16, 2, 2, True)), ("recompute", (16, 16, 1, 2, True)),
                       ("recompute", (16, 16, 4, 2, False)), ("recompute", (32, 16, 4, 2, False)),
-                      ("recompute", (8, 16, 1, 2, False))):
+                      ("recompute", (8, 16, 1, 2, False)))]
+# the rows-per-thread forward (v5, rows=True) writing the recompute backward's checkpoints: every
+# 16 rows = its tile (2 lanes x 8 rows, prefetch), every 16 rows inside a 32-row tile (4 x 8, only a
+# thread's last row), every 8 rows = its tile (4 x 2, prefetch), every 16 rows = two 8-row tiles
+# (8 x 1), every 16 rows inside a 32-row tile of 1 lane x 32 rows (every slab may hold one); one with
+# the "saved_h" backward (no checkpoints)
+CASES += [("recompute", (16, 16, 2, 2, False), (16, 16, 1, False, False, True, None, True)),
+          ("recompute", (16, 16, 2, 2, False), (32, 16, 2, False, False, False, None, True)),
+          ("recompute", (8, 8, 1, 2, False), (8, 8, 1, False, False, True, None, True)),
+          ("recompute", (16, 8, 1, 0, False), (8, 16, 4, False, False, False, None, True)),
+          ("recompute", (16, 16, 2, 2, False), (32, 32, 1, False, False, True, None, True)),
+          ("saved_h", None, (16, 8, 2, False, False, False, None, True))]
+for backward, cfg, fwd in CASES:
     # L, D not multiples of any block; one tile shorter than a block; p near 0, near 1, mixed
     for p_mode, L, D, with_h0 in (("mixed", 37, 19, True), ("near1", 21, 5, False), ("near0", 30, 17, True),
                                   ("mixed", 1, 3, False)):
         p, theta, u, h0, gout = _problem(2, L, D, p_mode, seed=L, with_h0=with_h0)
         h_ref, g_ref = _values_and_grads(scan_sequential, p, theta, u, h0, gout)
         h_32, g_32 = _values_and_grads(scan_sequential, *(f32(t) for t in (p, theta, u, h0)), gout)
-        fn = lambda *a: ts.scan_triton(*a, bwd_config=cfg, backward=backward)
+        fn = lambda *a: ts.scan_triton(*a, fwd_config=fwd, bwd_config=cfg, backward=backward)
         h, g = _values_and_grads(fn, *(f32(t) for t in (p, theta, u, h0)), gout)
         for name, x, x32, ref in zip(("h", "p", "theta", "u", "h0"), (h, *g), (h_32, *g_32), (h_ref, *g_ref)):
-            assert _rel(x, ref) <= max(1e-5, 2 * _rel(x32, ref)), (backward, cfg, p_mode, L, name, _rel(x, ref))
+            assert _rel(x, ref) <= max(1e-5, 2 * _rel(x32, ref)), (backward, cfg, fwd, p_mode, L, name, _rel(x, ref))
     # bf16 p, theta and u as bf16 (re, im) pairs: float32 state, the reference on the rounded inputs
     p, theta, u, h0, gout = _problem(2, 29, 10, "uniform", seed=5)
     pb, tb, ub = p.bfloat16(), theta.bfloat16(), torch.view_as_real(u).bfloat16()
     h_ref, g_ref = _values_and_grads(scan_sequential, pb.double(), tb.double(),
                                      torch.view_as_complex(ub.double()), h0, gout)
-    h, g = _values_and_grads(lambda *a: ts.scan_triton(*a, bwd_config=cfg, backward=backward),
+    h, g = _values_and_grads(lambda *a: ts.scan_triton(*a, fwd_config=fwd, bwd_config=cfg, backward=backward),
                              pb, tb, ub, f32(h0), gout)
     assert g[0].dtype == g[1].dtype == g[2].dtype == torch.bfloat16
     assert _rel(h, h_ref) < 1e-5, (backward, "bf16 h")
@@ -172,6 +185,13 @@ for every in (4, 8, 16, 32, 12):
     h2, ck2 = ts._launch_fwd(f32(p), f32(theta), u2, h02, ts.DEFAULT_CONFIG, every)
     entering = torch.cat([h02[:, None], h2], 1)[:, 0:37:every]
     assert torch.equal(ck2, entering), every
+    # the rows forward: its checkpoints are its own h bit for bit, and h and the checkpoints equal
+    # the tree-scan forward's to float32 rounding (the two add the same terms in another order)
+    for fwd in ((16, 16, 1, False, False, True, None, True), (32, 16, 2, False, False, False, None, True),
+                (32, 32, 1, False, False, False, None, True), (8, 8, 2, False, False, True, None, True)):
+        h2r, ck2r = ts._launch_fwd(f32(p), f32(theta), u2, h02, fwd, every)
+        assert torch.equal(ck2r, torch.cat([h02[:, None], h2r], 1)[:, 0:37:every]), (every, fwd)
+        assert torch.allclose(h2r, h2, rtol=0, atol=2e-6) and torch.allclose(ck2r, ck2, rtol=0, atol=2e-6), (every, fwd)
 print("ok")
 """
 
@@ -180,7 +200,9 @@ print("ok")
 def test_interpreted_kernels_match_reference_both_backwards():
     """Values and gradients of both backwards ("saved_h" and "recompute", the latter with the
     exclusive-scan shift, the gather shift and the rows-per-thread recurrences) equal the float64 reference, or are at most twice as far
-    from it as the float32 loop; bf16 inputs; the forward's checkpoints are exact. The interpreter
+    from it as the float32 loop, also with the rows-per-thread forward (v5) writing the checkpoints;
+    bf16 inputs; the forward's checkpoints are exact (the rows forward's equal its own h bit for bit
+    and the tree-scan forward's to float32 rounding). The interpreter
     does not check bounds: out-of-range accesses show only on the GPU (compute-sanitizer)."""
     import os
     from pathlib import Path
@@ -334,6 +356,30 @@ def test_both_backwards_values_and_grads(backward, cfg, p_mode, L):
     h_ref, g_ref = _values_and_grads(scan_sequential, *(to(t) for t in (p, theta, u, h0, gout)))
     h_32, g_32 = _values_and_grads(scan_sequential, *(f32(t) for t in (p, theta, u, h0)), to(gout))
     h, g = _values_and_grads(lambda *a: scan_triton(*a, bwd_config=cfg, backward=backward),
+                             *(f32(t) for t in (p, theta, u, h0)), to(gout))
+    for name, x, x32, ref in zip(("h", "p", "theta", "u", "h0"), (h, *g), (h_32, *g_32), (h_ref, *g_ref)):
+        assert _rel(x, ref) <= max(1e-5, 2 * _rel(x32, ref)), (name, _rel(x, ref), _rel(x32, ref))
+
+
+@pytest.mark.gpu
+@needs_gpu
+@pytest.mark.parametrize("fwd", [(16, 16, 1, False, False, True, None, True), (32, 16, 2, False, False, False, None, True),
+                                 (16, 32, 1, False, False, True, None, True)])
+@pytest.mark.parametrize("p_mode", ["near0", "near1", "mixed"])
+@pytest.mark.parametrize("L", [77, 4099])
+def test_rows_forward_values_and_grads(fwd, p_mode, L):
+    """The rows-per-thread forward (v5, ``rows=True``) writing the default recompute backward's
+    checkpoints (every 16 rows: its tile, or inside its 32-row tile) against the float64
+    reference, as test_float32_values_and_grads."""
+    from minimipt.kernels.triton_scan import scan_triton
+
+    B, D = 2, 45
+    p, theta, u, h0, gout = _problem(B, L, D, p_mode, seed=L + 2)
+    to = lambda t: t.to(DEV)  # noqa: E731
+    f32 = lambda t: t.to(DEV, torch.complex64 if t.is_complex() else torch.float32)  # noqa: E731
+    h_ref, g_ref = _values_and_grads(scan_sequential, *(to(t) for t in (p, theta, u, h0, gout)))
+    h_32, g_32 = _values_and_grads(scan_sequential, *(f32(t) for t in (p, theta, u, h0)), to(gout))
+    h, g = _values_and_grads(lambda *a: scan_triton(*a, fwd_config=fwd, backward="recompute"),
                              *(f32(t) for t in (p, theta, u, h0)), to(gout))
     for name, x, x32, ref in zip(("h", "p", "theta", "u", "h0"), (h, *g), (h_32, *g_32), (h_ref, *g_ref)):
         assert _rel(x, ref) <= max(1e-5, 2 * _rel(x32, ref)), (name, _rel(x, ref), _rel(x32, ref))
