@@ -244,7 +244,7 @@ def _peer_version() -> str | None:
 # the sweep of the kernel's block configurations
 # ---------------------------------------------------------------------------------------------
 
-# (BLOCK_L, BLOCK_D, num_warps, fast_trig, strided, prefetch[, num_stages])
+# (BLOCK_L, BLOCK_D, num_warps, fast_trig, strided, prefetch[, num_stages[, rows]])
 SWEEP_CONFIGS = [
     (16, 32, 4, False, False, False), (16, 32, 2, False, False, False), (32, 32, 4, False, False, False),
     (16, 64, 4, False, False, False), (16, 16, 1, False, False, False), (8, 32, 1, False, False, False),
@@ -254,6 +254,14 @@ SWEEP_CONFIGS = [
     (8, 32, 1, False, False, True), (16, 8, 1, False, False, True), (32, 16, 2, False, False, True),
     (16, 32, 4, True, False, False), (16, 16, 1, True, False, True),
     (16, 32, 4, False, True, False), (16, 32, 4, False, False, False, 1),
+    # the rows-per-thread forward (v5, 8th field rows=True; num_stages None = Triton's default):
+    # lanes x rows per thread 2x8, 2x8, 2x16, 2x16, 2x4, 4x4, 1x8, 1x16, 2x16 (2 warps); all compile for
+    # sm_90 with Triton 3.6 without spills (registers, instructions in notes/kernel.md, v5)
+    (16, 16, 1, False, False, True, None, True), (16, 16, 1, False, False, False, None, True),
+    (32, 16, 1, False, False, True, None, True), (32, 16, 1, False, False, False, None, True),
+    (8, 16, 1, False, False, True, None, True), (16, 8, 1, False, False, True, None, True),
+    (8, 32, 1, False, False, True, None, True), (16, 32, 1, False, False, True, None, True),
+    (32, 32, 2, False, False, True, None, True),
 ]
 # the recomputing backward (v3, backward="recompute"): (BLOCK_L, BLOCK_D, num_warps, shift, prefetch);
 # shift 0: the shifted states by an exclusive scan, 2: each thread owns R = BLOCK_L/LANES consecutive
