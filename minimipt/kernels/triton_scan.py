@@ -14,6 +14,9 @@ accesses are coalesced. Inside a tile ``tl.associative_scan`` along ``L`` compos
 ``x ↦ a x + b``; the state entering the tile (the carry, one complex number per channel) is added
 as ``h = S + A · carry`` with ``(A, S)`` the scanned pairs. ``|a| ≤ 1``, so the products ``A`` only
 shrink: nothing overflows or divides, at any length.
+The rows forward (``fwd_config``'s 8th field ``rows=True``, notes/kernel.md v5) gives each thread
+``R`` consecutive rows instead: it composes their maps serially, an exclusive scan across the
+threads of a column joins them, and ``h_t = a_t h_{t−1} + b_t`` runs in registers.
 
 Backward (PyTorch's convention ``grad = ∂L/∂Re + i ∂L/∂Im``; ``g_t`` the total gradient at ``h_t``):
 
