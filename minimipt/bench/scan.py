@@ -350,26 +350,30 @@ def _sweep_rows(backward, configs, fwd, bwd, fwd_bytes, bwd_bytes, h_ref, d_ref,
 
 def _sweep_end_to_end(ts, x: dict, sweep: dict, bench) -> list[dict]:
     """Forward+backward through autograd (``scan_triton``, complex64 u, no h0) with each
-    backward: the committed defaults, and each backward's best swept configuration."""
+    backward: the committed defaults, each backward's best swept configuration, and the recompute
+    backward's best with the sweep's best forward (when that is not the default forward)."""
     p, theta = x["p"], x["theta"]
     u = torch.view_as_complex(x["u"].contiguous())
     gh = torch.view_as_complex(x["gh"])
     leaves = [t.detach().clone().requires_grad_() for t in (p, theta, u)]
-    cases = [("saved_h", ts.BWD_CONFIG, "default"), ("recompute", ts.RECOMPUTE_CONFIG, "default")]
+    fwd0 = tuple(ts.DEFAULT_CONFIG)
+    cases = [("saved_h", fwd0, ts.BWD_CONFIG, "default"), ("recompute", fwd0, ts.RECOMPUTE_CONFIG, "default")]
     if sweep["best_bwd"]:
-        cases.append(("saved_h", tuple(sweep["best_bwd"]), "best"))
+        cases.append(("saved_h", fwd0, tuple(sweep["best_bwd"]), "best"))
     if sweep["best_recompute"]:
-        cases.append(("recompute", tuple(sweep["best_recompute"]), "best"))
+        cases.append(("recompute", fwd0, tuple(sweep["best_recompute"]), "best"))
+        if sweep["best_fwd"] and tuple(sweep["best_fwd"]) != fwd0:
+            cases.append(("recompute", tuple(sweep["best_fwd"]), tuple(sweep["best_recompute"]), "best_fwd+best"))
     out = []
-    for backward, cfg, which in cases:
-        row = {"backward": backward, "config": list(cfg), "which": which}
+    for backward, fwd_cfg, cfg, which in cases:
+        row = {"backward": backward, "config": list(cfg), "fwd_config": list(fwd_cfg), "which": which}
         try:
             row["fwd_bwd_ms"] = bench(lambda: torch.autograd.grad(
-                ts.scan_triton(*leaves, bwd_config=cfg, backward=backward), leaves, gh))
+                ts.scan_triton(*leaves, fwd_config=fwd_cfg, bwd_config=cfg, backward=backward), leaves, gh))
         except Exception as err:
             row["error"] = f"{type(err).__name__}: {str(err)[:200]}"
         out.append(row)
-        print(f"  end to end {backward} {which} {tuple(cfg)}: " +
+        print(f"  end to end {backward} {which} fwd {fwd_cfg} bwd {tuple(cfg)}: " +
               (f"f+b {row['fwd_bwd_ms']:.3f} ms" if "error" not in row else row["error"]), flush=True)
     return out
 
@@ -533,17 +537,23 @@ def _parse_chunks(text: str) -> list[int]:
 
 
 def _adopt(sweep: dict) -> None:
-    """Use the sweep's best recompute-backward configuration for the timed rows if it was faster end
-    to end than the default (``kernel_configs`` in the results file records the one used)."""
+    """Time the rows with the fastest end-to-end recompute case of the sweep (forward and backward
+    configurations) if it beat the defaults (``kernel_configs`` in the results file records the ones
+    used, and ``adopted_from_sweep`` says so)."""
     from ..kernels import triton_scan as ts
 
-    e2e = {(r["which"], r["backward"]): r for r in sweep.get("end_to_end", [])}
-    best, default = e2e.get(("best", "recompute")), e2e.get(("default", "recompute"))
-    if best and default and best["fwd_bwd_ms"] < default["fwd_bwd_ms"] and ts.BACKWARD == "recompute":
-        ts.RECOMPUTE_CONFIG = tuple(best["config"])
-        _ADOPTED.append(list(best["config"]))
-        print(f"adopted the sweep's recompute configuration {best['config']} "
-              f"({best['fwd_bwd_ms']:.3f} vs {default['fwd_bwd_ms']:.3f} ms end to end)", flush=True)
+    rows = [r for r in sweep.get("end_to_end", []) if r["backward"] == "recompute" and "error" not in r]
+    default = next((r for r in rows if r["which"] == "default"), None)
+    if not rows or default is None or ts.BACKWARD != "recompute":
+        return
+    best = min(rows, key=lambda r: r["fwd_bwd_ms"])
+    if best is default:
+        return
+    ts.RECOMPUTE_CONFIG = tuple(best["config"])
+    ts.DEFAULT_CONFIG = tuple(best["fwd_config"])
+    _ADOPTED.append({"forward": best["fwd_config"], "recompute": best["config"]})
+    print(f"adopted the sweep's forward {best['fwd_config']} and recompute backward {best['config']} "
+          f"({best['fwd_bwd_ms']:.3f} vs {default['fwd_bwd_ms']:.3f} ms end to end)", flush=True)
 
 
 _ADOPTED: list = []
@@ -552,8 +562,8 @@ _ADOPTED: list = []
 def _kernel_configs() -> dict:
     from ..kernels import triton_scan as ts
 
-    return {"recompute_adopted_from_sweep": bool(_ADOPTED),"forward": list(ts.DEFAULT_CONFIG), "backward": list(ts.BWD_CONFIG),
-            "fields": "BLOCK_L, BLOCK_D, num_warps, fast_trig, strided, prefetch[, num_stages]",
+    return {"adopted_from_sweep": bool(_ADOPTED), "forward": list(ts.DEFAULT_CONFIG), "backward": list(ts.BWD_CONFIG),
+            "fields": "BLOCK_L, BLOCK_D, num_warps, fast_trig, strided, prefetch[, num_stages, rows]",
             "backward_kind": ts.BACKWARD, "recompute": list(ts.RECOMPUTE_CONFIG),
             "recompute_fields": "BLOCK_L, BLOCK_D, num_warps, shift, prefetch"}
 
