@@ -24,6 +24,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from .report import scan_row_label
+
 __all__ = [
     "impulse_trajectory",
     "layer_memory_kernel",
@@ -257,8 +259,6 @@ def bench_table(result: dict) -> str:
         f"commit {str(result.get('git_commit', '?'))[:10]}, timer: {result.get('config', {}).get('timer', '?')}")
     lines = [head, "", "| method | B, D, L | dtype | fwd ms | fwd+bwd ms | fwd TB/s | rel err |",
              "|---|---|---|---|---|---|---|"]
-    from .report import scan_row_label
-
     for r in result["rows"]:
         shape = f"{r['B']}, {r['D']}, {r['L']}"
         if "error" in r:

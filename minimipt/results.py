@@ -26,6 +26,7 @@ from pathlib import Path
 
 from . import report
 from .env import repo_root
+from .scan import CHUNK
 
 __all__ = [
     "GRID_STAGE", "PAPER", "ANCHORS", "PAPER_LABEL",
@@ -335,8 +336,6 @@ def scan_targets(scan: dict, *, shape: tuple[int, int, int] = (32, 512, 8192)) -
       faster than the peer's (issue 9).
     """
     B, D, L = shape
-    from .scan import CHUNK
-
     # "chunked" at its default chunk length (rows of other lengths carry "chunk"; older files have none)
     row = lambda m: next((r for r in scan["rows"] if r["method"] == m and (r["B"], r["D"], r["L"]) == shape  # noqa: E731
                           and r["dtype"] == "float32" and r.get("chunk", CHUNK) == CHUNK), None)
