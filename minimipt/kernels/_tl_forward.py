@@ -1,0 +1,189 @@
+"""The forward kernels of the Triton scan (:mod:`minimipt.kernels.triton_scan`): ``h`` and the
+checkpoints the recomputing backward reads. ``_fwd_kernel``: ``tl.associative_scan`` along the
+tile; ``_fwd_rows_kernel`` (v5): each thread owns consecutive rows (notes/kernel.md).
+"""
+
+from __future__ import annotations
+
+from ._tl import _compose, _cmul, _cos_sin, _fwd_loads, _jit, _pair_offsets, _shifted_scan, _store_pairs, tl
+
+
+@_jit
+def _fwd_kernel(P, TH, U, H0, H, CKPT, L, D, n_tiles, n_ckpt,
+                HAS_H0: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr,
+                FAST_TRIG: tl.constexpr, STRIDED: tl.constexpr, PREFETCH: tl.constexpr,
+                CKPT_EVERY: tl.constexpr):
+    """h (B, L, D) pairs; if ``CKPT_EVERY`` > 0 also the state entering every chunk of
+    ``CKPT_EVERY`` rows, ``CKPT[b, j] = h_{j·CKPT_EVERY − 1}`` (``h0`` or 0 at j = 0): (B, n_ckpt, D) pairs."""
+    pid_b = tl.program_id(0)
+    pid_d = tl.program_id(1)
+    rows = tl.arange(0, BLOCK_L)                      # (BLOCK_L,)
+    cols = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)    # (BLOCK_D,)
+    cmask = cols < D
+    base = pid_b.to(tl.int64) * L * D
+    if HAS_H0:
+        two = tl.arange(0, 2)                         # (re, im)
+        c = tl.load(H0 + ((pid_b.to(tl.int64) * D + cols)[:, None] * 2 + two[None, :]),
+                    mask=cmask[:, None], other=0.0).to(tl.float32)
+        c_r, c_i = tl.split(c)                        # (BLOCK_D,) carry = state before the tile
+    else:
+        c_r = tl.zeros([BLOCK_D], dtype=tl.float32)
+        c_i = tl.zeros([BLOCK_D], dtype=tl.float32)
+    two_c = tl.arange(0, 2)
+    if CKPT_EVERY > 0:  # checkpoint 0: the initial state
+        tl.store(CKPT + ((pid_b.to(tl.int64) * n_ckpt * D + cols)[:, None] * 2 + two_c[None, :]),
+                 tl.join(c_r, c_i), mask=cmask[:, None])
+    last = (rows == BLOCK_L - 1)[:, None]
+    if PREFETCH:  # the next tile's loads are issued before this tile's scan
+        p_n, th_n, ur_n, ui_n = _fwd_loads(P, TH, U, rows, base, cols, cmask, L, D, pid_d,
+                                           STRIDED, BLOCK_L, BLOCK_D)
+    for k in tl.range(0, n_tiles):
+        t = k * BLOCK_L + rows
+        if PREFETCH:
+            p, th, u_r, u_i = p_n, th_n, ur_n, ui_n
+            p_n, th_n, ur_n, ui_n = _fwd_loads(P, TH, U, t + BLOCK_L, base, cols, cmask, L, D, pid_d,
+                                               STRIDED, BLOCK_L, BLOCK_D)
+        else:
+            p, th, u_r, u_i = _fwd_loads(P, TH, U, t, base, cols, cmask, L, D, pid_d,
+                                         STRIDED, BLOCK_L, BLOCK_D)
+        m = 1.0 - p
+        cs, sn = _cos_sin(th, FAST_TRIG)
+        A_r, A_i, S_r, S_i = tl.associative_scan((m * cs, m * sn, p * u_r, p * u_i), 0, _compose)
+        h_r = S_r + A_r * c_r[None, :] - A_i * c_i[None, :]
+        h_i = S_i + A_r * c_i[None, :] + A_i * c_r[None, :]
+        offs2, mask2 = _pair_offsets(t, base, L, D, pid_d, BLOCK_D)
+        _store_pairs(H, offs2, mask2, h_r, h_i, BLOCK_L, BLOCK_D)
+        if CKPT_EVERY > 0 and CKPT_EVERY % BLOCK_L != 0:  # rows t + 1 = j·CKPT_EVERY: checkpoint j = h_t
+            j = (t + 1) // CKPT_EVERY
+            sel = ((t + 1) % CKPT_EVERY == 0) & (j < n_ckpt) & (t < L)
+            c2 = pid_d * (2 * BLOCK_D) + tl.arange(0, 2 * BLOCK_D)
+            offs_c = ((pid_b.to(tl.int64) * n_ckpt + j) * D)[:, None] * 2 + c2[None, :]
+            _store_pairs(CKPT, offs_c, sel[:, None] & (c2 < 2 * D)[None, :], h_r, h_i, BLOCK_L, BLOCK_D)
+        c_r = tl.sum(tl.where(last, h_r, 0.0), axis=0)
+        c_i = tl.sum(tl.where(last, h_i, 0.0), axis=0)
+        if CKPT_EVERY > 0 and CKPT_EVERY % BLOCK_L == 0:  # the carry itself, after every few tiles
+            te = (k + 1) * BLOCK_L + tl.zeros([BLOCK_D], dtype=tl.int32)  # rows done, as a tensor
+            jc = te // CKPT_EVERY
+            sel_c = (te % CKPT_EVERY == 0) & (jc < n_ckpt) & cmask
+            tl.store(CKPT + (((pid_b.to(tl.int64) * n_ckpt + jc) * D + cols)[:, None] * 2 + two_c[None, :]),
+                     tl.join(c_r, c_i), mask=sel_c[:, None])
+
+
+@_jit
+def _fwd_slab_loads(P, TH, U, j, base, cols, cmask, L, D, pid_d,
+                    STRIDED: tl.constexpr, LANES: tl.constexpr, R: tl.constexpr, BLOCK_D: tl.constexpr):
+    """The rows-per-thread forward's loads for tile ``j`` as ``R`` slabs of ``(LANES, BLOCK_D)``
+    (slab ``s`` holds rows ``j·LANES·R + i·R + s``, ``i < LANES``, as in :func:`_slab_loads`):
+    tuples of p, θ, Re u, Im u, one entry per slab. Rows past ``L`` give p = θ = u = 0, the
+    identity map ``x ↦ 1·x + 0``, so the carry passes through them unchanged."""
+    lane_rows = tl.arange(0, LANES) * R
+    ps = ()
+    ths = ()
+    urs = ()
+    uis = ()
+    for s in tl.static_range(R):
+        t = j * (LANES * R) + lane_rows + s
+        p, th, u_r, u_i = _fwd_loads(P, TH, U, t, base, cols, cmask, L, D, pid_d, STRIDED, LANES, BLOCK_D)
+        ps = ps + (p,)
+        ths = ths + (th,)
+        urs = urs + (u_r,)
+        uis = uis + (u_i,)
+    return ps, ths, urs, uis
+
+
+@_jit
+def _fwd_rows_kernel(P, TH, U, H0, H, CKPT, L, D, n_tiles, n_ckpt,
+                     HAS_H0: tl.constexpr, LANES: tl.constexpr, R: tl.constexpr, BLOCK_D: tl.constexpr,
+                     FAST_TRIG: tl.constexpr, STRIDED: tl.constexpr, PREFETCH: tl.constexpr,
+                     CKPT_EVERY: tl.constexpr):
+    """The forward with rows per thread (v5): what :func:`_fwd_kernel` computes (h, and the
+    checkpoints ``CKPT[b, j] = h_{j·CKPT_EVERY − 1}`` if ``CKPT_EVERY`` > 0), but each thread owns
+    ``R`` consecutive rows of the tile (``BLOCK_L = LANES·R``), as in :func:`_bwd_rows_kernel`:
+
+    1. per thread, the composition ``x ↦ A x + B`` of its R maps ``x ↦ a_t x + p_t u_t``
+       (sequential complex FMAs in registers, no shuffles);
+    2. an exclusive scan of those compositions across the ``LANES`` threads of a column (the
+       doubled-field scan of ``shift=0``) from the carry gives ``h_{t−1}`` at each thread's first row;
+    3. per thread, the recurrence ``h_t = a_t h_{t−1} + p_t u_t`` over its R rows gives h, stored
+       slab by slab; the next tile's carry is the h of the last row.
+
+    The carry and every checkpoint are the stored h of that row, bit for bit; against
+    :func:`_fwd_kernel` (a tree-ordered scan) they agree to float32 rounding. sin and cos once per
+    element; no division; the loads and stores are the same rows and sectors as ``_fwd_kernel``'s."""
+    pid_b = tl.program_id(0)
+    pid_d = tl.program_id(1)
+    cols = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)    # (BLOCK_D,)
+    cmask = cols < D
+    base = pid_b.to(tl.int64) * L * D
+    lane_rows = tl.arange(0, LANES) * R               # (LANES,) each thread's first row in the tile
+    two = tl.arange(0, 2)                             # (re, im)
+    if HAS_H0:
+        c = tl.load(H0 + ((pid_b.to(tl.int64) * D + cols)[:, None] * 2 + two[None, :]),
+                    mask=cmask[:, None], other=0.0).to(tl.float32)
+        c_r, c_i = tl.split(c)                        # (BLOCK_D,) carry = state before the tile
+    else:
+        c_r = tl.zeros([BLOCK_D], dtype=tl.float32)
+        c_i = tl.zeros([BLOCK_D], dtype=tl.float32)
+    if CKPT_EVERY > 0:  # checkpoint 0: the initial state
+        tl.store(CKPT + ((pid_b.to(tl.int64) * n_ckpt * D + cols)[:, None] * 2 + two[None, :]),
+                 tl.join(c_r, c_i), mask=cmask[:, None])
+    last_lane = (tl.arange(0, LANES) == LANES - 1)[:, None]
+    if PREFETCH:  # the next tile's loads are issued before this tile's arithmetic
+        nx = _fwd_slab_loads(P, TH, U, 0, base, cols, cmask, L, D, pid_d, STRIDED, LANES, R, BLOCK_D)
+    for j in tl.range(0, n_tiles):
+        if PREFETCH:
+            ps, ths, urs, uis = nx
+            nx = _fwd_slab_loads(P, TH, U, j + 1, base, cols, cmask, L, D, pid_d, STRIDED, LANES, R, BLOCK_D)
+        else:
+            ps, ths, urs, uis = _fwd_slab_loads(P, TH, U, j, base, cols, cmask, L, D, pid_d,
+                                                STRIDED, LANES, R, BLOCK_D)
+        # 1. gates, and each thread's composition of its R maps (rows upward)  # (LANES, BLOCK_D) each
+        ars = ()
+        ais = ()
+        brs = ()
+        bis = ()
+        one = tl.full([LANES, BLOCK_D], 1.0, tl.float32)
+        A_r = one
+        A_i = one * 0.0
+        B_r = one * 0.0
+        B_i = one * 0.0
+        for s in tl.static_range(R):
+            m = 1.0 - ps[s]
+            cs, sn = _cos_sin(ths[s], FAST_TRIG)
+            a_r = m * cs
+            a_i = m * sn
+            b_r = ps[s] * urs[s]
+            b_i = ps[s] * uis[s]
+            ars = ars + (a_r,)
+            ais = ais + (a_i,)
+            brs = brs + (b_r,)
+            bis = bis + (b_i,)
+            A_r, A_i, B_r, B_i = _compose(A_r, A_i, B_r, B_i, a_r, a_i, b_r, b_i)
+        # 2. the state entering each thread's first row
+        h_r, h_i, _, _ = _shifted_scan(A_r, A_i, B_r, B_i, c_r, c_i, False, 0, LANES)
+        # 3. the recurrence over the thread's rows; store h slab by slab
+        for s in tl.static_range(R):
+            h_r, h_i = _cmul(ars[s], ais[s], h_r, h_i)
+            h_r = h_r + brs[s]
+            h_i = h_i + bis[s]
+            t = j * (LANES * R) + lane_rows + s
+            offs2, mask2 = _pair_offsets(t, base, L, D, pid_d, BLOCK_D)
+            _store_pairs(H, offs2, mask2, h_r, h_i, LANES, BLOCK_D)
+            if CKPT_EVERY > 0 and CKPT_EVERY % (LANES * R) != 0:
+                # rows t + 1 = k·CKPT_EVERY: checkpoint k = h_t. If R divides CKPT_EVERY only a
+                # thread's last row can be one (lane·R + s + 1 ≡ 0 mod R needs s = R − 1)
+                if CKPT_EVERY % R != 0 or s == R - 1:
+                    k = (t + 1) // CKPT_EVERY
+                    sel = ((t + 1) % CKPT_EVERY == 0) & (k < n_ckpt) & (t < L)
+                    c2 = pid_d * (2 * BLOCK_D) + tl.arange(0, 2 * BLOCK_D)
+                    offs_c = ((pid_b.to(tl.int64) * n_ckpt + k) * D)[:, None] * 2 + c2[None, :]
+                    _store_pairs(CKPT, offs_c, sel[:, None] & (c2 < 2 * D)[None, :], h_r, h_i, LANES, BLOCK_D)
+        # the carry: h at the tile's last row (the last lane's last row)
+        c_r = tl.sum(tl.where(last_lane, h_r, 0.0), axis=0)
+        c_i = tl.sum(tl.where(last_lane, h_i, 0.0), axis=0)
+        if CKPT_EVERY > 0 and CKPT_EVERY % (LANES * R) == 0:  # the carry itself, after every few tiles
+            te = (j + 1) * (LANES * R) + tl.zeros([BLOCK_D], dtype=tl.int32)  # rows done, as a tensor
+            jc = te // CKPT_EVERY
+            sel_c = (te % CKPT_EVERY == 0) & (jc < n_ckpt) & cmask
+            tl.store(CKPT + (((pid_b.to(tl.int64) * n_ckpt + jc) * D + cols)[:, None] * 2 + two[None, :]),
+                     tl.join(c_r, c_i), mask=sel_c[:, None])
