@@ -1,0 +1,157 @@
+"""The fused mixer: the MIPT layer's gate, recurrence and ``Re h`` readout in one Triton kernel,
+read straight from the in-projection output (notes/kernel.md, "a fused mixer kernel").
+
+For ``proj`` of shape ``(B, L, 4D)`` laid out ``[z | θ | u_re | u_im]`` along the last dim
+(``MIPTLayer.in_proj``'s output with ``phase="input"``; bf16 under autocast):
+
+    p_t = σ(z_t)                                    (float32, inside the kernel)
+    h_t = (1 − p_t) e^{iθ_t} h_{t−1} + p_t u_t,      u_t = u_re,t + i u_im,t,   h_{−1} = h0 or 0
+    y_t = Re h_t                                     (B, L, D) float32
+
+Backward, from a real ``dL/dy`` (``dL/dh_t = dL/dy_t + 0i``) by the recomputing backward of
+:mod:`minimipt.kernels.triton_scan` (v3), returns ``dL/dproj`` ``(B, L, 4D)`` in ``proj``'s dtype:
+``∂L/∂z = ∂L/∂p · p (1 − p)``, ``∂L/∂θ``, ``∂L/∂u_re``, ``∂L/∂u_im``, and ``∂L/∂h0``.
+
+What autograd keeps: ``proj`` itself (8 B per channel in bf16) and the state entering every
+``BLOCK_L`` rows (float32 pairs), instead of p (4), θ (2), u (4) and the checkpoints of the
+split path; and the gradient arriving from the readout is real (4 B) instead of complex (8 B).
+
+:func:`mixer_reference` is the slow, obviously-correct twin (split, ``torch.sigmoid``,
+``mipt_scan(method="sequential")``, ``.real``). The kernels are in ``_tl_mixer``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..scan import mipt_scan
+from ._tl import triton
+from ._tl_mixer import _mixer_bwd_kernel, _mixer_fwd_kernel
+from .triton_scan import _interpreting
+
+__all__ = ["mixer_triton", "mixer_reference", "TritonMixer", "MIXER_FWD_CONFIG", "MIXER_BWD_CONFIG"]
+
+# (BLOCK_L, BLOCK_D, num_warps, prefetch): the forward's launch; v3's forward winner (notes/kernel.md)
+MIXER_FWD_CONFIG = (16, 16, 1, True)
+# (BLOCK_L, BLOCK_D, num_warps, shift, prefetch): the recomputing backward's launch, v3's
+# (shift 0: the shifted states by the doubled-field exclusive scan; 1: by tl.gather)
+MIXER_BWD_CONFIG = (16, 8, 1, 0, False)
+
+
+def _check_proj(proj: torch.Tensor, h0: torch.Tensor | None) -> int:
+    """``D`` of a valid ``proj`` (B, L, 4D) and ``h0`` (B, D) complex or None; else ValueError."""
+    if not isinstance(proj, torch.Tensor) or proj.dim() != 3:
+        got = tuple(proj.shape) if isinstance(proj, torch.Tensor) else type(proj).__name__
+        raise ValueError(f"proj must be the in-projection output of shape (B, L, 4D) = [z | θ | u_re | u_im]; "
+                         f"got {got}")
+    if not proj.is_floating_point():
+        raise ValueError(f"proj must be a real floating tensor (bf16, fp16, float32); got dtype {proj.dtype}")
+    B, L, n = proj.shape
+    if n == 0 or n % 4:
+        raise ValueError(f"proj's last dim must be 4D (z, θ, u_re, u_im of D channels each), a positive "
+                         f"multiple of 4; got {n}. A phase='static' layer has 3D: use the split path")
+    if L == 0:
+        raise ValueError(f"proj's sequence is empty: shape {tuple(proj.shape)}")
+    D = n // 4
+    if h0 is not None and (not isinstance(h0, torch.Tensor) or not h0.is_complex()
+                           or tuple(h0.shape) != (B, D)):
+        got = (h0.dtype, tuple(h0.shape)) if isinstance(h0, torch.Tensor) else type(h0).__name__
+        raise ValueError(f"h0 must be None or a complex tensor of shape (B, D) = {(B, D)}; got {got}")
+    return D
+
+
+def mixer_reference(proj: torch.Tensor, h0: torch.Tensor | None = None) -> torch.Tensor:
+    """The slow twin of :func:`mixer_triton`: ``Re h`` (B, L, D) of the recurrence of the module
+    docstring by split, ``torch.sigmoid``, ``mipt_scan(method="sequential")`` and ``.real``.
+
+    float32 (bf16/fp16 ``proj`` widened to float32), or float64 for a float64 ``proj``."""
+    D = _check_proj(proj, h0)
+    wide = proj if proj.dtype in (torch.float32, torch.float64) else proj.float()
+    z, theta, u_re, u_im = wide.split(D, dim=-1)  # (B, L, D) each
+    p = torch.sigmoid(z)
+    h = mipt_scan(p, theta, torch.complex(u_re, u_im), None if h0 is None else h0.to(
+        torch.complex128 if wide.dtype == torch.float64 else torch.complex64), method="sequential")
+    return h.real  # (B, L, D)
+
+
+def _launch_fwd(x, h02, config, ckpt_every: int):
+    """``(y, ckpt2)``: y (B, L, D) float32 and, if ``ckpt_every`` > 0, the states entering every
+    ``ckpt_every`` rows as (B, cdiv(L, ckpt_every), D, 2) float32 pairs (else None)."""
+    B, L, D4 = x.shape
+    D = D4 // 4
+    BL, BD, warps, prefetch = config
+    y = torch.empty(B, L, D, device=x.device, dtype=torch.float32)
+    n_ckpt = triton.cdiv(L, ckpt_every) if ckpt_every else 0
+    ck2 = torch.empty(B, n_ckpt, D, 2, device=x.device, dtype=torch.float32) if ckpt_every else None
+    _mixer_fwd_kernel[(B, triton.cdiv(D, BD))](
+        x, h02 if h02 is not None else y, y, ck2 if ck2 is not None else y, L, D, triton.cdiv(L, BL), n_ckpt,
+        HAS_H0=h02 is not None, BLOCK_L=BL, BLOCK_D=BD, PREFETCH=bool(prefetch), CKPT_EVERY=ckpt_every,
+        num_warps=warps)
+    return y, ck2
+
+
+def _launch_bwd(x, has_h0: bool, ck2, gy, config):
+    """``(dx, dh02)``: dL/dproj (B, L, 4D) in ``x``'s dtype and dL/dh0 (B, D, 2) float32 (or None)."""
+    B, L, D4 = x.shape
+    D = D4 // 4
+    BL, BD, warps, shift, prefetch = config
+    if int(shift) not in (0, 1):
+        raise ValueError(f"the mixer's backward shift must be 0 or 1; got {shift}")
+    if ck2.shape[1] != triton.cdiv(L, BL):
+        raise ValueError(f"checkpoints every {L / ck2.shape[1]:.0f} rows do not match BLOCK_L = {BL}")
+    dx = torch.empty_like(x)
+    dh02 = torch.empty(B, D, 2, device=x.device, dtype=torch.float32) if has_h0 else None
+    _mixer_bwd_kernel[(B, triton.cdiv(D, BD))](
+        x, ck2, gy, dx, dh02 if dh02 is not None else ck2, L, D, triton.cdiv(L, BL),
+        HAS_H0=has_h0, BLOCK_L=BL, BLOCK_D=BD, SHIFT=int(shift), PREFETCH=bool(prefetch), num_warps=warps)
+    return dx, dh02
+
+
+class TritonMixer(torch.autograd.Function):
+    """Autograd wrapper: ``(proj (B, L, 4D), h0 (B, D) complex or None) -> y = Re h (B, L, D)``.
+    Saves ``proj`` and the checkpoints; the backward takes a real ``dL/dy``."""
+
+    @staticmethod
+    def forward(ctx, proj, h0, fwd_config, bwd_config):
+        x = proj.contiguous()
+        h02 = None if h0 is None else torch.view_as_real(h0.to(torch.complex64).resolve_conj().contiguous())
+        needs = any(ctx.needs_input_grad[:2])
+        y, ck2 = _launch_fwd(x, h02, fwd_config, bwd_config[0] if needs else 0)
+        ctx.save_for_backward(x, ck2)
+        ctx.h0_dtype = None if h0 is None else h0.dtype
+        ctx.bwd_config = bwd_config
+        return y
+
+    @staticmethod
+    def backward(ctx, gy):
+        x, ck2 = ctx.saved_tensors
+        dx, dh02 = _launch_bwd(x, ctx.h0_dtype is not None, ck2, gy.contiguous(), ctx.bwd_config)
+        dh0 = None if dh02 is None else torch.view_as_complex(dh02).to(ctx.h0_dtype)
+        return dx, dh0, None, None
+
+
+def mixer_triton(proj: torch.Tensor, h0: torch.Tensor | None = None, fwd_config: tuple | None = None,
+                 bwd_config: tuple | None = None) -> torch.Tensor:
+    """``y = Re h`` (B, L, D) float32 of the recurrence of the module docstring, by the fused kernel.
+
+    Args:
+        proj: ``(B, L, 4D)`` = ``[z | θ | u_re | u_im]``, bf16, fp16 or float32 (read as float32);
+            its gradient comes back in the same dtype.
+        h0: complex ``(B, D)`` state before the first token (float32 inside), or None (zeros).
+        fwd_config: ``(BLOCK_L, BLOCK_D, num_warps, prefetch)``; default :data:`MIXER_FWD_CONFIG`.
+        bwd_config: ``(BLOCK_L, BLOCK_D, num_warps, shift, prefetch)``, shift 0 or 1; default
+            :data:`MIXER_BWD_CONFIG`.
+
+    On a CUDA device (or on the CPU under ``TRITON_INTERPRET=1``); differentiable in ``proj``, ``h0``.
+    """
+    if triton is None:
+        raise ImportError("the fused mixer needs the 'triton' package (pip install triton); "
+                          "or use MIPTLayer(fused_mixer=False)")
+    _check_proj(proj, h0)
+    if proj.device.type != "cuda" and not _interpreting():
+        raise ValueError(f"the fused mixer needs a CUDA device; got proj on {proj.device}. "
+                         f"Use mixer_reference or MIPTLayer(fused_mixer=False).")
+    if proj.dtype == torch.float64:
+        raise ValueError("proj must be bf16, fp16 or float32 for the fused mixer (float32 state); got float64. "
+                         "Use mixer_reference for float64.")
+    return TritonMixer.apply(proj, h0, fwd_config or MIXER_FWD_CONFIG, bwd_config or MIXER_BWD_CONFIG)
