@@ -46,12 +46,13 @@ class MIPTBlock(nn.Module):
                  write_threshold: float = 0.0, cache_method: str = "auto", d_state: int | None = None,
                  phase: str = "input", readout: str = "real", scan_method: str = "auto",
                  p_init: tuple[float, float] = (1e-3, 0.1), theta_init: float = math.pi / 2,
-                 ffn_mult: int = 4, dropout: float = 0.0):
+                 ffn_mult: int = 4, dropout: float = 0.0, fused_mixer: bool = False):
         super().__init__()
         check_cache_slots(cache_slots)
         self.norm = nn.LayerNorm(d_model)
         self.mixer = MIPTLayer(d_model, d_state, phase=phase, readout=readout, norm=False,
-                               scan_method=scan_method, p_init=p_init, theta_init=theta_init)
+                               scan_method=scan_method, p_init=p_init, theta_init=theta_init,
+                               fused_mixer=fused_mixer)
         self.cache = None if cache_slots == 0 else CausalSparseCache(
             d_model, cache_slots, heads=cache_heads, write_threshold=write_threshold, method=cache_method)
         self.ffn_norm = nn.LayerNorm(d_model)

@@ -14,6 +14,9 @@ The four input projections are one fused ``nn.Linear`` (``in_proj``) whose outpu
 order: ``[z | θ | u_re | u_im]`` (``θ`` is absent when ``phase="static"``). All parameters are real
 tensors; the complex numbers exist only inside ``forward``. ``log p_t`` and ``log(1 − p_t)`` are
 available through :meth:`MIPTLayer.gates` computed with ``logsigmoid`` (never ``log(sigmoid)``).
+With ``fused_mixer=True`` the training forward under bf16/fp16 autocast computes ``p``, the scan and
+``Re h`` in one Triton kernel from the projection output (:mod:`minimipt.kernels.triton_mixer`): the
+same function, less memory kept for backward.
 The layer adds no residual: :class:`minimipt.models` blocks do ``x + layer(x)``.
 """
 
@@ -63,11 +66,16 @@ class MIPTLayer(nn.Module):
         p_init: range of the initial measurement rate ``σ(b_p)`` (log-uniform per channel); small
             values start the layer in the long-memory wave phase.
         theta_init: the initial phases ``b_θ`` are uniform in ``[-theta_init, theta_init]`` radians.
+        fused_mixer: opt in to the fused Triton mixer (:func:`minimipt.kernels.triton_mixer.mixer_triton`)
+            for ``forward`` when the projection output is bf16/fp16 (autocast), ``readout="real"``,
+            ``phase="input"``, ``scan_method`` is ``"auto"`` or ``"triton"``, ``return_aux`` is False
+            and method ``"triton"`` is available on the device; otherwise the split path is used.
     """
 
     def __init__(self, d_model: int, d_state: int | None = None, *, phase: str = "input",
                  readout: str = "real", norm: bool = True, scan_method: str = "auto",
-                 p_init: tuple[float, float] = (1e-3, 0.1), theta_init: float = math.pi / 2):
+                 p_init: tuple[float, float] = (1e-3, 0.1), theta_init: float = math.pi / 2,
+                 fused_mixer: bool = False):
         super().__init__()
         if not isinstance(d_model, int) or d_model <= 0:
             raise ValueError(f"d_model must be a positive int, got {d_model!r}")
@@ -88,6 +96,7 @@ class MIPTLayer(nn.Module):
             resolve_method(scan_method, torch.device("cpu"))  # raises the informative error
         self.d_model, self.d_state = d_model, d_state
         self.phase, self.readout, self.scan_method = phase, readout, scan_method
+        self.fused_mixer = bool(fused_mixer)
         D = d_state
         self.norm = nn.LayerNorm(d_model) if norm else nn.Identity()
         n_out = 4 * D if phase == "input" else 3 * D
@@ -121,7 +130,10 @@ class MIPTLayer(nn.Module):
     def _split(self, x: torch.Tensor):
         """The fused projection of ``LayerNorm(x)`` split into ``(z, θ, u_re, u_im)``, each ``(..., D)``,
         in the projection's dtype (bf16 under autocast); a static ``θ`` is broadcast."""
-        out = self.in_proj(self.norm(x))
+        return self._split_out(self.in_proj(self.norm(x)))
+
+    def _split_out(self, out: torch.Tensor):
+        """``(z, θ, u_re, u_im)`` of the projection output ``out`` ``(..., 4D)`` (``(..., 3D)`` static)."""
         D = self.d_state
         if self.phase == "input":
             z, theta, u_re, u_im = out.split(D, dim=-1)
@@ -155,7 +167,12 @@ class MIPTLayer(nn.Module):
     def forward(self, x: torch.Tensor, h0: torch.Tensor | None = None, return_aux: bool = False):
         """``x``: ``(B, L, d)`` → ``y``: ``(B, L, d)`` (and :class:`LayerAux` if ``return_aux``)."""
         self._check_input(x, 3, "(B, L, d_model)")
-        z, theta, u_re, u_im = self._split(x)  # (B, L, D) each, bf16 under autocast
+        out = self.in_proj(self.norm(x))  # (B, L, 4D) [z | θ | u_re | u_im], bf16 under autocast
+        if not return_aux and self._use_fused(out):
+            from .kernels.triton_mixer import mixer_triton  # imports Triton: only here
+
+            return mixer_triton(out, h0).to(x.dtype)  # (B, L, d): Re h, p = σ(z) inside the kernel
+        z, theta, u_re, u_im = self._split_out(out)  # (B, L, D) each, bf16 under autocast
         z = _wide(z)
         p = torch.sigmoid(z)  # (B, L, D) float32: autograd keeps only p for the gate's backward
         if u_re.dtype in (torch.float32, torch.float64):
@@ -170,6 +187,15 @@ class MIPTLayer(nn.Module):
         if return_aux:
             return y, LayerAux(p=p, log_p=F.logsigmoid(z), theta=_wide(theta), h=h)
         return y
+
+    def _use_fused(self, out: torch.Tensor) -> bool:
+        """Whether ``forward`` takes the fused mixer for the projection output ``out``."""
+        if not (self.fused_mixer and out.dtype in (torch.bfloat16, torch.float16) and self.readout == "real"
+                and self.phase == "input" and self.scan_method in ("auto", "triton")):
+            return False
+        from . import kernels  # attribute lookup at call time (tests replace triton_available)
+
+        return kernels.triton_available(out.device)
 
     # ------------------------------------------------------------------------------------------
     def init_state(self, batch_size: int, device: torch.device | str | None = None,
@@ -212,4 +238,5 @@ class MIPTLayer(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"d_model={self.d_model}, d_state={self.d_state}, phase={self.phase!r}, "
-                f"readout={self.readout!r}, scan_method={self.scan_method!r}")
+                f"readout={self.readout!r}, scan_method={self.scan_method!r}"
+                + (", fused_mixer=True" if self.fused_mixer else ""))

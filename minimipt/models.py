@@ -40,7 +40,7 @@ class _MIPTStack(nn.Module):
 
     def __init__(self, vocab_size, d_model, n_layers, cache_slots, *, cache_heads, write_threshold,
                  write_penalty, cache_method, d_state, phase, readout, scan_method, p_init, theta_init,
-                 ffn_mult, dropout, max_len, pos_embedding):
+                 ffn_mult, dropout, max_len, pos_embedding, fused_mixer=False):
         super().__init__()
         if isinstance(n_layers, bool) or not isinstance(n_layers, int) or n_layers <= 0:
             raise ValueError(f"n_layers must be a positive int; got {n_layers!r}")
@@ -53,7 +53,8 @@ class _MIPTStack(nn.Module):
         self.blocks = nn.ModuleList(MIPTBlock(
             d_model, cache_slots=cache_slots, cache_heads=cache_heads, write_threshold=write_threshold,
             cache_method=cache_method, d_state=d_state, phase=phase, readout=readout, scan_method=scan_method,
-            p_init=p_init, theta_init=theta_init, ffn_mult=ffn_mult, dropout=dropout) for _ in range(n_layers))
+            p_init=p_init, theta_init=theta_init, ffn_mult=ffn_mult, dropout=dropout,
+            fused_mixer=fused_mixer) for _ in range(n_layers))
         self.final_norm = nn.LayerNorm(d_model)
 
     def features(self, tokens: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
@@ -79,8 +80,8 @@ class MIPTClassifier(_MIPTStack):
     """``(B, L)`` token ids → ``(B, n_classes)`` logits (masked mean pooling over non-pad tokens).
 
     ``cache_slots``: 0 (no cache, the plain MIPT model), K ≥ 1, or None (unbounded). Layer options
-    (``d_state``, ``phase``, ``readout``, ``scan_method``, ``p_init``, ``theta_init``) go to every
-    :class:`~minimipt.MIPTLayer`; cache options to every :class:`~minimipt.CausalSparseCache`.
+    (``d_state``, ``phase``, ``readout``, ``scan_method``, ``p_init``, ``theta_init``, ``fused_mixer``)
+    go to every :class:`~minimipt.MIPTLayer`; cache options to every :class:`~minimipt.CausalSparseCache`.
     ``pad_id=None``: no padding, every token is pooled.
     """
 
@@ -90,12 +91,12 @@ class MIPTClassifier(_MIPTStack):
                  phase: str = "input", readout: str = "real", scan_method: str = "auto",
                  p_init: tuple[float, float] = (1e-3, 0.1), theta_init: float = math.pi / 2,
                  ffn_mult: int = 4, dropout: float = 0.0, max_len: int = 512, pos_embedding: str = "learned",
-                 pad_id: int | None = 0):
+                 pad_id: int | None = 0, fused_mixer: bool = False):
         super().__init__(vocab_size, d_model, n_layers, cache_slots, cache_heads=cache_heads,
                          write_threshold=write_threshold, write_penalty=write_penalty, cache_method=cache_method,
                          d_state=d_state, phase=phase, readout=readout, scan_method=scan_method, p_init=p_init,
                          theta_init=theta_init, ffn_mult=ffn_mult, dropout=dropout, max_len=max_len,
-                         pos_embedding=pos_embedding)
+                         pos_embedding=pos_embedding, fused_mixer=fused_mixer)
         if isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 2:
             raise ValueError(f"n_classes must be an int >= 2; got {n_classes!r}")
         if pad_id is not None and not 0 <= pad_id < vocab_size:
@@ -129,12 +130,12 @@ class MIPTLM(GenerateMixin, _MIPTStack):
                  cache_method: str = "auto", d_state: int | None = None, phase: str = "input",
                  readout: str = "real", scan_method: str = "auto", p_init: tuple[float, float] = (1e-3, 0.1),
                  theta_init: float = math.pi / 2, ffn_mult: int = 4, dropout: float = 0.0, max_len: int = 1024,
-                 pos_embedding: str = "none"):
+                 pos_embedding: str = "none", fused_mixer: bool = False):
         super().__init__(vocab_size, d_model, n_layers, cache_slots, cache_heads=cache_heads,
                          write_threshold=write_threshold, write_penalty=write_penalty, cache_method=cache_method,
                          d_state=d_state, phase=phase, readout=readout, scan_method=scan_method, p_init=p_init,
                          theta_init=theta_init, ffn_mult=ffn_mult, dropout=dropout, max_len=max_len,
-                         pos_embedding=pos_embedding)
+                         pos_embedding=pos_embedding, fused_mixer=fused_mixer)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         check_tokens(tokens, self.vocab_size)

@@ -265,8 +265,8 @@ def grid_report(grid: str, root: str | Path | None = None) -> GridReport:
 # --------------------------------------------------------------------------------------------
 # the length-scaling benchmark
 
-MODEL_LABELS = {"mipt": "MIPT (no cache)", "sdpa": "Transformer, SDPA (fused)",
-                "naive": "Transformer, naive (materialised)"}
+MODEL_LABELS = {"mipt": "MIPT (no cache)", "mipt-fused": "MIPT, fused mixer kernel",
+                "sdpa": "Transformer, SDPA (fused)", "naive": "Transformer, naive (materialised)"}
 
 
 def model_label(name: str) -> str:

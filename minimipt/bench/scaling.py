@@ -48,13 +48,15 @@ def _models(names, d, layers, max_len):
     for name in names:
         if name == "mipt":
             out[name] = lambda: MIPTLM(V, d, layers, cache_slots=0)
+        elif name == "mipt-fused":  # the fused Triton mixer (minimipt.kernels.triton_mixer) on CUDA
+            out[name] = lambda: MIPTLM(V, d, layers, cache_slots=0, fused_mixer=True)
         elif name.startswith("mipt-K"):
             k = int(name[6:])
             out[name] = lambda k=k: MIPTLM(V, d, layers, cache_slots=k)
         elif name in ("sdpa", "naive"):
             out[name] = lambda a=name: TransformerLM(V, d, layers, n_heads=4, attention=a, max_len=max_len)
         else:
-            raise ValueError(f"unknown model {name!r}; use mipt, mipt-K<k>, sdpa, naive")
+            raise ValueError(f"unknown model {name!r}; use mipt, mipt-fused, mipt-K<k>, sdpa, naive")
     return out
 
 

@@ -1,0 +1,250 @@
+"""The fused mixer (minimipt.kernels.triton_mixer) against its slow twin, and the layer's opt-in.
+
+CPU tests (no Triton needed): the twin equals the layer's split path, bad inputs raise, and
+``MIPTLayer(fused_mixer=True)`` falls back to the split path (bit for bit) wherever the fused path
+does not apply. Where Triton is installed (not in CI), the kernels run on the CPU under Triton's
+interpreter (``TRITON_INTERPRET=1``, in a subprocess: the flag must be set before the kernels are
+compiled): values and gradients against the float64 twin, and a fused layer against the split one.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from minimipt import MIPTLM, MIPTLayer
+from minimipt.kernels.triton_mixer import mixer_reference
+
+
+def _has_triton() -> bool:
+    try:
+        import triton  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+def _rel(x: torch.Tensor, ref: torch.Tensor) -> float:
+    x, ref = x.detach().to(ref.dtype), ref.detach()
+    return float((x - ref).abs().norm() / ref.abs().norm().clamp_min(1e-300))
+
+
+def _proj(B, L, D, z_mode, seed, with_h0=True):
+    """float64 ``proj`` (B, L, 4D) = [z | θ | u_re | u_im] holding float32 values, h0 (B, D) complex128
+    (or None) and a real ``gy`` (B, L, D). ``z_mode``: "near0" (z = −15, p ≈ 3e-7), "near1" (z = 15),
+    or "mixed" (channels cycle through −15, 15 and N(0, 4))."""
+    g = torch.Generator().manual_seed(seed)
+    z = 2 * torch.randn(B, L, D, generator=g, dtype=torch.float64)
+    if z_mode == "near0":
+        z[:] = -15.0
+    elif z_mode == "near1":
+        z[:] = 15.0
+    else:
+        z[..., 0::3] = -15.0
+        z[..., 1::3] = 15.0
+    theta = 3 * torch.randn(B, L, D, generator=g, dtype=torch.float64)
+    u = torch.randn(B, L, 2 * D, generator=g, dtype=torch.float64)
+    proj = torch.cat([z, theta, u], -1).float().double()
+    h0 = torch.randn(B, D, generator=g, dtype=torch.complex128).to(torch.complex64).to(torch.complex128) \
+        if with_h0 else None
+    gy = torch.randn(B, L, D, generator=g, dtype=torch.float64)
+    return proj, h0, gy
+
+
+def _values_and_grads(fn, proj, h0, gy):
+    """``y = fn(proj, h0)`` and the gradients of ``Σ y·gy`` w.r.t. proj (and h0)."""
+    leaves = [proj.detach().clone().requires_grad_()]
+    if h0 is not None:
+        leaves.append(h0.detach().clone().requires_grad_())
+    y = fn(leaves[0], leaves[1] if h0 is not None else None)
+    return y, torch.autograd.grad((y * gy.to(y.dtype)).sum(), leaves)
+
+
+# ---------------------------------------------------------------------------------------------
+# CPU: the twin, input checks, the layer's fallback, the models' pass-through
+# ---------------------------------------------------------------------------------------------
+
+def test_reference_is_the_layers_split_path():
+    """mixer_reference of the layer's projection output equals the layer's own forward (and its
+    gradients) with the sequential scan: the layout [z | θ | u_re | u_im] and the equations agree."""
+    torch.manual_seed(0)
+    layer = MIPTLayer(12, scan_method="sequential").double()
+    x = torch.randn(2, 9, 12, dtype=torch.float64)
+    h0 = torch.randn(2, 12, dtype=torch.complex128)
+    y = layer(x, h0)
+    y_ref = mixer_reference(layer.in_proj(layer.norm(x)), h0)
+    assert torch.allclose(y, y_ref, rtol=0, atol=1e-12)
+    gy = torch.randn_like(y)
+    g = torch.autograd.grad((y * gy).sum(), list(layer.parameters()))
+    g_ref = torch.autograd.grad((y_ref * gy).sum(), list(layer.parameters()))
+    for a, b in zip(g, g_ref):
+        assert torch.allclose(a, b, rtol=0, atol=1e-12)
+
+
+def test_bad_proj_raises():
+    with pytest.raises(ValueError, match="multiple of 4"):
+        mixer_reference(torch.zeros(2, 5, 10))
+    with pytest.raises(ValueError, match=r"\(B, L, 4D\)"):
+        mixer_reference(torch.zeros(5, 8))
+    with pytest.raises(ValueError, match="h0 must be"):
+        mixer_reference(torch.zeros(2, 5, 8), torch.zeros(2, 3, dtype=torch.complex64))
+    with pytest.raises(ValueError, match="h0 must be"):
+        mixer_reference(torch.zeros(2, 5, 8), torch.zeros(2, 2))
+    with pytest.raises(ValueError, match="real floating"):
+        mixer_reference(torch.zeros(2, 5, 8, dtype=torch.int64))
+
+
+@pytest.mark.skipif(not _has_triton(), reason="needs Triton")
+def test_mixer_triton_refuses_cpu_without_interpreter(monkeypatch):
+    from minimipt.kernels.triton_mixer import mixer_triton
+
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    with pytest.raises(ValueError, match="CUDA device"):
+        mixer_triton(torch.zeros(2, 5, 8, dtype=torch.bfloat16))
+    with pytest.raises(ValueError, match="multiple of 4"):
+        mixer_triton(torch.zeros(2, 5, 6, dtype=torch.bfloat16))
+
+
+@pytest.mark.parametrize("autocast", [True, False])
+def test_fused_flag_falls_back_without_triton_on_cpu(autocast):
+    """On the CPU "triton" is unavailable: fused_mixer=True gives the split path's output and
+    gradients bit for bit (with and without bf16 autocast)."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 13, 16)
+    ys, grads = [], []
+    state = MIPTLayer(16).state_dict()
+    for fused in (False, True):
+        layer = MIPTLayer(16, fused_mixer=fused)
+        layer.load_state_dict(state)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            y = layer(x)
+        y.square().mean().backward()
+        ys.append(y)
+        grads.append([q.grad for q in layer.parameters()])
+    assert torch.equal(ys[0], ys[1])
+    for a, b in zip(*grads):
+        assert torch.equal(a, b)
+
+
+def test_fused_path_only_where_it_applies(monkeypatch):
+    """With "triton" reported available, the fused path is taken only for a bf16/fp16 projection,
+    readout "real", phase "input", scan_method "auto"/"triton"; return_aux keeps the split path."""
+    import minimipt.kernels as K
+
+    monkeypatch.setattr(K, "triton_available", lambda dev: True)
+    bf = torch.zeros(1, 2, 32, dtype=torch.bfloat16)
+    assert MIPTLayer(8, fused_mixer=True)._use_fused(bf)
+    assert MIPTLayer(8, fused_mixer=True)._use_fused(bf.half())
+    assert MIPTLayer(8, fused_mixer=True, scan_method="triton")._use_fused(bf)
+    assert not MIPTLayer(8)._use_fused(bf)
+    assert not MIPTLayer(8, fused_mixer=True)._use_fused(bf.float())
+    assert not MIPTLayer(8, fused_mixer=True, scan_method="chunked")._use_fused(bf)
+    assert not MIPTLayer(8, fused_mixer=True, readout="proj")._use_fused(bf)
+    assert not MIPTLayer(8, fused_mixer=True, phase="static")._use_fused(bf[..., :24])
+    # return_aux needs p and h: the split path, which runs on the CPU without Triton
+    layer = MIPTLayer(8, fused_mixer=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y, aux = layer(torch.randn(2, 5, 8), return_aux=True)
+    assert aux.h.shape == (2, 5, 8) and type(y.grad_fn).__name__ != "TritonMixerBackward"
+
+
+def test_models_pass_fused_mixer():
+    from minimipt.bench.scaling import _models
+
+    lm = _models(["mipt-fused"], 16, 2, 64)["mipt-fused"]()
+    assert isinstance(lm, MIPTLM) and all(b.mixer.fused_mixer for b in lm.blocks)
+    assert not any(b.mixer.fused_mixer for b in _models(["mipt"], 16, 2, 64)["mipt"]().blocks)
+
+
+# ---------------------------------------------------------------------------------------------
+# CPU, Triton's interpreter: the kernels against the twin, and the fused layer
+# ---------------------------------------------------------------------------------------------
+
+_INTERPRETED = r"""
+import torch
+import minimipt.kernels as K
+from minimipt import MIPTLayer
+from minimipt.kernels.triton_mixer import mixer_reference, mixer_triton
+from tests.test_triton_mixer import _proj, _rel, _values_and_grads
+
+NAMES = ("y", "dz", "dtheta", "du_re", "du_im", "dh0")
+
+
+def parts(y, g, D):
+    return (y, *g[0].split(D, dim=-1), *g[1:])
+
+
+# (z mode, L, D, h0?, forward config, backward config); None = the defaults (16, 16, 1, True) and
+# (16, 8, 1, 0, False). L, D not multiples of any block; L = 1; checkpoints every 16 rows from an
+# 8-row forward tile, every 8 rows inside a 16-row forward tile (shift 1 and prefetch backward)
+CASES = [("mixed", 37, 19, True, None, None), ("near1", 21, 5, False, None, None),
+         ("near0", 30, 17, True, None, None), ("mixed", 1, 3, False, None, None),
+         ("mixed", 40, 9, True, (8, 16, 1, False), None),
+         ("mixed", 29, 11, True, (16, 8, 2, False), (8, 16, 1, 1, True))]
+for z_mode, L, D, with_h0, fwd, bwd in CASES:
+    proj, h0, gy = _proj(2, L, D, z_mode, seed=L, with_h0=with_h0)
+    ref = parts(*_values_and_grads(mixer_reference, proj, h0, gy), D)
+    f32 = parts(*_values_and_grads(mixer_reference, proj.float(), h0, gy), D)
+    fn = lambda x, h: mixer_triton(x, h, fwd_config=fwd, bwd_config=bwd)
+    y, g = _values_and_grads(fn, proj.float(), None if h0 is None else h0.to(torch.complex64), gy)
+    assert y.dtype == torch.float32 and g[0].dtype == torch.float32
+    for name, x, x32, r in zip(NAMES, parts(y, g, D), f32, ref):
+        assert _rel(x, r) <= max(1e-5, 2 * _rel(x32, r)), (z_mode, L, D, fwd, bwd, name, _rel(x, r))
+    with torch.no_grad():  # no checkpoints are written without grad
+        assert torch.equal(mixer_triton(proj.float(), None if h0 is None else h0.to(torch.complex64),
+                                        fwd_config=fwd, bwd_config=bwd), y)
+# bf16 proj (the layer under autocast): float32 state, the reference on the rounded values; the
+# gradient comes back in bf16
+for z_mode, L, D in (("mixed", 29, 10), ("near1", 18, 7)):
+    proj, h0, gy = _proj(2, L, D, z_mode, seed=5)
+    pb = proj.bfloat16()
+    ref = parts(*_values_and_grads(mixer_reference, pb.double(), h0, gy), D)
+    y, g = _values_and_grads(mixer_triton, pb, h0.to(torch.complex64), gy)
+    assert y.dtype == torch.float32 and g[0].dtype == torch.bfloat16 and g[1].dtype == torch.complex64
+    assert _rel(y, ref[0]) < 1e-5, ("bf16 y", _rel(y, ref[0]))
+    for name, x, r in zip(NAMES[1:], parts(y, g, D)[1:], ref[1:]):
+        assert _rel(x, r) < 1e-2, ("bf16", z_mode, name, _rel(x, r))
+# the layer: fused_mixer=True under CPU bf16 autocast against the split path (method "chunked" on the
+# same bf16 projection), output and parameter gradients; with and without h0
+K.triton_available = lambda dev: True
+torch.manual_seed(0)
+state = MIPTLayer(16).state_dict()
+x = torch.randn(2, 21, 16)
+h0 = torch.randn(2, 16, dtype=torch.complex64)
+for h in (None, h0):
+    out = []
+    for fused in (True, False):
+        layer = MIPTLayer(16, fused_mixer=fused)
+        layer.load_state_dict(state)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = layer(x, h)
+        assert (type(y.grad_fn).__name__ == "TritonMixerBackward") == fused, type(y.grad_fn).__name__
+        y.float().square().mean().backward()
+        out.append((y, {n: q.grad for n, q in layer.named_parameters()}))
+    (y_f, g_f), (y_s, g_s) = out
+    assert y_f.dtype == y_s.dtype == torch.float32
+    assert _rel(y_f, y_s) < 1e-5, ("layer y", _rel(y_f, y_s))
+    for name in g_s:
+        assert _rel(g_f[name], g_s[name]) < 2e-2, ("layer", name, _rel(g_f[name], g_s[name]))
+print("ok")
+"""
+
+
+@pytest.mark.skipif(not _has_triton(), reason="needs Triton (pip install triton); CI has none")
+def test_interpreted_mixer_matches_reference_and_layer():
+    """The fused kernels' values and gradients (w.r.t. proj and h0) equal the float64 twin, or are at
+    most twice as far from it as the float32 twin: p near 0 and near 1 (z = ∓15) and mixed, L and D
+    not multiples of the blocks, L = 1, h0 given or not, two other launch configurations (including
+    the shift-1 backward and checkpoints inside a forward tile), bf16 proj (bf16 gradient, 1e-2);
+    and a MIPTLayer with fused_mixer=True under CPU bf16 autocast gives the split path's output and
+    parameter gradients (bf16 tolerance). The interpreter does not check bounds."""
+    import os
+    from pathlib import Path
+
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    out = subprocess.run([sys.executable, "-c", _INTERPRETED], capture_output=True, text=True, env=env,
+                         cwd=Path(__file__).resolve().parents[1], timeout=600)
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-3000:]
