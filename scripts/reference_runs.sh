@@ -64,7 +64,8 @@ case "$stage" in
     done
     ;;
   bench)
-    python -m minimipt.bench scaling --cuda-graphs --out results/bench/scaling_h200.json \
+    python -m minimipt.bench scaling --cuda-graphs --models mipt,mipt-fused,mipt-K64,sdpa,naive \
+      --out results/bench/scaling_h200.json \
       > results/bench/scaling_h200_log.txt 2>&1
     ;;
   kernel)
@@ -72,7 +73,7 @@ case "$stage" in
     # rows timed with its best recompute backward if that beat the default end to end (the file
     # records which), "chunked" also at C = 32 and 64. The peer rows need accelerated-scan 0.3.1
     # importable (carry its wheel: pip install --no-deps --target /tmp/site accelerated_scan-0.3.1-py3-none-any.whl)
-    python -m pytest -o addopts="" -p no:cacheprovider -m gpu tests/test_triton_scan.py -q -rs \
+    python -m pytest -o addopts="" -p no:cacheprovider -m gpu tests/test_triton_scan.py tests/test_triton_mixer.py -q -rs \
       > results/bench/gpu_tests_h200.txt 2>&1 || echo "GPU tests failed: see results/bench/gpu_tests_h200.txt"
     python -m minimipt.bench scan --sweep --adopt-sweep --chunks 32,64 --out results/bench/scan_h200.json \
       > results/bench/scan_h200_log.txt 2>&1
