@@ -69,7 +69,9 @@ class MIPTLayer(nn.Module):
         fused_mixer: opt in to the fused Triton mixer (:func:`minimipt.kernels.triton_mixer.mixer_triton`)
             for ``forward`` when the projection output is bf16/fp16 (autocast), ``readout="real"``,
             ``phase="input"``, ``scan_method`` is ``"auto"`` or ``"triton"``, ``return_aux`` is False
-            and method ``"triton"`` is available on the device; otherwise the split path is used.
+            and the mixer is available on the device (:func:`minimipt.kernels.mixer_available`: method
+            ``"triton"`` available and the mixer's own first-use self-check passed); otherwise the
+            split path is used.
     """
 
     def __init__(self, d_model: int, d_state: int | None = None, *, phase: str = "input",
@@ -193,9 +195,9 @@ class MIPTLayer(nn.Module):
         if not (self.fused_mixer and out.dtype in (torch.bfloat16, torch.float16) and self.readout == "real"
                 and self.phase == "input" and self.scan_method in ("auto", "triton")):
             return False
-        from . import kernels  # attribute lookup at call time (tests replace triton_available)
+        from . import kernels  # attribute lookup at call time (tests replace mixer_available)
 
-        return kernels.triton_available(out.device)
+        return kernels.mixer_available(out.device)  # "triton" available and the mixer's self-check passed
 
     # ------------------------------------------------------------------------------------------
     def init_state(self, batch_size: int, device: torch.device | str | None = None,

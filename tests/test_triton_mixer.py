@@ -130,11 +130,11 @@ def test_fused_flag_falls_back_without_triton_on_cpu(autocast):
 
 
 def test_fused_path_only_where_it_applies(monkeypatch):
-    """With "triton" reported available, the fused path is taken only for a bf16/fp16 projection,
+    """With the mixer reported available, the fused path is taken only for a bf16/fp16 projection,
     readout "real", phase "input", scan_method "auto"/"triton"; return_aux keeps the split path."""
     import minimipt.kernels as K
 
-    monkeypatch.setattr(K, "triton_available", lambda dev: True)
+    monkeypatch.setattr(K, "mixer_available", lambda dev: True)
     bf = torch.zeros(1, 2, 32, dtype=torch.bfloat16)
     assert MIPTLayer(8, fused_mixer=True)._use_fused(bf)
     assert MIPTLayer(8, fused_mixer=True)._use_fused(bf.half())
@@ -210,6 +210,7 @@ for z_mode, L, D in (("mixed", 29, 10), ("near1", 18, 7)):
 # the layer: fused_mixer=True under CPU bf16 autocast against the split path (method "chunked" on the
 # same bf16 projection), output and parameter gradients; with and without h0
 K.triton_available = lambda dev: True
+assert K.mixer_available(torch.device("cpu"))  # the mixer's own self-check, run by the interpreter
 torch.manual_seed(0)
 state = MIPTLayer(16).state_dict()
 x = torch.randn(2, 21, 16)
@@ -272,3 +273,22 @@ def test_gpu_mixer_matches_reference(dtype, z_mode):
     tol = 1e-5 if dtype == torch.float32 else 1e-2
     assert _rel(y, ref[0]) < 1e-5
     assert _rel(g[0], ref[1][0]) < tol and _rel(g[1], ref[1][1]) < 1e-5
+
+
+def test_mixer_self_check_failure_keeps_the_split_path(monkeypatch):
+    """A device where the fused mixer fails its self-check (here: the CPU without the interpreter,
+    where mixer_triton refuses to run) warns once and the layer keeps its split path."""
+    import minimipt.kernels as K
+
+    monkeypatch.setattr(K, "triton_available", lambda dev: True)
+    monkeypatch.setattr(K, "_MIXER_CHECKED", {})
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    with pytest.warns(RuntimeWarning, match="fused mixer is disabled on cpu"):
+        assert not K.mixer_available(torch.device("cpu"))
+    assert not K.mixer_available(torch.device("cpu"))  # cached: no second check, no second warning
+    ok, message = K.mixer_self_check(torch.device("cpu"))
+    assert not ok and message
+    layer = MIPTLayer(8, fused_mixer=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = layer(torch.randn(2, 5, 8))
+    assert "TritonMixer" not in type(y.grad_fn).__name__

@@ -23,9 +23,10 @@ import torch
 
 from ..scan import is_pairs, pairs_to_complex, register_scan_method, scan_chunked, scan_sequential
 
-__all__ = ["triton_available", "scan_triton_or_chunked", "self_check"]
+__all__ = ["triton_available", "scan_triton_or_chunked", "self_check", "mixer_available", "mixer_self_check"]
 
 _CHECKED: dict[str, bool] = {}
+_MIXER_CHECKED: dict[str, bool] = {}
 _SELF_CHECK_TOL = 1e-4
 
 
@@ -91,6 +92,62 @@ def triton_available(device: torch.device) -> bool:
                           f"using 'chunked' instead", RuntimeWarning, stacklevel=2)
         _CHECKED[key] = ok
     return _CHECKED[key]
+
+
+def mixer_self_check(device: torch.device) -> tuple[bool, str]:
+    """Compile and run the fused mixer (:mod:`minimipt.kernels.triton_mixer`) on ``device`` and compare
+    its values and gradients (w.r.t. the projection and h0, with and without h0) with its float64 twin
+    on a small problem (z spread so that p reaches both ends; L, D not multiples of any block).
+
+    Returns ``(ok, message)``; never raises.
+    """
+    try:
+        from . import triton_mixer  # imports triton
+    except Exception as err:
+        return False, f"Triton could not be imported ({type(err).__name__}: {err})"
+    try:
+        with torch.enable_grad(), torch.autocast(device.type, enabled=False):
+            gen = torch.Generator(device="cpu").manual_seed(0)
+            B, L, D = 2, 77, 9
+            proj = torch.randn(B, L, 4 * D, generator=gen, dtype=torch.float64)
+            proj[..., :D] *= 8  # z: p from ~1e-4 to 1 − 1e-4
+            h0 = torch.view_as_complex(torch.randn(B, D, 2, generator=gen, dtype=torch.float64))
+            gy = torch.randn(B, L, D, generator=gen, dtype=torch.float64).to(device)
+            for args in ((proj, h0), (proj,)):
+                ref_in = [x.to(device).requires_grad_() for x in args]
+                ours_in = [x.detach().to(torch.complex64 if x.is_complex() else torch.float32).requires_grad_()
+                           for x in ref_in]
+                y_ref = triton_mixer.mixer_reference(*ref_in)
+                grads_ref = torch.autograd.grad((y_ref * gy).sum(), ref_in)
+                y = triton_mixer.mixer_triton(*ours_in)
+                grads = torch.autograd.grad((y * gy.float()).sum(), ours_in)
+                for name, x, ref in zip(("y", "dproj", "dh0"), (y, *grads), (y_ref, *grads_ref)):
+                    err = ((x.to(ref.dtype) - ref).abs().norm() / ref.abs().norm()).item()
+                    if not err <= _SELF_CHECK_TOL:  # also catches NaN
+                        return False, (f"self-check mismatch in {name}{'' if len(args) == 2 else ' (no h0)'}: "
+                                       f"relative error {err:.2e}")
+    except Exception as err:  # a compile or launch failure
+        return False, f"the fused mixer failed on {device} ({type(err).__name__}: {err})"
+    return True, "ok"
+
+
+def mixer_available(device: torch.device) -> bool:
+    """Whether ``MIPTLayer(fused_mixer=True)`` may use the fused mixer on ``device``: method ``"triton"``
+    is available there and the mixer passes its own first-use self-check (once per device; if it
+    fails, a warning says why and the layer keeps its split path)."""
+    device = torch.device(device)
+    if not triton_available(device):
+        return False
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    key = str(device)
+    if key not in _MIXER_CHECKED:
+        ok, message = mixer_self_check(device)
+        if not ok:
+            warnings.warn(f"minimipt: the fused mixer is disabled on {key}: {message}; MIPTLayer(fused_mixer=True) "
+                          f"uses the split path instead", RuntimeWarning, stacklevel=2)
+        _MIXER_CHECKED[key] = ok
+    return _MIXER_CHECKED[key]
 
 
 def scan_triton_or_chunked(p: torch.Tensor, theta: torch.Tensor, u: torch.Tensor,
