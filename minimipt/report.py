@@ -23,18 +23,24 @@ __all__ = ["load_runs", "unfinished_runs", "variant_of", "summarise", "render_ta
 START, END = "<!-- results -->", "<!-- /results -->"
 
 
+def _grid_results(root: str | Path | None):
+    """``(path, experiment, results)`` of every ``results.json`` of a reference grid under ``root``
+    (default: the repository's ``results/``), complete or not."""
+    root = Path(root) if root is not None else repo_root() / "results"
+    for path in sorted(root.rglob("results.json")):
+        experiment = path.relative_to(root).parts[0]
+        if experiment not in _NOT_GRIDS:
+            yield path, experiment, json.loads(path.read_text())
+
+
 def load_runs(root: str | Path | None = None) -> list[dict]:
     """Every complete ``results.json`` under ``root`` (default: the repository's ``results/``)."""
-    root = Path(root) if root is not None else repo_root() / "results"
     runs = []
-    for path in sorted(root.rglob("results.json")):
-        res = json.loads(path.read_text())
-        experiment = path.relative_to(root).parts[0]
-        if not res.get("complete") or experiment in _NOT_GRIDS:
-            continue
-        res["_path"] = str(path)
-        res["_experiment"] = experiment
-        runs.append(res)
+    for path, experiment, res in _grid_results(root):
+        if res.get("complete"):
+            res["_path"] = str(path)
+            res["_experiment"] = experiment
+            runs.append(res)
     return runs
 
 
@@ -44,14 +50,10 @@ _NOT_GRIDS = ("ddp", "bench", "kernel-e2e", "explore")  # own sections; explore:
 def unfinished_runs(root: str | Path | None = None) -> dict[str, list[str]]:
     """Per experiment, the runs whose ``results.json`` says they did not finish (a call's time ran out):
     ``"name (steps/total steps)"``. They are left out of the tables, and the report says so."""
-    root = Path(root) if root is not None else repo_root() / "results"
     out: dict[str, list[str]] = defaultdict(list)
-    for path in sorted(root.rglob("results.json")):
-        res = json.loads(path.read_text())
-        experiment = path.relative_to(root).parts[0]
-        if res.get("complete") or experiment in _NOT_GRIDS:
-            continue
-        out[experiment].append(f"{path.parent.name} ({res.get('steps', '?')}/{res.get('total_steps', '?')} steps)")
+    for path, experiment, res in _grid_results(root):
+        if not res.get("complete"):
+            out[experiment].append(f"{path.parent.name} ({res.get('steps', '?')}/{res.get('total_steps', '?')} steps)")
     return dict(out)
 
 
