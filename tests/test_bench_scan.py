@@ -52,19 +52,18 @@ def test_adopt_takes_the_fastest_end_to_end_recompute_case(monkeypatch):
     monkeypatch.setattr(ts, "DEFAULT_CONFIG", (16, 16, 1))
     monkeypatch.setattr(ts, "RECOMPUTE_CONFIG", (16, 8, 1, 0, False))
     monkeypatch.setattr(ts, "BACKWARD", "recompute")
-    monkeypatch.setattr(scan, "_ADOPTED", [])
 
     def e2e(which, fwd, bwd, ms, backward="recompute"):
         return {"backward": backward, "which": which, "fwd_config": list(fwd), "config": list(bwd), "fwd_bwd_ms": ms}
     slower = {"end_to_end": [e2e("default", (16, 16, 1), (16, 8, 1, 0, False), 3.0),
                              e2e("best", (16, 16, 1), (16, 16, 2, 2, False), 3.1)]}
-    scan._adopt(slower)
-    assert ts.RECOMPUTE_CONFIG == (16, 8, 1, 0, False) and not scan._ADOPTED
+    adopted = scan._adopt(slower)
+    assert ts.RECOMPUTE_CONFIG == (16, 8, 1, 0, False) and not adopted
     faster = {"end_to_end": [e2e("default", (16, 16, 1), (16, 8, 1, 0, False), 3.0),
                              e2e("best", (16, 16, 1), (16, 16, 2, 2, False), 2.9),
                              e2e("best_fwd+best", (16, 16, 1, False, False, True, None, True), (16, 16, 2, 2, False), 2.8),
                              e2e("best", (16, 16, 1), (16, 32, 4), 2.0, backward="saved_h")]}  # not a recompute case
-    scan._adopt(faster)
+    adopted = scan._adopt(faster)
     assert ts.RECOMPUTE_CONFIG == (16, 16, 2, 2, False)
     assert ts.DEFAULT_CONFIG == (16, 16, 1, False, False, True, None, True)
-    assert scan._kernel_configs()["adopted_from_sweep"]
+    assert scan._kernel_configs(adopted)["adopted_from_sweep"]

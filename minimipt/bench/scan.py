@@ -439,13 +439,13 @@ def run(args: argparse.Namespace) -> int:
           f"copy bandwidth {bw / 1e12:.2f} TB/s", flush=True)
 
     rows = []
-    sweep = None
+    sweep = adopted = None
     if args.sweep or args.sweep_only:
         if "triton" not in available:
             raise ValueError("--sweep needs the Triton kernel, which is not available on this device")
         sweep = _sweep(shapes[0], device, bench)
         if args.adopt_sweep:
-            _adopt(sweep)
+            adopted = _adopt(sweep)
     for si, (B, D, L) in enumerate(shapes if not args.sweep_only else []):
         for dtype in dtypes:
             x = _inputs(B, D, L, dtype, device, seed=1000 * si + len(dtype))
@@ -506,7 +506,7 @@ def run(args: argparse.Namespace) -> int:
         "torch": torch.__version__, "triton": _ver("triton"), "accelerated_scan": peer_version,
         "python": platform.python_version(),
         "copy_bandwidth_TBps": bw / 1e12,
-        "kernel_configs": _kernel_configs() if "triton" in available else None,
+        "kernel_configs": _kernel_configs(adopted) if "triton" in available else None,
         "rows": rows,
         "sweep": sweep,
         "wall_time_s": time.time() - t_start,
@@ -536,33 +536,31 @@ def _parse_chunks(text: str) -> list[int]:
     return out
 
 
-def _adopt(sweep: dict) -> None:
-    """Time the rows with the fastest end-to-end recompute case of the sweep (forward and backward
-    configurations) if it beat the defaults (``kernel_configs`` in the results file records the ones
-    used, and ``adopted_from_sweep`` says so)."""
+def _adopt(sweep: dict) -> dict | None:
+    """Make the kernel's defaults (for the rest of this benchmark process) the fastest end-to-end
+    recompute case of the sweep, forward and backward configurations, if it beat the defaults; returns
+    ``{"forward": ..., "recompute": ...}`` then, else None (``kernel_configs`` in the results file
+    records the configurations used, and ``adopted_from_sweep`` says so)."""
     from ..kernels import triton_scan as ts
 
     rows = [r for r in sweep.get("end_to_end", []) if r["backward"] == "recompute" and "error" not in r]
     default = next((r for r in rows if r["which"] == "default"), None)
     if not rows or default is None or ts.BACKWARD != "recompute":
-        return
+        return None
     best = min(rows, key=lambda r: r["fwd_bwd_ms"])
     if best is default:
-        return
+        return None
     ts.RECOMPUTE_CONFIG = tuple(best["config"])
     ts.DEFAULT_CONFIG = tuple(best["fwd_config"])
-    _ADOPTED.append({"forward": best["fwd_config"], "recompute": best["config"]})
     print(f"adopted the sweep's forward {best['fwd_config']} and recompute backward {best['config']} "
           f"({best['fwd_bwd_ms']:.3f} vs {default['fwd_bwd_ms']:.3f} ms end to end)", flush=True)
+    return {"forward": best["fwd_config"], "recompute": best["config"]}
 
 
-_ADOPTED: list = []
-
-
-def _kernel_configs() -> dict:
+def _kernel_configs(adopted: dict | None = None) -> dict:
     from ..kernels import triton_scan as ts
 
-    return {"adopted_from_sweep": bool(_ADOPTED), "forward": list(ts.DEFAULT_CONFIG), "backward": list(ts.BWD_CONFIG),
+    return {"adopted_from_sweep": adopted is not None, "forward": list(ts.DEFAULT_CONFIG), "backward": list(ts.BWD_CONFIG),
             "fields": "BLOCK_L, BLOCK_D, num_warps, fast_trig, strided, prefetch[, num_stages, rows]",
             "backward_kind": ts.BACKWARD, "recompute": list(ts.RECOMPUTE_CONFIG),
             "recompute_fields": "BLOCK_L, BLOCK_D, num_warps, shift, prefetch"}
