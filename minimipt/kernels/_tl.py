@@ -155,3 +155,94 @@ def _shifted_scan(x_r, x_i, y_r, y_i, c_r, c_i, REVERSE: tl.constexpr, SHIFT: tl
     fa_r = tl.sum(tl.where(far, A_r, 0.0), axis=0)
     fa_i = tl.sum(tl.where(far, A_i, 0.0), axis=0)
     return p_r, p_i, o_r + fa_r * c_r - fa_i * c_i, o_i + fa_r * c_i + fa_i * c_r
+
+
+# ---------------------------------------------------------------------------------------------
+# the checkpoints: the state entering every CKPT_EVERY rows, (B, n_ckpt, D) float32 (re, im) pairs
+# ---------------------------------------------------------------------------------------------
+
+@_jit
+def _initial_state(H0, CKPT, pid_b, cols, cmask, D, n_ckpt,
+                   HAS_H0: tl.constexpr, CKPT_EVERY: tl.constexpr, BLOCK_D: tl.constexpr):
+    """The carry before the first tile, ``(c_r, c_i)`` ``(BLOCK_D,)``: ``H0``'s channels (B, D) pairs,
+    or zeros; also written as checkpoint 0 when the forward checkpoints."""
+    two = tl.arange(0, 2)                             # (re, im)
+    if HAS_H0:
+        c = tl.load(H0 + ((pid_b.to(tl.int64) * D + cols)[:, None] * 2 + two[None, :]),
+                    mask=cmask[:, None], other=0.0).to(tl.float32)
+        c_r, c_i = tl.split(c)
+    else:
+        c_r = tl.zeros([BLOCK_D], dtype=tl.float32)
+        c_i = tl.zeros([BLOCK_D], dtype=tl.float32)
+    if CKPT_EVERY > 0:
+        tl.store(CKPT + ((pid_b.to(tl.int64) * n_ckpt * D + cols)[:, None] * 2 + two[None, :]),
+                 tl.join(c_r, c_i), mask=cmask[:, None])
+    return c_r, c_i
+
+
+@_jit
+def _store_ckpt_rows(CKPT, h_r, h_i, t, pid_b, pid_d, L, D, n_ckpt,
+                     CKPT_EVERY: tl.constexpr, ROWS: tl.constexpr, BLOCK_D: tl.constexpr):
+    """The checkpoints that fall inside a tile: ``CKPT[b, k] = h_t`` at the rows ``t`` (``(ROWS,)``)
+    with ``t + 1 = k·CKPT_EVERY``; ``h`` is the tile's ``(ROWS, BLOCK_D)`` state."""
+    k = (t + 1) // CKPT_EVERY
+    sel = ((t + 1) % CKPT_EVERY == 0) & (k < n_ckpt) & (t < L)
+    c2 = pid_d * (2 * BLOCK_D) + tl.arange(0, 2 * BLOCK_D)
+    offs_c = ((pid_b.to(tl.int64) * n_ckpt + k) * D)[:, None] * 2 + c2[None, :]
+    _store_pairs(CKPT, offs_c, sel[:, None] & (c2 < 2 * D)[None, :], h_r, h_i, ROWS, BLOCK_D)
+
+
+@_jit
+def _store_ckpt_carry(CKPT, c_r, c_i, rows_done, pid_b, cols, cmask, D, n_ckpt,
+                      CKPT_EVERY: tl.constexpr, BLOCK_D: tl.constexpr):
+    """The checkpoint at a tile boundary: ``CKPT[b, k]`` = the carry after ``rows_done`` rows when
+    ``rows_done = k·CKPT_EVERY`` (nothing otherwise)."""
+    te = rows_done + tl.zeros([BLOCK_D], dtype=tl.int32)  # rows done, as a tensor
+    k = te // CKPT_EVERY
+    sel = (te % CKPT_EVERY == 0) & (k < n_ckpt) & cmask
+    two = tl.arange(0, 2)
+    tl.store(CKPT + (((pid_b.to(tl.int64) * n_ckpt + k) * D + cols)[:, None] * 2 + two[None, :]),
+             tl.join(c_r, c_i), mask=sel[:, None])
+
+
+@_jit
+def _load_ckpt(CKPT, j, pid_b, n_tiles, D, cols, cmask, BLOCK_D: tl.constexpr):
+    """The backward's state entering tile ``j`` (checkpoint ``j``, one per tile), ``(c_r, c_i)``
+    ``(BLOCK_D,)``; zeros for ``j < 0`` (a prefetch past the first tile)."""
+    two = tl.arange(0, 2)
+    jv = j + tl.zeros([BLOCK_D], dtype=tl.int32)  # (BLOCK_D,): a tensor, so its compare is a tensor mask
+    c = tl.load(CKPT + (((pid_b.to(tl.int64) * n_tiles + tl.maximum(jv, 0)) * D + cols)[:, None] * 2
+                        + two[None, :]), mask=(cmask & (jv >= 0))[:, None], other=0.0)
+    return tl.split(c)
+
+
+# ---------------------------------------------------------------------------------------------
+# rows per thread (the v4 backward, the v5 forward)
+# ---------------------------------------------------------------------------------------------
+
+@_jit
+def _thread_maps(ps, ths, urs, uis, FAST_TRIG: tl.constexpr, LANES: tl.constexpr, R: tl.constexpr,
+                 BLOCK_D: tl.constexpr):
+    """For a thread's ``R`` consecutive rows (tuples of ``(LANES, BLOCK_D)`` slabs): per row
+    ``cos θ``, ``sin θ`` and the gate ``a = (1 − p) e^{iθ}`` (tuples), and the composition
+    ``x ↦ A x + B`` of the rows' maps ``x ↦ a_t x + p_t u_t``, first row applied first."""
+    css = ()
+    sns = ()
+    ars = ()
+    ais = ()
+    one = tl.full([LANES, BLOCK_D], 1.0, tl.float32)
+    A_r = one
+    A_i = one * 0.0
+    B_r = one * 0.0
+    B_i = one * 0.0
+    for s in tl.static_range(R):
+        m = 1.0 - ps[s]
+        cs, sn = _cos_sin(ths[s], FAST_TRIG)
+        a_r = m * cs
+        a_i = m * sn
+        css = css + (cs,)
+        sns = sns + (sn,)
+        ars = ars + (a_r,)
+        ais = ais + (a_i,)
+        A_r, A_i, B_r, B_i = _compose(A_r, A_i, B_r, B_i, a_r, a_i, ps[s] * urs[s], ps[s] * uis[s])
+    return css, sns, ars, ais, A_r, A_i, B_r, B_i

@@ -5,8 +5,8 @@
 
 from __future__ import annotations
 
-from ._tl import (_cmul, _compose, _cos_sin, _jit, _load_pairs, _pair_offsets, _shifted_scan,
-                  _store_grads, tl)
+from ._tl import (_cmul, _compose, _cos_sin, _jit, _load_ckpt, _load_pairs, _pair_offsets, _shifted_scan,
+                  _store_grads, _thread_maps, tl)
 
 
 @_jit
@@ -102,11 +102,7 @@ def _rc_loads(P, TH, U, GH, CKPT, j, base, cols, cmask, L, D, n_tiles, pid_b, pi
     offs2, mask2 = _pair_offsets(t, base, L, D, pid_d, BLOCK_D)
     u_r, u_i = _load_pairs(U, offs2, mask2, False, BLOCK_L, BLOCK_D)
     go_r, go_i = _load_pairs(GH, offs2, mask2, False, BLOCK_L, BLOCK_D)
-    two = tl.arange(0, 2)
-    jv = j + tl.zeros([BLOCK_D], dtype=tl.int32)  # (BLOCK_D,): a tensor, so its compare is a tensor mask
-    c = tl.load(CKPT + (((pid_b.to(tl.int64) * n_tiles + tl.maximum(jv, 0)) * D + cols)[:, None] * 2
-                        + two[None, :]), mask=(cmask & (jv >= 0))[:, None], other=0.0)
-    c_r, c_i = tl.split(c)
+    c_r, c_i = _load_ckpt(CKPT, j, pid_b, n_tiles, D, cols, cmask, BLOCK_D)
     return p, th, u_r, u_i, go_r, go_i, c_r, c_i
 
 
@@ -190,11 +186,7 @@ def _slab_loads(P, TH, U, GH, CKPT, j, base, cols, cmask, L, D, n_tiles, pid_b, 
         uis = uis + (u_i,)
         grs = grs + (go_r,)
         gis = gis + (go_i,)
-    two = tl.arange(0, 2)
-    jv = j + tl.zeros([BLOCK_D], dtype=tl.int32)
-    c = tl.load(CKPT + (((pid_b.to(tl.int64) * n_tiles + tl.maximum(jv, 0)) * D + cols)[:, None] * 2
-                        + two[None, :]), mask=(cmask & (jv >= 0))[:, None], other=0.0)
-    c_r, c_i = tl.split(c)
+    c_r, c_i = _load_ckpt(CKPT, j, pid_b, n_tiles, D, cols, cmask, BLOCK_D)
     return ps, ths, urs, uis, grs, gis, c_r, c_i
 
 
@@ -237,30 +229,12 @@ def _bwd_rows_kernel(P, TH, U, CKPT, GH, DP, DTH, DU, DH0, L, D, n_tiles,
             ps, ths, urs, uis, grs, gis, c_r, c_i = _slab_loads(
                 P, TH, U, GH, CKPT, j, base, cols, cmask, L, D, n_tiles, pid_b, pid_d, LANES, R, BLOCK_D)
         # 1. gates, and each thread's forward composition (rows upward)  # (LANES, BLOCK_D) each
-        css = ()
-        sns = ()
-        ars = ()
-        ais = ()
-        one = tl.full([LANES, BLOCK_D], 1.0, tl.float32)
-        Af_r = one
-        Af_i = one * 0.0
-        Bf_r = one * 0.0
-        Bf_i = one * 0.0
-        for s in tl.static_range(R):
-            m = 1.0 - ps[s]
-            cs, sn = _cos_sin(ths[s], False)
-            a_r = m * cs
-            a_i = m * sn
-            css = css + (cs,)
-            sns = sns + (sn,)
-            ars = ars + (a_r,)
-            ais = ais + (a_i,)
-            Af_r, Af_i, Bf_r, Bf_i = _compose(Af_r, Af_i, Bf_r, Bf_i, a_r, a_i, ps[s] * urs[s], ps[s] * uis[s])
+        css, sns, ars, ais, Af_r, Af_i, Bf_r, Bf_i = _thread_maps(ps, ths, urs, uis, False, LANES, R, BLOCK_D)
         # ... and its reverse composition (rows downward): x ↦ conj(a)(dL/dh + x)
-        Ar_r = one
-        Ar_i = one * 0.0
-        Br_r = one * 0.0
-        Br_i = one * 0.0
+        Ar_r = tl.full([LANES, BLOCK_D], 1.0, tl.float32)
+        Ar_i = Ar_r * 0.0
+        Br_r = Ar_r * 0.0
+        Br_i = Ar_r * 0.0
         for s in tl.static_range(R - 1, -1, -1):
             Ar_r, Ar_i = _cmul(ars[s], -ais[s], Ar_r, Ar_i)
             Br_r, Br_i = _cmul(ars[s], -ais[s], Br_r + grs[s], Br_i + gis[s])

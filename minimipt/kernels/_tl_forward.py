@@ -5,7 +5,8 @@ tile; ``_fwd_rows_kernel`` (v5): each thread owns consecutive rows (notes/kernel
 
 from __future__ import annotations
 
-from ._tl import _compose, _cmul, _cos_sin, _fwd_loads, _jit, _pair_offsets, _shifted_scan, _store_pairs, tl
+from ._tl import (_cmul, _compose, _cos_sin, _fwd_loads, _initial_state, _jit, _pair_offsets, _shifted_scan,
+                  _store_ckpt_carry, _store_ckpt_rows, _store_pairs, _thread_maps, tl)
 
 
 @_jit
@@ -21,18 +22,7 @@ def _fwd_kernel(P, TH, U, H0, H, CKPT, L, D, n_tiles, n_ckpt,
     cols = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)    # (BLOCK_D,)
     cmask = cols < D
     base = pid_b.to(tl.int64) * L * D
-    if HAS_H0:
-        two = tl.arange(0, 2)                         # (re, im)
-        c = tl.load(H0 + ((pid_b.to(tl.int64) * D + cols)[:, None] * 2 + two[None, :]),
-                    mask=cmask[:, None], other=0.0).to(tl.float32)
-        c_r, c_i = tl.split(c)                        # (BLOCK_D,) carry = state before the tile
-    else:
-        c_r = tl.zeros([BLOCK_D], dtype=tl.float32)
-        c_i = tl.zeros([BLOCK_D], dtype=tl.float32)
-    two_c = tl.arange(0, 2)
-    if CKPT_EVERY > 0:  # checkpoint 0: the initial state
-        tl.store(CKPT + ((pid_b.to(tl.int64) * n_ckpt * D + cols)[:, None] * 2 + two_c[None, :]),
-                 tl.join(c_r, c_i), mask=cmask[:, None])
+    c_r, c_i = _initial_state(H0, CKPT, pid_b, cols, cmask, D, n_ckpt, HAS_H0, CKPT_EVERY, BLOCK_D)  # (BLOCK_D,)
     last = (rows == BLOCK_L - 1)[:, None]
     if PREFETCH:  # the next tile's loads are issued before this tile's scan
         p_n, th_n, ur_n, ui_n = _fwd_loads(P, TH, U, rows, base, cols, cmask, L, D, pid_d,
@@ -53,20 +43,12 @@ def _fwd_kernel(P, TH, U, H0, H, CKPT, L, D, n_tiles, n_ckpt,
         h_i = S_i + A_r * c_i[None, :] + A_i * c_r[None, :]
         offs2, mask2 = _pair_offsets(t, base, L, D, pid_d, BLOCK_D)
         _store_pairs(H, offs2, mask2, h_r, h_i, BLOCK_L, BLOCK_D)
-        if CKPT_EVERY > 0 and CKPT_EVERY % BLOCK_L != 0:  # rows t + 1 = j·CKPT_EVERY: checkpoint j = h_t
-            j = (t + 1) // CKPT_EVERY
-            sel = ((t + 1) % CKPT_EVERY == 0) & (j < n_ckpt) & (t < L)
-            c2 = pid_d * (2 * BLOCK_D) + tl.arange(0, 2 * BLOCK_D)
-            offs_c = ((pid_b.to(tl.int64) * n_ckpt + j) * D)[:, None] * 2 + c2[None, :]
-            _store_pairs(CKPT, offs_c, sel[:, None] & (c2 < 2 * D)[None, :], h_r, h_i, BLOCK_L, BLOCK_D)
+        if CKPT_EVERY > 0 and CKPT_EVERY % BLOCK_L != 0:  # checkpoints inside the tile
+            _store_ckpt_rows(CKPT, h_r, h_i, t, pid_b, pid_d, L, D, n_ckpt, CKPT_EVERY, BLOCK_L, BLOCK_D)
         c_r = tl.sum(tl.where(last, h_r, 0.0), axis=0)
         c_i = tl.sum(tl.where(last, h_i, 0.0), axis=0)
         if CKPT_EVERY > 0 and CKPT_EVERY % BLOCK_L == 0:  # the carry itself, after every few tiles
-            te = (k + 1) * BLOCK_L + tl.zeros([BLOCK_D], dtype=tl.int32)  # rows done, as a tensor
-            jc = te // CKPT_EVERY
-            sel_c = (te % CKPT_EVERY == 0) & (jc < n_ckpt) & cmask
-            tl.store(CKPT + (((pid_b.to(tl.int64) * n_ckpt + jc) * D + cols)[:, None] * 2 + two_c[None, :]),
-                     tl.join(c_r, c_i), mask=sel_c[:, None])
+            _store_ckpt_carry(CKPT, c_r, c_i, (k + 1) * BLOCK_L, pid_b, cols, cmask, D, n_ckpt, CKPT_EVERY, BLOCK_D)
 
 
 @_jit
@@ -116,17 +98,7 @@ def _fwd_rows_kernel(P, TH, U, H0, H, CKPT, L, D, n_tiles, n_ckpt,
     cmask = cols < D
     base = pid_b.to(tl.int64) * L * D
     lane_rows = tl.arange(0, LANES) * R               # (LANES,) each thread's first row in the tile
-    two = tl.arange(0, 2)                             # (re, im)
-    if HAS_H0:
-        c = tl.load(H0 + ((pid_b.to(tl.int64) * D + cols)[:, None] * 2 + two[None, :]),
-                    mask=cmask[:, None], other=0.0).to(tl.float32)
-        c_r, c_i = tl.split(c)                        # (BLOCK_D,) carry = state before the tile
-    else:
-        c_r = tl.zeros([BLOCK_D], dtype=tl.float32)
-        c_i = tl.zeros([BLOCK_D], dtype=tl.float32)
-    if CKPT_EVERY > 0:  # checkpoint 0: the initial state
-        tl.store(CKPT + ((pid_b.to(tl.int64) * n_ckpt * D + cols)[:, None] * 2 + two[None, :]),
-                 tl.join(c_r, c_i), mask=cmask[:, None])
+    c_r, c_i = _initial_state(H0, CKPT, pid_b, cols, cmask, D, n_ckpt, HAS_H0, CKPT_EVERY, BLOCK_D)  # (BLOCK_D,)
     last_lane = (tl.arange(0, LANES) == LANES - 1)[:, None]
     if PREFETCH:  # the next tile's loads are issued before this tile's arithmetic
         nx = _fwd_slab_loads(P, TH, U, 0, base, cols, cmask, L, D, pid_d, STRIDED, LANES, R, BLOCK_D)
@@ -138,52 +110,25 @@ def _fwd_rows_kernel(P, TH, U, H0, H, CKPT, L, D, n_tiles, n_ckpt,
             ps, ths, urs, uis = _fwd_slab_loads(P, TH, U, j, base, cols, cmask, L, D, pid_d,
                                                 STRIDED, LANES, R, BLOCK_D)
         # 1. gates, and each thread's composition of its R maps (rows upward)  # (LANES, BLOCK_D) each
-        ars = ()
-        ais = ()
-        brs = ()
-        bis = ()
-        one = tl.full([LANES, BLOCK_D], 1.0, tl.float32)
-        A_r = one
-        A_i = one * 0.0
-        B_r = one * 0.0
-        B_i = one * 0.0
-        for s in tl.static_range(R):
-            m = 1.0 - ps[s]
-            cs, sn = _cos_sin(ths[s], FAST_TRIG)
-            a_r = m * cs
-            a_i = m * sn
-            b_r = ps[s] * urs[s]
-            b_i = ps[s] * uis[s]
-            ars = ars + (a_r,)
-            ais = ais + (a_i,)
-            brs = brs + (b_r,)
-            bis = bis + (b_i,)
-            A_r, A_i, B_r, B_i = _compose(A_r, A_i, B_r, B_i, a_r, a_i, b_r, b_i)
+        _, _, ars, ais, A_r, A_i, B_r, B_i = _thread_maps(ps, ths, urs, uis, FAST_TRIG, LANES, R, BLOCK_D)
         # 2. the state entering each thread's first row
         h_r, h_i, _, _ = _shifted_scan(A_r, A_i, B_r, B_i, c_r, c_i, False, 0, LANES)
         # 3. the recurrence over the thread's rows; store h slab by slab
         for s in tl.static_range(R):
             h_r, h_i = _cmul(ars[s], ais[s], h_r, h_i)
-            h_r = h_r + brs[s]
-            h_i = h_i + bis[s]
+            h_r = h_r + ps[s] * urs[s]
+            h_i = h_i + ps[s] * uis[s]
             t = j * (LANES * R) + lane_rows + s
             offs2, mask2 = _pair_offsets(t, base, L, D, pid_d, BLOCK_D)
             _store_pairs(H, offs2, mask2, h_r, h_i, LANES, BLOCK_D)
+            # checkpoints inside the tile; if R divides CKPT_EVERY only a thread's last row can hold
+            # one (lane·R + s + 1 ≡ 0 mod R needs s = R − 1)
             if CKPT_EVERY > 0 and CKPT_EVERY % (LANES * R) != 0:
-                # rows t + 1 = k·CKPT_EVERY: checkpoint k = h_t. If R divides CKPT_EVERY only a
-                # thread's last row can be one (lane·R + s + 1 ≡ 0 mod R needs s = R − 1)
                 if CKPT_EVERY % R != 0 or s == R - 1:
-                    k = (t + 1) // CKPT_EVERY
-                    sel = ((t + 1) % CKPT_EVERY == 0) & (k < n_ckpt) & (t < L)
-                    c2 = pid_d * (2 * BLOCK_D) + tl.arange(0, 2 * BLOCK_D)
-                    offs_c = ((pid_b.to(tl.int64) * n_ckpt + k) * D)[:, None] * 2 + c2[None, :]
-                    _store_pairs(CKPT, offs_c, sel[:, None] & (c2 < 2 * D)[None, :], h_r, h_i, LANES, BLOCK_D)
+                    _store_ckpt_rows(CKPT, h_r, h_i, t, pid_b, pid_d, L, D, n_ckpt, CKPT_EVERY, LANES, BLOCK_D)
         # the carry: h at the tile's last row (the last lane's last row)
         c_r = tl.sum(tl.where(last_lane, h_r, 0.0), axis=0)
         c_i = tl.sum(tl.where(last_lane, h_i, 0.0), axis=0)
         if CKPT_EVERY > 0 and CKPT_EVERY % (LANES * R) == 0:  # the carry itself, after every few tiles
-            te = (j + 1) * (LANES * R) + tl.zeros([BLOCK_D], dtype=tl.int32)  # rows done, as a tensor
-            jc = te // CKPT_EVERY
-            sel_c = (te % CKPT_EVERY == 0) & (jc < n_ckpt) & cmask
-            tl.store(CKPT + (((pid_b.to(tl.int64) * n_ckpt + jc) * D + cols)[:, None] * 2 + two[None, :]),
-                     tl.join(c_r, c_i), mask=sel_c[:, None])
+            _store_ckpt_carry(CKPT, c_r, c_i, (j + 1) * (LANES * R), pid_b, cols, cmask, D, n_ckpt, CKPT_EVERY,
+                              BLOCK_D)

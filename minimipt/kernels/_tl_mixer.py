@@ -10,7 +10,8 @@ Accurate sin and cos; float32 state; the only division is ``1 / (1 + e^{−|z|})
 
 from __future__ import annotations
 
-from ._tl import _cmul, _compose, _jit, _shifted_scan, tl
+from ._tl import (_cmul, _compose, _initial_state, _jit, _load_ckpt, _shifted_scan, _store_ckpt_carry,
+                  _store_ckpt_rows, tl)
 
 
 @_jit
@@ -53,17 +54,7 @@ def _mixer_fwd_kernel(X, H0, Y, CKPT, L, D, n_tiles, n_ckpt,
     rows = tl.arange(0, BLOCK_L)                      # (BLOCK_L,)
     cols = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)    # (BLOCK_D,)
     cmask = cols < D
-    two = tl.arange(0, 2)                             # (re, im)
-    if HAS_H0:
-        c = tl.load(H0 + ((pid_b.to(tl.int64) * D + cols)[:, None] * 2 + two[None, :]),
-                    mask=cmask[:, None], other=0.0).to(tl.float32)
-        c_r, c_i = tl.split(c)                        # (BLOCK_D,) carry = state before the tile
-    else:
-        c_r = tl.zeros([BLOCK_D], dtype=tl.float32)
-        c_i = tl.zeros([BLOCK_D], dtype=tl.float32)
-    if CKPT_EVERY > 0:  # checkpoint 0: the initial state
-        tl.store(CKPT + ((pid_b.to(tl.int64) * n_ckpt * D + cols)[:, None] * 2 + two[None, :]),
-                 tl.join(c_r, c_i), mask=cmask[:, None])
+    c_r, c_i = _initial_state(H0, CKPT, pid_b, cols, cmask, D, n_ckpt, HAS_H0, CKPT_EVERY, BLOCK_D)  # (BLOCK_D,)
     last = (rows == BLOCK_L - 1)[:, None]
     if PREFETCH:  # the next tile's loads are issued before this tile's scan
         p_n, m_n, th_n, ur_n, ui_n = _mixer_loads(X, rows, cols, cmask, L, D, pid_b)
@@ -81,21 +72,12 @@ def _mixer_fwd_kernel(X, H0, Y, CKPT, L, D, n_tiles, n_ckpt,
         h_i = S_i + A_r * c_i[None, :] + A_i * c_r[None, :]
         mask = (t < L)[:, None] & cmask[None, :]
         tl.store(Y + (pid_b.to(tl.int64) * L + t.to(tl.int64))[:, None] * D + cols[None, :], h_r, mask=mask)
-        if CKPT_EVERY > 0 and CKPT_EVERY % BLOCK_L != 0:  # rows t + 1 = j·CKPT_EVERY: checkpoint j = h_t
-            j = (t + 1) // CKPT_EVERY
-            sel = ((t + 1) % CKPT_EVERY == 0) & (j < n_ckpt) & (t < L)
-            offs_c = ((pid_b.to(tl.int64) * n_ckpt + j) * D)[:, None] * 2 + (cols * 2)[None, :]
-            mask_c = sel[:, None] & cmask[None, :]
-            tl.store(CKPT + offs_c, h_r, mask=mask_c)
-            tl.store(CKPT + offs_c + 1, h_i, mask=mask_c)
+        if CKPT_EVERY > 0 and CKPT_EVERY % BLOCK_L != 0:  # checkpoints inside the tile
+            _store_ckpt_rows(CKPT, h_r, h_i, t, pid_b, pid_d, L, D, n_ckpt, CKPT_EVERY, BLOCK_L, BLOCK_D)
         c_r = tl.sum(tl.where(last, h_r, 0.0), axis=0)
         c_i = tl.sum(tl.where(last, h_i, 0.0), axis=0)
         if CKPT_EVERY > 0 and CKPT_EVERY % BLOCK_L == 0:  # the carry itself, after every few tiles
-            te = (k + 1) * BLOCK_L + tl.zeros([BLOCK_D], dtype=tl.int32)  # rows done, as a tensor
-            jc = te // CKPT_EVERY
-            sel_c = (te % CKPT_EVERY == 0) & (jc < n_ckpt) & cmask
-            tl.store(CKPT + (((pid_b.to(tl.int64) * n_ckpt + jc) * D + cols)[:, None] * 2 + two[None, :]),
-                     tl.join(c_r, c_i), mask=sel_c[:, None])
+            _store_ckpt_carry(CKPT, c_r, c_i, (k + 1) * BLOCK_L, pid_b, cols, cmask, D, n_ckpt, CKPT_EVERY, BLOCK_D)
 
 
 @_jit
@@ -108,11 +90,7 @@ def _mixer_bwd_loads(X, GY, CKPT, j, cols, cmask, L, D, n_tiles, pid_b,
     mask = ((t >= 0) & (t < L))[:, None] & cmask[None, :]
     go = tl.load(GY + (pid_b.to(tl.int64) * L + t.to(tl.int64))[:, None] * D + cols[None, :],
                  mask=mask, other=0.0).to(tl.float32)
-    two = tl.arange(0, 2)
-    jv = j + tl.zeros([BLOCK_D], dtype=tl.int32)  # a tensor, so its compare is a tensor mask
-    c = tl.load(CKPT + (((pid_b.to(tl.int64) * n_tiles + tl.maximum(jv, 0)) * D + cols)[:, None] * 2
-                        + two[None, :]), mask=(cmask & (jv >= 0))[:, None], other=0.0)
-    c_r, c_i = tl.split(c)
+    c_r, c_i = _load_ckpt(CKPT, j, pid_b, n_tiles, D, cols, cmask, BLOCK_D)
     return p, m, th, u_r, u_i, go, c_r, c_i
 
 
