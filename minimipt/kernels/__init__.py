@@ -59,22 +59,44 @@ def self_check(device: torch.device) -> tuple[bool, str]:
             grads_ref = torch.autograd.grad((h_ref * g.conj()).real.sum(), ref_in)
             h = triton_scan.scan_triton(*ours_in)
             grads = torch.autograd.grad((h * g.to(h.dtype).conj()).real.sum(), ours_in)
-            for name, x, ref in zip(("h", "dp", "dtheta", "du", "dh0"), (h, *grads), (h_ref, *grads_ref)):
-                err = ((x.to(ref.dtype) - ref).abs().norm() / ref.abs().norm()).item()
-                if not err <= _SELF_CHECK_TOL:  # also catches NaN
-                    return False, f"self-check mismatch in {name}: relative error {err:.2e}"
+            bad = _mismatch(("h", "dp", "dtheta", "du", "dh0"), (h, *grads), (h_ref, *grads_ref))
+            if bad:
+                return False, bad
             # the variant without h0 is a separate compilation
             h = triton_scan.scan_triton(*ours_in[:3])
             grads = torch.autograd.grad((h * g.to(h.dtype).conj()).real.sum(), ours_in[:3])
             h_ref = scan_sequential(*ref_in[:3])
             grads_ref = torch.autograd.grad((h_ref * g.conj()).real.sum(), ref_in[:3])
-            for name, x, ref in zip(("h", "dp", "dtheta", "du"), (h, *grads), (h_ref, *grads_ref)):
-                err = ((x.to(ref.dtype) - ref).abs().norm() / ref.abs().norm()).item()
-                if not err <= _SELF_CHECK_TOL:
-                    return False, f"self-check mismatch in {name} (no h0): relative error {err:.2e}"
+            bad = _mismatch(("h", "dp", "dtheta", "du"), (h, *grads), (h_ref, *grads_ref), " (no h0)")
+            if bad:
+                return False, bad
     except Exception as err:  # a compile or launch failure
         return False, f"the kernel failed on {device} ({type(err).__name__}: {err})"
     return True, "ok"
+
+
+def _mismatch(names, ours, refs, suffix: str = "") -> str | None:
+    """The first of ``ours`` whose relative error to ``refs`` exceeds the self-check tolerance (NaN
+    included), as a message; None when all agree."""
+    for name, x, ref in zip(names, ours, refs):
+        err = ((x.to(ref.dtype) - ref).abs().norm() / ref.abs().norm()).item()
+        if not err <= _SELF_CHECK_TOL:  # also catches NaN
+            return f"self-check mismatch in {name}{suffix}: relative error {err:.2e}"
+    return None
+
+
+def _checked_once(cache: dict[str, bool], device: torch.device, check, disabled: str, instead: str) -> bool:
+    """``check(device)``'s verdict, run once per device (a CUDA device without an index is the current
+    one) and cached in ``cache``; a failure warns once, naming what is ``disabled`` and what is used ``instead``."""
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    key = str(device)
+    if key not in cache:
+        ok, message = check(device)
+        if not ok:
+            warnings.warn(f"minimipt: {disabled} on {key}: {message}; {instead}", RuntimeWarning, stacklevel=3)
+        cache[key] = ok
+    return cache[key]
 
 
 def triton_available(device: torch.device) -> bool:
@@ -82,16 +104,7 @@ def triton_available(device: torch.device) -> bool:
     device = torch.device(device)
     if device.type != "cuda" or not torch.cuda.is_available():
         return False
-    if device.index is None:
-        device = torch.device("cuda", torch.cuda.current_device())
-    key = str(device)
-    if key not in _CHECKED:
-        ok, message = self_check(device)
-        if not ok:
-            warnings.warn(f"minimipt: scan method 'triton' disabled on {key}: {message}; "
-                          f"using 'chunked' instead", RuntimeWarning, stacklevel=2)
-        _CHECKED[key] = ok
-    return _CHECKED[key]
+    return _checked_once(_CHECKED, device, self_check, "scan method 'triton' disabled", "using 'chunked' instead")
 
 
 def mixer_self_check(device: torch.device) -> tuple[bool, str]:
@@ -121,11 +134,10 @@ def mixer_self_check(device: torch.device) -> tuple[bool, str]:
                 grads_ref = torch.autograd.grad((y_ref * gy).sum(), ref_in)
                 y = triton_mixer.mixer_triton(*ours_in)
                 grads = torch.autograd.grad((y * gy.float()).sum(), ours_in)
-                for name, x, ref in zip(("y", "dproj", "dh0"), (y, *grads), (y_ref, *grads_ref)):
-                    err = ((x.to(ref.dtype) - ref).abs().norm() / ref.abs().norm()).item()
-                    if not err <= _SELF_CHECK_TOL:  # also catches NaN
-                        return False, (f"self-check mismatch in {name}{'' if len(args) == 2 else ' (no h0)'}: "
-                                       f"relative error {err:.2e}")
+                bad = _mismatch(("y", "dproj", "dh0"), (y, *grads), (y_ref, *grads_ref),
+                                "" if len(args) == 2 else " (no h0)")
+                if bad:
+                    return False, bad
     except Exception as err:  # a compile or launch failure
         return False, f"the fused mixer failed on {device} ({type(err).__name__}: {err})"
     return True, "ok"
@@ -138,16 +150,8 @@ def mixer_available(device: torch.device) -> bool:
     device = torch.device(device)
     if not triton_available(device):
         return False
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", torch.cuda.current_device())
-    key = str(device)
-    if key not in _MIXER_CHECKED:
-        ok, message = mixer_self_check(device)
-        if not ok:
-            warnings.warn(f"minimipt: the fused mixer is disabled on {key}: {message}; MIPTLayer(fused_mixer=True) "
-                          f"uses the split path instead", RuntimeWarning, stacklevel=2)
-        _MIXER_CHECKED[key] = ok
-    return _MIXER_CHECKED[key]
+    return _checked_once(_MIXER_CHECKED, device, mixer_self_check, "the fused mixer is disabled",
+                         "MIPTLayer(fused_mixer=True) uses the split path instead")
 
 
 def scan_triton_or_chunked(p: torch.Tensor, theta: torch.Tensor, u: torch.Tensor,
