@@ -349,16 +349,7 @@ def test_both_backwards_values_and_grads(backward, cfg, p_mode, L):
     rows per thread, with and without prefetch) against the float64 reference, as test_float32_values_and_grads."""
     from minimipt.kernels.triton_scan import scan_triton
 
-    B, D = 2, 45
-    p, theta, u, h0, gout = _problem(B, L, D, p_mode, seed=L + 1)
-    to = lambda t: t.to(DEV)  # noqa: E731
-    f32 = lambda t: t.to(DEV, torch.complex64 if t.is_complex() else torch.float32)  # noqa: E731
-    h_ref, g_ref = _values_and_grads(scan_sequential, *(to(t) for t in (p, theta, u, h0, gout)))
-    h_32, g_32 = _values_and_grads(scan_sequential, *(f32(t) for t in (p, theta, u, h0)), to(gout))
-    h, g = _values_and_grads(lambda *a: scan_triton(*a, bwd_config=cfg, backward=backward),
-                             *(f32(t) for t in (p, theta, u, h0)), to(gout))
-    for name, x, x32, ref in zip(("h", "p", "theta", "u", "h0"), (h, *g), (h_32, *g_32), (h_ref, *g_ref)):
-        assert _rel(x, ref) <= max(1e-5, 2 * _rel(x32, ref)), (name, _rel(x, ref), _rel(x32, ref))
+    _assert_matches_reference_on_gpu(lambda *a: scan_triton(*a, bwd_config=cfg, backward=backward), L, p_mode, L + 1)
 
 
 @pytest.mark.gpu
@@ -373,13 +364,19 @@ def test_rows_forward_values_and_grads(fwd, p_mode, L):
     reference, as test_float32_values_and_grads."""
     from minimipt.kernels.triton_scan import scan_triton
 
+    _assert_matches_reference_on_gpu(lambda *a: scan_triton(*a, fwd_config=fwd, backward="recompute"), L, p_mode,
+                                     L + 2)
+
+
+def _assert_matches_reference_on_gpu(fn, L, p_mode, seed):
+    """``fn(p, θ, u, h0)`` on the GPU in float32: values and every gradient within max(1e-5, twice the
+    float32 loop's error) of the float64 reference, as test_float32_values_and_grads."""
     B, D = 2, 45
-    p, theta, u, h0, gout = _problem(B, L, D, p_mode, seed=L + 2)
+    p, theta, u, h0, gout = _problem(B, L, D, p_mode, seed=seed)
     to = lambda t: t.to(DEV)  # noqa: E731
     f32 = lambda t: t.to(DEV, torch.complex64 if t.is_complex() else torch.float32)  # noqa: E731
     h_ref, g_ref = _values_and_grads(scan_sequential, *(to(t) for t in (p, theta, u, h0, gout)))
     h_32, g_32 = _values_and_grads(scan_sequential, *(f32(t) for t in (p, theta, u, h0)), to(gout))
-    h, g = _values_and_grads(lambda *a: scan_triton(*a, fwd_config=fwd, backward="recompute"),
-                             *(f32(t) for t in (p, theta, u, h0)), to(gout))
+    h, g = _values_and_grads(fn, *(f32(t) for t in (p, theta, u, h0)), to(gout))
     for name, x, x32, ref in zip(("h", "p", "theta", "u", "h0"), (h, *g), (h_32, *g_32), (h_ref, *g_ref)):
         assert _rel(x, ref) <= max(1e-5, 2 * _rel(x32, ref)), (name, _rel(x, ref), _rel(x32, ref))
