@@ -140,7 +140,10 @@ CASES += [("recompute", (16, 16, 2, 2, False), (16, 16, 1, False, False, True, N
           ("recompute", (8, 8, 1, 2, False), (8, 8, 1, False, False, True, None, True)),
           ("recompute", (16, 8, 1, 0, False), (8, 16, 4, False, False, False, None, True)),
           ("recompute", (16, 16, 2, 2, False), (32, 32, 1, False, False, True, None, True)),
-          ("saved_h", None, (16, 8, 2, False, False, False, None, True))]
+          ("saved_h", None, (16, 8, 2, False, False, False, None, True)),
+          # the defaults of session 4 spelled out, and the default backward after the v3 forward
+          ("recompute", (16, 32, 4, 2, True), (16, 16, 1, False, False, True, None, True)),
+          ("recompute", None, (16, 16, 1, False, False, True))]
 for backward, cfg, fwd in CASES:
     # L, D not multiples of any block; one tile shorter than a block; p near 0, near 1, mixed
     for p_mode, L, D, with_h0 in (("mixed", 37, 19, True), ("near1", 21, 5, False), ("near0", 30, 17, True),

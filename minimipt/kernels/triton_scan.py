@@ -64,7 +64,9 @@ __all__ = ["scan_triton", "TritonScan", "DEFAULT_CONFIG", "BWD_CONFIG", "RECOMPU
 # backward kernels' launch configurations, chosen by the sweep of minimipt.bench (notes/kernel.md).
 # rows (forward only; default False): True runs _fwd_rows_kernel (v5), each thread owning
 # BLOCK_L·BLOCK_D/(32·num_warps) consecutive rows; give num_stages (None: Triton's default) before it
-DEFAULT_CONFIG = (16, 16, 1, False, False, True)
+# (16, 16, 1, False, False, True, None, True), the rows-per-thread forward (v5), was the fastest of the
+# H200 sweep of session 4 (results/bench/scan_h200.json) and the best end to end with the backward below
+DEFAULT_CONFIG = (16, 16, 1, False, False, True, None, True)
 BWD_CONFIG = (16, 32, 4, False, False, False)
 
 # The two backwards (notes/kernel.md, v2 and v3):
@@ -80,10 +82,11 @@ BACKWARD = "recompute"
 # the recomputing backward's (BLOCK_L, BLOCK_D, num_warps, shift, prefetch); shift 0: the
 # shifted states by an exclusive scan (composition), 1: by tl.gather, 2: each thread owns
 # BLOCK_L·BLOCK_D/(32·num_warps) consecutive rows and runs the recurrences itself (v4).
-# (16, 16, 2, 2, False) was the fastest of the H200 sweep of session 3 (results/bench/scan_h200.json):
-# backward 1.98 ms at (32, 512, 8192) (v3's (16, 8, 1, 0, False): 2.47 ms in the same run), forward+
-# backward through autograd 2.94 ms vs 3.44
-RECOMPUTE_CONFIG = (16, 16, 2, 2, False)
+# (16, 16, 2, 2, False) was the fastest of the H200 sweep of session 3: backward 1.98 ms at
+# (32, 512, 8192) (v3's (16, 8, 1, 0, False): 2.47 ms in the same run). Its neighbour (16, 32, 4, 2,
+# True) won the sweep of session 4 (results/bench/scan_h200.json): forward+backward through autograd
+# 2.46 ms with the v5 forward vs 2.93 ms for the session-3 defaults in the same run
+RECOMPUTE_CONFIG = (16, 32, 4, 2, True)
 
 def _rows_split(BL: int, BD: int, warps: int) -> tuple[int, int]:
     """``(LANES, R)`` of the rows-per-thread kernels (the ``shift=2`` backward, the ``rows``
