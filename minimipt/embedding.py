@@ -16,9 +16,15 @@ __all__ = ["check_tokens", "TokenEmbedding", "masked_mean"]
 POS_EMBEDDINGS = ("learned", "none")
 
 
+def _capturing(t: torch.Tensor) -> bool:
+    """Whether ``t``'s stream is being captured into a CUDA graph (no host syncs allowed then)."""
+    return t.is_cuda and torch.cuda.is_current_stream_capturing()
+
+
 def check_tokens(tokens, vocab_size: int, ndim: int = 2, name: str = "tokens") -> None:
     """Raise ``ValueError`` naming the problem unless ``tokens`` is an integer tensor of ``ndim``
-    dims, not empty, with ids in ``[0, vocab_size)``."""
+    dims, not empty, with ids in ``[0, vocab_size)``. The id range costs one host sync, so it is
+    skipped while a CUDA graph is being captured (shape and dtype are still checked)."""
     shape = "(B, L)" if ndim == 2 else "(B,)"
     if not isinstance(tokens, torch.Tensor):
         raise ValueError(f"{name} must be a torch.Tensor of token ids with shape {shape}; got {type(tokens).__name__}")
@@ -29,6 +35,8 @@ def check_tokens(tokens, vocab_size: int, ndim: int = 2, name: str = "tokens") -
                          + ("(add a batch dim with tokens[None])" if tokens.dim() == ndim - 1 else ""))
     if tokens.numel() == 0:
         raise ValueError(f"{name} is empty: shape {tuple(tokens.shape)}; give at least one token per sequence")
+    if _capturing(tokens):
+        return  # a host sync would break a CUDA graph capture: the range is checked on eager calls only
     lo, hi = torch.aminmax(tokens)
     lo, hi = int(lo), int(hi)  # one host sync
     if lo < 0 or hi >= vocab_size:

@@ -234,3 +234,47 @@ def test_generate_ignores_dropout_and_restores_the_mode():
     a = lm.generate(prompt, 8, temperature=0)
     b = lm.generate(prompt, 8, temperature=0)
     assert torch.equal(a, b) and lm.training
+
+
+def test_token_range_check_is_skipped_only_under_graph_capture(monkeypatch):
+    """The id-range check syncs with the host, which a CUDA graph capture forbids: it is skipped
+    while capturing; the other checks still run."""
+    from minimipt import embedding
+    with pytest.raises(ValueError, match="vocab_size"):
+        embedding.check_tokens(torch.tensor([[1, V]]), V)
+    monkeypatch.setattr(embedding, "_capturing", lambda t: True)
+    embedding.check_tokens(torch.tensor([[1, V]]), V)  # not checked: would need a host sync
+    with pytest.raises(ValueError, match="integer"):
+        embedding.check_tokens(torch.zeros(2, 3), V)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_lm_training_step_captures_in_a_cuda_graph():
+    """bench scaling --cuda-graphs: a whole training step of the LM (forward, backward, AdamW)
+    captures and replays, and the replay changes the weights like an eager step would."""
+    torch.manual_seed(0)
+    model = MIPTLM(V, 32, 2, cache_slots=4, cache_heads=2).cuda()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, capturable=True)
+    x = torch.randint(0, V, (2, 33), device="cuda")
+
+    def step():
+        loss = torch.nn.functional.cross_entropy(model(x[:, :-1]).flatten(0, 1), x[:, 1:].flatten())
+        loss.backward()
+        opt.step()
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            opt.zero_grad(set_to_none=True)
+            step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    opt.zero_grad(set_to_none=True)
+    with torch.cuda.graph(graph):
+        step()
+    before = [p.detach().clone() for p in model.parameters()]
+    graph.replay()
+    torch.cuda.synchronize()
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
