@@ -48,11 +48,12 @@ forms: a row with no entry reads 0 instead of NaN, and the weight of the cache r
 itself is discrete and gets none). ``write_penalty`` (optional) is an L1 penalty
 ``λ · mean_t w_t`` that a training loop can add (:attr:`CausalSparseCache.last_write_rate`).
 
-Two batched attention paths compute the same function (tests compare values and gradients):
-:func:`cache_attention_dense` (materialised ``(B, H, L, L)`` logits; any K, the reference) and
-:func:`cache_attention_slots` (gathers the K slots of every position: O(L·K) memory, finite K;
-time-chunked with recomputation in the backward pass when long). ``method="auto"`` picks the
-one that materialises less: dense while ``L ≤ K d_h / 2``, slots beyond (and dense for unbounded K).
+Three batched attention paths compute the same function (tests compare values and gradients):
+:func:`cache_attention_dense` (materialised ``(B, H, L, L)`` logits; any K, the reference),
+:func:`cache_attention_blocked` (blocks of C queries over the ≤ K slots held before the block plus
+the block itself: O(L·(K + C)), finite K) and :func:`cache_attention_slots` (gathers the K slots of
+every position: O(L·K·d_h), time-chunked with recomputation in the backward pass when long).
+``method="auto"`` takes dense while ``L ≤ K + C`` (and for unbounded K), blocked beyond.
 """
 
 from __future__ import annotations
@@ -75,6 +76,7 @@ __all__ = [
     "slot_table",
     "cache_attention_dense",
     "cache_attention_slots",
+    "cache_attention_blocked",
     "check_cache_slots",
 ]
 
@@ -278,7 +280,51 @@ def cache_attention_slots(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, log
     return torch.cat(outs, dim=1)
 
 
-_METHODS = {"dense": cache_attention_dense, "slots": cache_attention_slots}
+def cache_attention_blocked(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, log_w: torch.Tensor,
+                            evict: torch.Tensor, slots: int | None = None, chunk: int | None = None) -> torch.Tensor:
+    """Blocked path: queries in blocks of ``C`` (``chunk``, default ``max(K, 16)``) positions, each
+    block attending over ``K + C`` candidates with batched matrix products.
+
+    Same arguments and result as :func:`cache_attention_dense`; ``slots`` must be a finite K. Each
+    position is held on one interval ``[s, e_s)``, so a position ``s < c₀`` read anywhere in the
+    block ``[c₀, c₀ + C)`` is already held at ``c₀ − 1``: the block's candidates are the ≤ K slots
+    held at ``c₀ − 1`` (:func:`slot_table`) and the block's own C positions, masked by
+    ``s ≤ t < e_s`` as in the dense path. Logits ``(B, L/C, H, C, K + C)``: O(L·(K + C)) memory and
+    work, one gather of K keys per block instead of K per position (:func:`cache_attention_slots`).
+    """
+    if slots is None:
+        raise ValueError("cache_attention_blocked needs a finite number of slots; use cache_attention_dense "
+                         "for cache_slots=None")
+    B, L, H, dh = q.shape
+    K = min(slots, L)
+    C = chunk or max(K, 16)
+    n = -(-L // C)  # blocks
+    pad = n * C - L
+    pos = torch.arange(n * C, device=q.device)
+    if pad:  # padded keys are never held (e_s = s); padded queries are dropped below
+        q, k, v = (torch.cat([x, x.new_zeros(B, pad, H, dh)], 1) for x in (q, k, v))
+        log_w = torch.cat([log_w, log_w.new_zeros(B, pad)], 1)
+        evict = torch.cat([evict, pos[L:].expand(B, pad)], 1)
+    # the slots held just before each block (none before the first): (B, n, K), −1 = empty
+    table = slot_table(evict[:, :L], K)
+    prev = torch.cat([table.new_full((B, 1, K), -1), table[:, C - 1:(n - 1) * C:C]], 1)
+    cand = torch.cat([prev, pos.view(n, C).expand(B, n, C)], 2)  # (B, n, K + C) candidate positions
+    idx = cand.clamp(min=0).reshape(B, n * (K + C))
+
+    def pick(x):  # (B, L', H, d_h) → (B, n, K + C, H, d_h)
+        return x.gather(1, idx[:, :, None, None].expand(-1, -1, H, dh)).view(B, n, K + C, H, dh)
+
+    t = pos.view(1, n, C, 1)  # query positions
+    held = (cand[:, :, None, :] >= 0) & (cand[:, :, None, :] <= t) & (t < evict.gather(1, idx).view(B, n, 1, K + C))
+    bias = log_w.gather(1, idx).view(B, n, 1, 1, K + C)
+    logits = torch.einsum("bnchd,bnjhd->bnhcj", q.view(B, n, C, H, dh), pick(k)) / math.sqrt(dh) + bias
+    logits = logits.masked_fill(~held[:, :, None], _NEG_INF)  # (B, n, H, C, K + C)
+    a = _softmax_with_sink(logits).to(v.dtype)
+    out = torch.einsum("bnhcj,bnjhd->bnchd", a, pick(v))  # (B, n, C, H, d_h)
+    return out.reshape(B, n * C, H, dh)[:, :L]
+
+
+_METHODS = {"dense": cache_attention_dense, "slots": cache_attention_slots, "blocked": cache_attention_blocked}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -307,8 +353,8 @@ class CausalSparseCache(nn.Module):
         slots: K ≥ 1, or ``None`` for unbounded.
         heads: H (must divide ``d_model``).
         write_threshold: τ ∈ [0, 1]; tokens with ``w < τ`` are never written.
-        method: batched attention path: ``"auto"`` (the cheaper of the two for the length, see
-            :meth:`path`), ``"slots"`` or ``"dense"``.
+        method: batched attention path: ``"auto"`` (the cheaper for the length, see :meth:`path`),
+            ``"blocked"``, ``"slots"`` or ``"dense"``.
         gate_bias: initial ``b_g`` of the read-out gate.
     """
 
@@ -324,9 +370,9 @@ class CausalSparseCache(nn.Module):
         if not 0.0 <= float(write_threshold) <= 1.0:
             raise ValueError(f"write_threshold must lie in [0, 1] (a bound on the mean rate w); got {write_threshold}")
         if method not in ("auto", *_METHODS):
-            raise ValueError(f"method must be 'auto', 'slots' or 'dense'; got {method!r}")
-        if method == "slots" and slots is None:
-            raise ValueError("method='slots' needs a finite number of slots; use 'dense' or 'auto' for slots=None")
+            raise ValueError(f"method must be 'auto', 'blocked', 'slots' or 'dense'; got {method!r}")
+        if method in ("slots", "blocked") and slots is None:
+            raise ValueError(f"method={method!r} needs a finite number of slots; use 'dense' or 'auto' for slots=None")
         self.d_model, self.slots, self.heads = d_model, slots, heads
         self.head_dim = d_model // heads
         self.write_threshold, self.method = float(write_threshold), method
@@ -341,17 +387,17 @@ class CausalSparseCache(nn.Module):
     def path(self, length: int) -> str:
         """The batched attention path used for sequences of ``length`` tokens.
 
-        ``"auto"`` takes the one that materialises less per sequence and head: the dense path keeps
-        about four ``L × L`` buffers (logits, masked logits, float32 softmax and its input), the slot
-        path two gathered ``L × K × d_h`` ones (keys and values), so ``"dense"`` (matrix products, no
-        gathers) while ``4 L² ≤ 2 L K d_h``, i.e. ``L ≤ K d_h / 2`` — e.g. the language model at
-        L = 512, K = 64, d_h = 54 — and ``"slots"`` (O(L·K) memory, chunked when long) beyond;
-        always ``"dense"`` for unbounded K. Both compute the same function (tests compare them)."""
+        ``"auto"``: ``"dense"`` for unbounded K, and while its ``L²`` logits per head are no more than
+        the blocked path's ``L·(K + C)`` (``C = max(K, 16)``), i.e. ``L ≤ K + C``; ``"blocked"``
+        beyond (O(L·(K + C)), batched matrix products). ``"slots"`` (a gather of K keys per
+        position) is only taken when asked for. All three compute the same function (tests compare
+        them)."""
         if self.method != "auto":
             return self.method
-        if self.slots is None or 2 * length <= min(self.slots, length) * self.head_dim:
+        K = self.slots
+        if K is None or length <= K + max(K, 16):
             return "dense"
-        return "slots"
+        return "blocked"
 
     def _qkv(self, xh: torch.Tensor):
         q, k, v = self.qkv(xh).chunk(3, dim=-1)

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from minimipt.cache import (CausalSparseCache, cache_attention_dense, cache_attention_slots, eligible_mask,
+from minimipt.cache import (CausalSparseCache, cache_attention_blocked, cache_attention_dense, cache_attention_slots, eligible_mask,
                             eviction_times, eviction_times_pairwise,
                             eviction_times_reference, slot_table, write_scores)
 
@@ -93,7 +93,7 @@ def test_batched_equals_streaming(slots, threshold):
 
 
 @pytest.mark.parametrize("slots", [1, 3, 6, None])
-def test_dense_and_slot_paths_agree_values_and_gradients(slots):
+def test_dense_slot_and_blocked_paths_agree_values_and_gradients(slots):
     gen = torch.Generator().manual_seed(11)
     B, L, H, dh = 2, 10, 2, 4
     q, k, v = (torch.randn(B, L, H, dh, generator=gen, dtype=torch.float64, requires_grad=True) for _ in range(3))
@@ -101,17 +101,39 @@ def test_dense_and_slot_paths_agree_values_and_gradients(slots):
     e = eviction_times(log_w.detach(), torch.rand(B, L, generator=gen) > 0.2, slots)
     ref = cache_attention_dense(q, k, v, log_w, e, slots)
     if slots is None:
-        with pytest.raises(ValueError, match="finite"):
-            cache_attention_slots(q, k, v, log_w, e, slots)
+        for fn in (cache_attention_slots, cache_attention_blocked):
+            with pytest.raises(ValueError, match="finite"):
+                fn(q, k, v, log_w, e, slots)
         return
-    for chunk in (1024, 3):  # 3: the chunked, recomputed path
-        out = cache_attention_slots(q, k, v, log_w, e, slots, chunk=chunk)
+    # slots: 1024 = one piece, 3 = the chunked, recomputed path; blocked: blocks of 16 (one, padded),
+    # 3 and 4 (L = 10 not a multiple: padding), 1 (every query its own block)
+    for fn, chunk in ((cache_attention_slots, 1024), (cache_attention_slots, 3), (cache_attention_blocked, None),
+                      (cache_attention_blocked, 3), (cache_attention_blocked, 4), (cache_attention_blocked, 1)):
+        out = fn(q, k, v, log_w, e, slots, chunk=chunk)
         torch.testing.assert_close(out, ref)
         g = torch.randn_like(ref)
         g_ref = torch.autograd.grad(ref, (q, k, v, log_w), g, retain_graph=True)
         g_out = torch.autograd.grad(out, (q, k, v, log_w), g)
         for a, b in zip(g_out, g_ref):
             torch.testing.assert_close(a, b)
+
+
+def test_blocked_path_over_many_blocks_with_evictions():
+    """Many blocks, entries evicted inside blocks and held across several, a threshold: values and
+    gradients of the blocked path equal the dense reference's (float64)."""
+    gen = torch.Generator().manual_seed(3)
+    B, L, H, dh, K = 2, 150, 2, 4, 5
+    q, k, v = (torch.randn(B, L, H, dh, generator=gen, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    log_w = (torch.randn(B, L, generator=gen, dtype=torch.float64) - 1).requires_grad_()
+    e = eviction_times(log_w.detach(), eligible_mask(log_w.detach(), 0.2), K)
+    pos = torch.arange(L)
+    assert ((e > pos) & (e < L)).any() and ((e - pos) > 16).any()  # evicted ones; held across blocks
+    ref = cache_attention_dense(q, k, v, log_w, e, K)
+    out = cache_attention_blocked(q, k, v, log_w, e, K)
+    torch.testing.assert_close(out, ref)
+    g = torch.randn_like(ref)
+    for a, b in zip(torch.autograd.grad(out, (q, k, v, log_w), g), torch.autograd.grad(ref, (q, k, v, log_w), g)):
+        torch.testing.assert_close(a, b)
 
 
 @pytest.mark.parametrize("slots", [12, 50])
@@ -184,14 +206,17 @@ def test_bad_arguments():
         CausalSparseCache(8, 4, write_threshold=1.5)
     with pytest.raises(ValueError, match="method"):
         CausalSparseCache(8, None, method="slots")
+    with pytest.raises(ValueError, match="finite"):
+        CausalSparseCache(8, None, method="blocked")
     assert math.isfinite(write_scores(torch.zeros(1, 3)).sum().item())
 
 
-def test_auto_path_takes_the_smaller_materialisation_and_equals_both():
-    """"auto": dense while L ≤ K·d_h/2 (about four L² buffers vs gathered keys and values, 2·L·K·d_h),
-    slots beyond; dense for unbounded K. The module's output is the same whichever path it takes."""
-    cache = CausalSparseCache(8, 4, heads=2)  # d_h = 4: dense up to L = 4·4/2 = 8
-    assert cache.path(8) == "dense" and cache.path(9) == "slots"
+def test_auto_path_takes_the_smaller_materialisation_and_equals_all():
+    """"auto": dense while its L² logits are no more than the blocked path's L·(K + C) (C = max(K, 16)),
+    blocked beyond; dense for unbounded K. The module's output is the same whichever path it takes."""
+    cache = CausalSparseCache(8, 4, heads=2)  # K = 4, C = 16: dense up to L = 20
+    assert cache.path(20) == "dense" and cache.path(21) == "blocked"
+    assert CausalSparseCache(8, 64, heads=2).path(128) == "dense" and CausalSparseCache(8, 64, heads=2).path(129) == "blocked"
     assert CausalSparseCache(8, None, heads=2).path(10_000) == "dense"
     assert CausalSparseCache(8, 2, heads=2, method="slots").path(4) == "slots"
     torch.manual_seed(0)
@@ -199,10 +224,10 @@ def test_auto_path_takes_the_smaller_materialisation_and_equals_both():
         xh = torch.randn(2, L, 8, dtype=torch.float64)
         log_p = F.logsigmoid(torch.randn(2, L, 4, dtype=torch.float64))
         outs = {}
-        for method in ("auto", "dense", "slots"):
+        for method in ("auto", "dense", "slots", "blocked"):
             c = CausalSparseCache(8, 4, heads=2, method=method).double()
             c.load_state_dict(cache.state_dict())
             outs[method] = c(xh, log_p)
-        other = "slots" if cache.path(L) == "dense" else "dense"
         assert torch.equal(outs["auto"], outs[cache.path(L)])
-        torch.testing.assert_close(outs["auto"], outs[other], rtol=1e-10, atol=1e-12)
+        for other in ("dense", "slots", "blocked"):
+            torch.testing.assert_close(outs["auto"], outs[other], rtol=1e-10, atol=1e-12)
