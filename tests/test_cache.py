@@ -32,6 +32,17 @@ def test_eviction_times_match_streaming_loop(slots, ties):
         assert torch.equal(eviction_times_pairwise(log_w, eligible, slots, max_elements=17), ref)  # small chunks
 
 
+@pytest.mark.parametrize("block", [1, 4, 16])
+def test_eviction_times_over_many_blocks_match_the_rank_formula(block):
+    """Long rows (many blocks of the prefix top-K, a ragged last one), ties and ineligible tokens."""
+    gen = torch.Generator().manual_seed(block)
+    for K in (1, 7, 40):
+        log_w = _scores(2, 203, True, gen)
+        eligible = torch.rand(2, 203, generator=gen) > 0.3
+        ref = eviction_times_pairwise(log_w, eligible, K)
+        assert torch.equal(eviction_times(log_w, eligible, K, block=block), ref)
+
+
 def test_held_set_is_causal_top_k():
     """At every t the held positions are exactly the top-K eligible s ≤ t by (w_s, s)."""
     gen = torch.Generator().manual_seed(3)
