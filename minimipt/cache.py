@@ -25,8 +25,8 @@ The batched form needs, for every position s, its *eviction time* ``e_s``. With 
 
 s is in the cache at t iff s is eligible, ``s ≤ t`` and ``rank_t(s) < K``. ``rank_t(s)`` never
 decreases with t, so each position is held on one interval ``[s, e_s)`` (``e_s = s``: never
-written; ``e_s = L``: never evicted). :func:`eviction_times` computes ``e`` in O(L·K·log) (a blocked prefix
-top-K and a binary search, no gradient); :func:`eviction_times_pairwise` evaluates the rank
+written; ``e_s = L``: never evicted). :func:`eviction_times` computes ``e`` with a blocked prefix top-K
+(O(L·K) per merge, a few merges) and a binary search, no gradient; :func:`eviction_times_pairwise` evaluates the rank
 formula as an O(L²) comparison; :func:`eviction_times_reference` is the streaming rule run as a
 Python loop (the slow twin). Tests check that all three agree, ties included. Because one entry is evicted by each
 write into a full cache, the write that evicts s is at ``e_s``; following these links gives every
