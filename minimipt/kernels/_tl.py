@@ -246,3 +246,23 @@ def _thread_maps(ps, ths, urs, uis, FAST_TRIG: tl.constexpr, LANES: tl.constexpr
         ais = ais + (a_i,)
         A_r, A_i, B_r, B_i = _compose(A_r, A_i, B_r, B_i, a_r, a_i, ps[s] * urs[s], ps[s] * uis[s])
     return css, sns, ars, ais, A_r, A_i, B_r, B_i
+
+
+@_jit
+def _tile_step(CKPT, m, cs, sn, p, u_r, u_i, c_r, c_i, t, k, pid_b, pid_d, cols, cmask, L, D, n_ckpt,
+               CKPT_EVERY: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr):
+    """One ``(BLOCK_L, BLOCK_D)`` tile of the tree-scan forwards (``_fwd_kernel``, the mixer's):
+    ``h_t = m_t e^{iθ_t} h_{t−1} + p_t u_t`` from the carry ``c`` (``tl.associative_scan`` of the
+    maps), the checkpoints of tile ``k`` (inside it, or the carry after it), and the next carry
+    (h at the tile's last row). Returns ``h_r, h_i`` (BLOCK_L, BLOCK_D) and ``c_r, c_i`` (BLOCK_D,)."""
+    A_r, A_i, S_r, S_i = tl.associative_scan((m * cs, m * sn, p * u_r, p * u_i), 0, _compose)
+    h_r = S_r + A_r * c_r[None, :] - A_i * c_i[None, :]
+    h_i = S_i + A_r * c_i[None, :] + A_i * c_r[None, :]
+    if CKPT_EVERY > 0 and CKPT_EVERY % BLOCK_L != 0:  # checkpoints inside the tile
+        _store_ckpt_rows(CKPT, h_r, h_i, t, pid_b, pid_d, L, D, n_ckpt, CKPT_EVERY, BLOCK_L, BLOCK_D)
+    last = (tl.arange(0, BLOCK_L) == BLOCK_L - 1)[:, None]
+    c_r = tl.sum(tl.where(last, h_r, 0.0), axis=0)
+    c_i = tl.sum(tl.where(last, h_i, 0.0), axis=0)
+    if CKPT_EVERY > 0 and CKPT_EVERY % BLOCK_L == 0:  # the carry itself, after every few tiles
+        _store_ckpt_carry(CKPT, c_r, c_i, (k + 1) * BLOCK_L, pid_b, cols, cmask, D, n_ckpt, CKPT_EVERY, BLOCK_D)
+    return h_r, h_i, c_r, c_i

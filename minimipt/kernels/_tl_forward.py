@@ -5,8 +5,8 @@ tile; ``_fwd_rows_kernel`` (v5): each thread owns consecutive rows (notes/kernel
 
 from __future__ import annotations
 
-from ._tl import (_cmul, _compose, _cos_sin, _fwd_loads, _initial_state, _jit, _pair_offsets, _shifted_scan,
-                  _store_ckpt_carry, _store_ckpt_rows, _store_pairs, _thread_maps, tl)
+from ._tl import (_cmul, _cos_sin, _fwd_loads, _initial_state, _jit, _pair_offsets, _shifted_scan,
+                  _store_ckpt_carry, _store_ckpt_rows, _store_pairs, _thread_maps, _tile_step, tl)
 
 
 @_jit
@@ -23,7 +23,6 @@ def _fwd_kernel(P, TH, U, H0, H, CKPT, L, D, n_tiles, n_ckpt,
     cmask = cols < D
     base = pid_b.to(tl.int64) * L * D
     c_r, c_i = _initial_state(H0, CKPT, pid_b, cols, cmask, D, n_ckpt, HAS_H0, CKPT_EVERY, BLOCK_D)  # (BLOCK_D,)
-    last = (rows == BLOCK_L - 1)[:, None]
     if PREFETCH:  # the next tile's loads are issued before this tile's scan
         p_n, th_n, ur_n, ui_n = _fwd_loads(P, TH, U, rows, base, cols, cmask, L, D, pid_d,
                                            STRIDED, BLOCK_L, BLOCK_D)
@@ -36,19 +35,11 @@ def _fwd_kernel(P, TH, U, H0, H, CKPT, L, D, n_tiles, n_ckpt,
         else:
             p, th, u_r, u_i = _fwd_loads(P, TH, U, t, base, cols, cmask, L, D, pid_d,
                                          STRIDED, BLOCK_L, BLOCK_D)
-        m = 1.0 - p
         cs, sn = _cos_sin(th, FAST_TRIG)
-        A_r, A_i, S_r, S_i = tl.associative_scan((m * cs, m * sn, p * u_r, p * u_i), 0, _compose)
-        h_r = S_r + A_r * c_r[None, :] - A_i * c_i[None, :]
-        h_i = S_i + A_r * c_i[None, :] + A_i * c_r[None, :]
+        h_r, h_i, c_r, c_i = _tile_step(CKPT, 1.0 - p, cs, sn, p, u_r, u_i, c_r, c_i, t, k, pid_b, pid_d, cols, cmask,
+                                        L, D, n_ckpt, CKPT_EVERY, BLOCK_L, BLOCK_D)
         offs2, mask2 = _pair_offsets(t, base, L, D, pid_d, BLOCK_D)
         _store_pairs(H, offs2, mask2, h_r, h_i, BLOCK_L, BLOCK_D)
-        if CKPT_EVERY > 0 and CKPT_EVERY % BLOCK_L != 0:  # checkpoints inside the tile
-            _store_ckpt_rows(CKPT, h_r, h_i, t, pid_b, pid_d, L, D, n_ckpt, CKPT_EVERY, BLOCK_L, BLOCK_D)
-        c_r = tl.sum(tl.where(last, h_r, 0.0), axis=0)
-        c_i = tl.sum(tl.where(last, h_i, 0.0), axis=0)
-        if CKPT_EVERY > 0 and CKPT_EVERY % BLOCK_L == 0:  # the carry itself, after every few tiles
-            _store_ckpt_carry(CKPT, c_r, c_i, (k + 1) * BLOCK_L, pid_b, cols, cmask, D, n_ckpt, CKPT_EVERY, BLOCK_D)
 
 
 @_jit

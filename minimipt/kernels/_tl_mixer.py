@@ -10,8 +10,7 @@ Accurate sin and cos; float32 state; the only division is ``1 / (1 + e^{−|z|})
 
 from __future__ import annotations
 
-from ._tl import (_cmul, _compose, _initial_state, _jit, _load_ckpt, _shifted_scan, _store_ckpt_carry,
-                  _store_ckpt_rows, tl)
+from ._tl import _cmul, _initial_state, _jit, _load_ckpt, _shifted_scan, _tile_step, tl
 
 
 @_jit
@@ -55,7 +54,6 @@ def _mixer_fwd_kernel(X, H0, Y, CKPT, L, D, n_tiles, n_ckpt,
     cols = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)    # (BLOCK_D,)
     cmask = cols < D
     c_r, c_i = _initial_state(H0, CKPT, pid_b, cols, cmask, D, n_ckpt, HAS_H0, CKPT_EVERY, BLOCK_D)  # (BLOCK_D,)
-    last = (rows == BLOCK_L - 1)[:, None]
     if PREFETCH:  # the next tile's loads are issued before this tile's scan
         p_n, m_n, th_n, ur_n, ui_n = _mixer_loads(X, rows, cols, cmask, L, D, pid_b)
     for k in tl.range(0, n_tiles):
@@ -67,17 +65,10 @@ def _mixer_fwd_kernel(X, H0, Y, CKPT, L, D, n_tiles, n_ckpt,
             p, m, th, u_r, u_i = _mixer_loads(X, t, cols, cmask, L, D, pid_b)
         cs = tl.cos(th)
         sn = tl.sin(th)
-        A_r, A_i, S_r, S_i = tl.associative_scan((m * cs, m * sn, p * u_r, p * u_i), 0, _compose)
-        h_r = S_r + A_r * c_r[None, :] - A_i * c_i[None, :]
-        h_i = S_i + A_r * c_i[None, :] + A_i * c_r[None, :]
+        h_r, _, c_r, c_i = _tile_step(CKPT, m, cs, sn, p, u_r, u_i, c_r, c_i, t, k, pid_b, pid_d, cols, cmask,
+                                      L, D, n_ckpt, CKPT_EVERY, BLOCK_L, BLOCK_D)
         mask = (t < L)[:, None] & cmask[None, :]
         tl.store(Y + (pid_b.to(tl.int64) * L + t.to(tl.int64))[:, None] * D + cols[None, :], h_r, mask=mask)
-        if CKPT_EVERY > 0 and CKPT_EVERY % BLOCK_L != 0:  # checkpoints inside the tile
-            _store_ckpt_rows(CKPT, h_r, h_i, t, pid_b, pid_d, L, D, n_ckpt, CKPT_EVERY, BLOCK_L, BLOCK_D)
-        c_r = tl.sum(tl.where(last, h_r, 0.0), axis=0)
-        c_i = tl.sum(tl.where(last, h_i, 0.0), axis=0)
-        if CKPT_EVERY > 0 and CKPT_EVERY % BLOCK_L == 0:  # the carry itself, after every few tiles
-            _store_ckpt_carry(CKPT, c_r, c_i, (k + 1) * BLOCK_L, pid_b, cols, cmask, D, n_ckpt, CKPT_EVERY, BLOCK_D)
 
 
 @_jit
