@@ -16,17 +16,16 @@ C     classes
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 from .env import get_device, seed_everything, setup, smoke_mode
 from .layer import MIPTLayer
 from .cache import CausalSparseCache
-from .generate import state_nbytes
+from .generation import state_nbytes
 from .models import MIPTClassifier, MIPTLM
 from .transformer import TransformerClassifier, TransformerLM
 from .optim import count_parameters, param_groups
-from .scan import mipt_scan, register_scan_method, scan_methods
-from . import kernels  # noqa: E402,F401  registers scan method "triton" (imports Triton lazily, on CUDA only)
+from .ops import mipt_scan, register_scan_method, scan_methods
 
 __all__ = [
     "__version__",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import __version__
+from ._version import __version__
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,7 +35,7 @@ def _load_commands() -> None:
 
     if _COMMANDS:  # already loaded in this process
         return
-    for name in ("minimipt.data.cli", "minimipt.train.cli", "minimipt.report"):
+    for name in ("minimipt.data.cli", "minimipt.train.cli", "minimipt.course.report"):
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as err:

@@ -20,23 +20,10 @@ import torch
 import torch.nn as nn
 
 from .cache import CausalSparseCache, check_cache_slots
+from .feedforward import FeedForward
 from .layer import MIPTLayer
 
-__all__ = ["FeedForward", "MIPTBlock"]
-
-
-class FeedForward(nn.Module):
-    """``W_2 GELU(W_1 x)`` with hidden width ``mult · d``."""
-
-    def __init__(self, d_model: int, mult: int = 4, dropout: float = 0.0):
-        super().__init__()
-        self.fc1 = nn.Linear(d_model, mult * d_model)
-        self.fc2 = nn.Linear(mult * d_model, d_model)
-        self.act = nn.GELU()
-        self.drop = nn.Dropout(dropout)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.fc2(self.act(self.fc1(x))))
+__all__ = ["MIPTBlock"]
 
 
 class MIPTBlock(nn.Module):

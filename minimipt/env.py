@@ -113,7 +113,7 @@ def setup(expect_version: str | None = None, seed: int = 0, device: str | None =
     Checks that the installed ``minimipt`` is the version the notebook was written for, seeds all
     generators, picks the device, reads the smoke switch and sets plot defaults.
     """
-    from . import __version__
+    from ._version import __version__
 
     if expect_version is not None and expect_version != __version__:
         raise RuntimeError(

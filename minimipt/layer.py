@@ -15,7 +15,7 @@ order: ``[z | θ | u_re | u_im]`` (``θ`` is absent when ``phase="static"``). Al
 tensors; the complex numbers exist only inside ``forward``. ``log p_t`` and ``log(1 − p_t)`` are
 available through :meth:`MIPTLayer.gates` computed with ``logsigmoid`` (never ``log(sigmoid)``).
 With ``fused_mixer=True`` the training forward under bf16/fp16 autocast computes ``p``, the scan and
-``Re h`` in one Triton kernel from the projection output (:mod:`minimipt.kernels.triton_mixer`): the
+``Re h`` in one Triton kernel from the projection output (:mod:`minimipt.ops.triton.mixer`): the
 same function, less memory kept for backward.
 The layer adds no residual: :class:`minimipt.models` blocks do ``x + layer(x)``.
 """
@@ -29,7 +29,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .scan import _gate_and_input, mipt_scan, resolve_method, scan_methods
+from .ops import gate_and_input, mipt_scan, resolve_method, scan_methods
 
 __all__ = ["MIPTLayer", "LayerAux"]
 
@@ -66,10 +66,10 @@ class MIPTLayer(nn.Module):
         p_init: range of the initial measurement rate ``σ(b_p)`` (log-uniform per channel); small
             values start the layer in the long-memory wave phase.
         theta_init: the initial phases ``b_θ`` are uniform in ``[-theta_init, theta_init]`` radians.
-        fused_mixer: opt in to the fused Triton mixer (:func:`minimipt.kernels.triton_mixer.mixer_triton`)
+        fused_mixer: opt in to the fused Triton mixer (:func:`minimipt.ops.triton.mixer.mixer_triton`)
             for ``forward`` when the projection output is bf16/fp16 (autocast), ``readout="real"``,
             ``phase="input"``, ``scan_method`` is ``"auto"`` or ``"triton"``, ``return_aux`` is False
-            and the mixer is available on the device (:func:`minimipt.kernels.mixer_available`: method
+            and the mixer is available on the device (:func:`minimipt.ops.triton.mixer_available`: method
             ``"triton"`` available and the mixer's own first-use self-check passed); otherwise the
             split path is used.
     """
@@ -171,7 +171,7 @@ class MIPTLayer(nn.Module):
         self._check_input(x, 3, "(B, L, d_model)")
         out = self.in_proj(self.norm(x))  # (B, L, 4D) [z | θ | u_re | u_im], bf16 under autocast
         if not return_aux and self._use_fused(out):
-            from .kernels.triton_mixer import mixer_triton  # imports Triton: only here
+            from .ops.triton.mixer import mixer_triton  # imports Triton: only here
 
             return mixer_triton(out, h0).to(x.dtype)  # (B, L, d): Re h, p = σ(z) inside the kernel
         z, theta, u_re, u_im = self._split_out(out)  # (B, L, D) each, bf16 under autocast
@@ -195,7 +195,7 @@ class MIPTLayer(nn.Module):
         if not (self.fused_mixer and out.dtype in (torch.bfloat16, torch.float16) and self.readout == "real"
                 and self.phase == "input" and self.scan_method in ("auto", "triton")):
             return False
-        from . import kernels  # attribute lookup at call time (tests replace mixer_available)
+        from .ops import triton as kernels  # attribute lookup at call time (tests replace mixer_available)
 
         return kernels.mixer_available(out.device)  # "triton" available and the mixer's self-check passed
 
@@ -222,7 +222,7 @@ class MIPTLayer(nn.Module):
                              f"from layer.init_state(B); got {got}")
         z, theta, u = self.projections(x_t)  # (B, D)
         p, log_p, _ = self.gates(z)
-        a, b = _gate_and_input(p, theta, u.to(state.dtype))  # the scan's own gate and input, one token
+        a, b = gate_and_input(p, theta, u.to(state.dtype))  # the scan's own gate and input, one token
         h = a * state + b
         y = self.read(h).to(x_t.dtype)
         if return_aux:

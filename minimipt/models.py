@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from .blocks import MIPTBlock
 from .cache import CacheStats, check_cache_slots
 from .embedding import TokenEmbedding, check_tokens, masked_mean
-from .generate import GenerateMixin
+from .generation import GenerateMixin
 
 __all__ = ["MIPTClassifier", "MIPTLM"]
 

@@ -25,9 +25,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .blocks import FeedForward
+from .feedforward import FeedForward
 from .embedding import TokenEmbedding, check_tokens, masked_mean
-from .generate import GenerateMixin
+from .generation import GenerateMixin
 
 __all__ = ["SelfAttention", "TransformerBlock", "TransformerClassifier", "TransformerLM", "attention_naive"]
 

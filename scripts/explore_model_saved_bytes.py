@@ -5,7 +5,7 @@ What autograd keeps for backward in the scaling benchmark's models (d_model 128,
 Triton's CPU interpreter, as on the GPU), the SDPA Transformer, and the naive one. Storages are counted
 once. Saved bytes are not the peak (the backward's transients come on top), but they are its largest
 part, and they show where the two models differ per token. Needs Triton (pip install triton)."""
-import collections, json, time, torch, minimipt.scan as S, minimipt.kernels as K
+import collections, json, time, torch, minimipt.ops.scan as S, minimipt.ops.triton as K
 from minimipt import MIPTLM, TransformerLM
 from minimipt.train.provenance import provenance
 t0 = time.time()

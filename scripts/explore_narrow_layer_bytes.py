@@ -1,7 +1,7 @@
 """Exploration behind results/explore/narrow-layer-saved-bytes-cpu.json (run from the repository root):
     TRITON_INTERPRET=1 python scripts/explore_narrow_layer_bytes.py
 Needs Triton installed (pip install triton); its CPU interpreter runs the kernel."""
-import json, time, platform, torch, minimipt.scan as S, minimipt.kernels as K
+import json, time, platform, torch, minimipt.ops.scan as S, minimipt.ops.triton as K
 from minimipt import MIPTLayer
 from minimipt.train.provenance import provenance
 t0 = time.time()

@@ -26,25 +26,25 @@ case "$stage" in
     python -m minimipt data prepare ag_news-offline --from "${RAW:?}" --quiet &
     python -m minimipt data prepare wikitext-2 --from "${RAW:?}" --quiet
     wait
-    python -m minimipt.experiments ag_news-offline --gpus 0,1 --parallel 12 --max-minutes "$minutes" &
-    python -m minimipt.experiments needle-512 --gpus 2 --parallel 11 --max-minutes "$minutes" &
-    python -m minimipt.experiments needle-long --gpus 3 --parallel 9 --max-minutes "$minutes" &
-    python -m minimipt.experiments wikitext-2-offline --gpus 3 --parallel 4 --max-minutes "$minutes" || true
+    python -m minimipt.course.experiments ag_news-offline --gpus 0,1 --parallel 12 --max-minutes "$minutes" &
+    python -m minimipt.course.experiments needle-512 --gpus 2 --parallel 11 --max-minutes "$minutes" &
+    python -m minimipt.course.experiments needle-long --gpus 3 --parallel 9 --max-minutes "$minutes" &
+    python -m minimipt.course.experiments wikitext-2-offline --gpus 3 --parallel 4 --max-minutes "$minutes" || true
     wait
     ;;
   classification)
     # tokenize once before the parallel runs read the prepared arrays
     python -m minimipt data prepare ag_news-offline --from "${RAW:?}" --quiet
-    python -m minimipt.experiments needle-512 --parallel 10 --max-minutes "$minutes" &
-    python -m minimipt.experiments ag_news-offline --parallel 12 --max-minutes "$minutes"
+    python -m minimipt.course.experiments needle-512 --parallel 10 --max-minutes "$minutes" &
+    python -m minimipt.course.experiments ag_news-offline --parallel 12 --max-minutes "$minutes"
     wait
     ;;
   needle-long)
-    python -m minimipt.experiments needle-long --parallel 9 --max-minutes "$minutes"
+    python -m minimipt.course.experiments needle-long --parallel 9 --max-minutes "$minutes"
     ;;
   lm)
     python -m minimipt data prepare wikitext-2 --from "${RAW:?}" --quiet
-    python -m minimipt.experiments wikitext-2-offline --parallel 4 --max-minutes "$minutes"
+    python -m minimipt.course.experiments wikitext-2-offline --parallel 4 --max-minutes "$minutes"
     ;;
   ddp)
     # the LM for a fixed number of steps on 1 GPU and on 2 GPUs (same per-GPU batch of 32 windows)
@@ -81,7 +81,7 @@ case "$stage" in
   lm-x4)
     # the language-model grid spread over the GPUs in $GPUS (default 0,1,2,3: nvidia-h200-x4)
     python -m minimipt data prepare wikitext-2 --from "${RAW:?}" --quiet
-    python -m minimipt.experiments wikitext-2-offline --gpus "${GPUS:-0,1,2,3}" --parallel "${PARALLEL:-8}" --max-minutes "$minutes"
+    python -m minimipt.course.experiments wikitext-2-offline --gpus "${GPUS:-0,1,2,3}" --parallel "${PARALLEL:-8}" --max-minutes "$minutes"
     ;;
   *) echo "unknown stage $stage" >&2; exit 2 ;;
 esac

@@ -8,8 +8,8 @@ import json
 import pytest
 
 from minimipt.bench import scan
-from minimipt.results import scan_targets
-from minimipt.scan import CHUNK
+from minimipt.course.results import scan_targets
+from minimipt.ops import CHUNK
 
 
 def _args(tmp_path, **kw):
@@ -47,7 +47,7 @@ def test_bad_arguments(tmp_path):
 def test_adopt_takes_the_fastest_end_to_end_recompute_case(monkeypatch):
     """--adopt-sweep: the rows are timed with the forward and backward configurations of the fastest
     end-to-end recompute case, and only when it beat the defaults."""
-    from minimipt.kernels import triton_scan as ts
+    from minimipt.ops.triton import scan as ts
 
     monkeypatch.setattr(ts, "DEFAULT_CONFIG", (16, 16, 1))
     monkeypatch.setattr(ts, "RECOMPUTE_CONFIG", (16, 8, 1, 0, False))

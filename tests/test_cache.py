@@ -8,9 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from minimipt.cache import (CausalSparseCache, cache_attention_blocked, cache_attention_dense, cache_attention_slots, eligible_mask,
-                            eviction_times, eviction_times_pairwise,
-                            eviction_times_reference, slot_table, write_scores)
+from minimipt.cache import CausalSparseCache
+from minimipt.ops.cache_attention import cache_attention_blocked, cache_attention_slots
+from minimipt.ops.eviction import eviction_times, eviction_times_pairwise, slot_table
+from minimipt.ops.reference import cache_attention_dense, eligible_mask, eviction_times_reference, write_scores
 
 
 def _scores(B, L, ties, gen):

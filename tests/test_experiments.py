@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from minimipt import experiments
-from minimipt.report import load_runs, summarise
+from minimipt.course import experiments
+from minimipt.course.runs import load_runs, summarise
 
 
 def test_sweep_then_seeds_at_the_best_lr(tmp_path, monkeypatch):

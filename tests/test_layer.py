@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from minimipt import MIPTLayer, param_groups
-from minimipt.scan import scan_sequential
+from minimipt.ops import scan_sequential
 
 
 @pytest.mark.parametrize("phase", ["input", "static"])

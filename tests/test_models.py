@@ -10,7 +10,7 @@ import minimipt
 from _support import assert_causal, assert_greedy_generation_matches_forward
 from minimipt import MIPTLM, MIPTClassifier, count_parameters, state_nbytes
 from minimipt.blocks import MIPTBlock
-from minimipt.cache import write_scores
+from minimipt.ops.reference import write_scores
 
 V = 37
 # (cache_slots, write_threshold): no cache, K = 1, K = 4, unbounded, unbounded with a threshold

@@ -1,4 +1,4 @@
-"""minimipt.analysis and minimipt.viz_mechanics: the functions behind notebooks 04-06."""
+"""minimipt.course.analysis and minimipt.viz_mechanics: the functions behind notebooks 04-06."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import math
 import pytest
 import torch
 
-from minimipt import MIPTLayer, analysis as A, mipt_scan
-from minimipt.cache import eviction_times_reference
+from minimipt import MIPTLayer, mipt_scan
+from minimipt.course import analysis as A
+from minimipt.ops.reference import eviction_times_reference
 
 
 # --------------------------------------------------------------------------------------------
@@ -159,7 +160,7 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from _support import png  # noqa: E402
 
-from minimipt import viz_mechanics as V  # noqa: E402
+from minimipt.course import viz_mechanics as V  # noqa: E402
 
 
 

@@ -10,7 +10,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from minimipt import mipt_scan, scan_methods
-from minimipt.scan import linear_scan, register_scan_method, resolve_method, scan_chunked, scan_sequential, _REGISTRY
+from minimipt.ops import linear_scan, register_scan_method, resolve_method, scan_chunked, scan_sequential
+from minimipt.ops.scan import _REGISTRY
 
 CPU_METHODS = [m for m in scan_methods() if m != "sequential" and _REGISTRY[m].available(torch.device("cpu"))]
 REAL = {torch.complex64: torch.float32, torch.complex128: torch.float64}

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import minimipt
-from minimipt import theory as T
+from minimipt.course import theory as T
 
 
 # --- 1. the no-go argument -------------------------------------------------------------------

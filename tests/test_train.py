@@ -164,7 +164,8 @@ def test_full_ag_news_config_runs_on_a_canonical_layout(tmp_path, monkeypatch):
 
 
 def test_report_builds_table_from_results(tmp_path):
-    from minimipt.report import load_runs, render_table, summarise, unfinished_runs, update_readme
+    from minimipt.course.report import update_readme
+    from minimipt.course.runs import load_runs, render_table, summarise, unfinished_runs
 
     for seed in (0, 1):
         for lr in (1e-3, 3e-3):

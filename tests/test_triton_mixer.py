@@ -1,4 +1,4 @@
-"""The fused mixer (minimipt.kernels.triton_mixer) against its slow twin, and the layer's opt-in.
+"""The fused mixer (minimipt.ops.triton.mixer) against its slow twin, and the layer's opt-in.
 
 CPU tests (no Triton needed): the twin equals the layer's split path, bad inputs raise, and
 ``MIPTLayer(fused_mixer=True)`` falls back to the split path (bit for bit) wherever the fused path
@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from minimipt import MIPTLM, MIPTLayer
-from minimipt.kernels.triton_mixer import mixer_reference
+from minimipt.ops.triton.mixer import mixer_reference
 
 
 def _has_triton() -> bool:
@@ -99,7 +99,7 @@ def test_bad_proj_raises():
 
 @pytest.mark.skipif(not _has_triton(), reason="needs Triton")
 def test_mixer_triton_refuses_cpu_without_interpreter(monkeypatch):
-    from minimipt.kernels.triton_mixer import mixer_triton
+    from minimipt.ops.triton.mixer import mixer_triton
 
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     with pytest.raises(ValueError, match="CUDA device"):
@@ -132,7 +132,7 @@ def test_fused_flag_falls_back_without_triton_on_cpu(autocast):
 def test_fused_path_only_where_it_applies(monkeypatch):
     """With the mixer reported available, the fused path is taken only for a bf16/fp16 projection,
     readout "real", phase "input", scan_method "auto"/"triton"; return_aux keeps the split path."""
-    import minimipt.kernels as K
+    import minimipt.ops.triton as K
 
     monkeypatch.setattr(K, "mixer_available", lambda dev: True)
     bf = torch.zeros(1, 2, 32, dtype=torch.bfloat16)
@@ -165,9 +165,9 @@ def test_models_pass_fused_mixer():
 
 _INTERPRETED = r"""
 import torch
-import minimipt.kernels as K
+import minimipt.ops.triton as K
 from minimipt import MIPTLayer
-from minimipt.kernels.triton_mixer import mixer_reference, mixer_triton
+from minimipt.ops.triton.mixer import mixer_reference, mixer_triton
 from tests.test_triton_mixer import _proj, _rel, _values_and_grads
 
 NAMES = ("y", "dz", "dtheta", "du_re", "du_im", "dh0")
@@ -262,7 +262,7 @@ def test_interpreted_mixer_matches_reference_and_layer():
 def test_gpu_mixer_matches_reference(dtype, z_mode):
     """The compiled kernels at a shape spanning many tiles and programs (L, D not multiples of the
     blocks), against the float64 twin on the same (rounded) proj."""
-    from minimipt.kernels.triton_mixer import mixer_triton
+    from minimipt.ops.triton.mixer import mixer_triton
 
     dev = torch.device("cuda")
     proj, h0, gy = (t.to(dev) for t in _proj(4, 300, 130, z_mode, seed=1))
@@ -278,7 +278,7 @@ def test_gpu_mixer_matches_reference(dtype, z_mode):
 def test_mixer_self_check_failure_keeps_the_split_path(monkeypatch):
     """A device where the fused mixer fails its self-check (here: the CPU without the interpreter,
     where mixer_triton refuses to run) warns once and the layer keeps its split path."""
-    import minimipt.kernels as K
+    import minimipt.ops.triton as K
 
     monkeypatch.setattr(K, "triton_available", lambda dev: True)
     monkeypatch.setattr(K, "_MIXER_CHECKED", {})

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import minimipt
-from minimipt.scan import resolve_method, scan_chunked, scan_sequential
+from minimipt.ops import resolve_method, scan_chunked, scan_sequential
 
 
 def _has_triton() -> bool:
@@ -83,7 +83,7 @@ def test_import_does_not_import_triton():
 
 def test_cpu_auto_falls_back_to_chunked_and_method_matches():
     assert resolve_method("auto", torch.device("cpu")) in ("chunked",)
-    from minimipt.kernels import scan_triton_or_chunked, triton_available
+    from minimipt.ops.triton import scan_triton_or_chunked, triton_available
 
     assert not triton_available(torch.device("cpu"))
     p, theta, u, h0, _ = _problem(2, 33, 5, "mixed", 0)
@@ -94,7 +94,7 @@ def test_cpu_auto_falls_back_to_chunked_and_method_matches():
 
 
 def test_scan_triton_rejects_bad_inputs():
-    from minimipt.kernels import triton_scan
+    from minimipt.ops.triton import scan as triton_scan
 
     if triton_scan.triton is None:
         with pytest.raises(ImportError, match="triton"):
@@ -114,8 +114,8 @@ def test_scan_triton_rejects_bad_inputs():
 
 _INTERPRETED = r"""
 import torch
-from minimipt.scan import scan_sequential
-from minimipt.kernels import triton_scan as ts
+from minimipt.ops import scan_sequential
+from minimipt.ops.triton import scan as ts
 from tests.test_triton_scan import _problem, _rel, _values_and_grads
 
 f64 = lambda t: None if t is None else t.double() if not t.is_complex() else t.to(torch.complex128)
@@ -286,7 +286,7 @@ def test_layer_under_autocast_keeps_theta_and_u_narrow():
 def test_bf16_inputs(narrow_u):
     """bf16 p, theta (and u as bf16 (re, im) pairs): the state is float32, so the result equals the
     float64 reference on the *rounded* inputs to float32 accuracy."""
-    from minimipt.kernels.triton_scan import scan_triton
+    from minimipt.ops.triton.scan import scan_triton
 
     B, L, D = 3, 1029, 70
     p, theta, u, h0, gout = _problem(B, L, D, "uniform", seed=5)
@@ -350,7 +350,7 @@ def test_every_output_written_and_equals_chunked_at_benchmark_like_shape():
 def test_both_backwards_values_and_grads(backward, cfg, p_mode, L):
     """Each backward (and a few recompute configurations: exclusive-scan shift, gather shift and
     rows per thread, with and without prefetch) against the float64 reference, as test_float32_values_and_grads."""
-    from minimipt.kernels.triton_scan import scan_triton
+    from minimipt.ops.triton.scan import scan_triton
 
     _assert_matches_reference_on_gpu(lambda *a: scan_triton(*a, bwd_config=cfg, backward=backward), L, p_mode, L + 1)
 
@@ -365,7 +365,7 @@ def test_rows_forward_values_and_grads(fwd, p_mode, L):
     """The rows-per-thread forward (v5, ``rows=True``) writing the default recompute backward's
     checkpoints (every 16 rows: its tile, or inside its 32-row tile) against the float64
     reference, as test_float32_values_and_grads."""
-    from minimipt.kernels.triton_scan import scan_triton
+    from minimipt.ops.triton.scan import scan_triton
 
     _assert_matches_reference_on_gpu(lambda *a: scan_triton(*a, fwd_config=fwd, backward="recompute"), L, p_mode,
                                      L + 2)

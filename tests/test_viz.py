@@ -11,8 +11,8 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from _support import png  # noqa: E402
 
-from minimipt import theory as T  # noqa: E402
-from minimipt import viz  # noqa: E402
+from minimipt.course import theory as T  # noqa: E402
+from minimipt.course import viz  # noqa: E402
 
 
 

@@ -1,4 +1,4 @@
-"""minimipt.results and minimipt.viz_results on results files written by real tiny training runs.
+"""minimipt.course.results and minimipt.course.viz_results on results files written by real tiny training runs.
 
 The result notebooks (07-10) show committed reference grids once their files exist; these tests
 build such grids in a temporary folder with real ``train()`` runs (smoke presets, a few steps) so
@@ -15,9 +15,9 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from minimipt import report
-from minimipt import results as R
-from minimipt import viz_results as vr
+from minimipt.course import runs as report
+from minimipt.course import results as R
+from minimipt.course import viz_results as vr
 from minimipt.train import make_config, train
 
 FAST = dict(epochs=1, max_steps=3, n_train=64, n_val=32, n_test=32, eval_every=2, ckpt_every=100)
@@ -82,7 +82,7 @@ def test_grid_report_without_runs_says_so(tmp_path):
         assert "bash scripts/reference_runs.sh needle-long" in rep.markdown
         assert [t["status"] for t in rep.targets] == ["not measured"]
     assert "RAW=" in R.missing_message("ag_news-offline") and "classification" in R.missing_message("ag_news-offline")
-    assert "python -m minimipt.experiments other" in R.missing_message("other")
+    assert "python -m minimipt.course.experiments other" in R.missing_message("other")
     with pytest.raises(ValueError, match="grid"):
         R.grid_report("")
 

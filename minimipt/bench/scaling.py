@@ -41,14 +41,15 @@ def add_arguments(p) -> None:
 
 
 def _models(names, d, layers, max_len):
-    from .. import MIPTLM, TransformerLM
+    from ..models import MIPTLM
+    from ..transformer import TransformerLM
 
     V = 256
     out = {}
     for name in names:
         if name == "mipt":
             out[name] = lambda: MIPTLM(V, d, layers, cache_slots=0)
-        elif name == "mipt-fused":  # the fused Triton mixer (minimipt.kernels.triton_mixer) on CUDA
+        elif name == "mipt-fused":  # the fused Triton mixer (minimipt.ops.triton.mixer) on CUDA
             out[name] = lambda: MIPTLM(V, d, layers, cache_slots=0, fused_mixer=True)
         elif name.startswith("mipt-K"):
             k = int(name[6:])
@@ -190,7 +191,7 @@ def _graph_points(names, args, lengths, max_len, device) -> dict[tuple[str, int]
 
 @torch.no_grad()
 def _decode_point(make, name, n, device, repeats):
-    from .. import state_nbytes
+    from ..generation import state_nbytes
 
     torch.manual_seed(0)
     model = make().to(device).eval()

@@ -12,7 +12,7 @@ Methods:
   mipt_scan    the public entry point minimipt.mipt_scan (method "auto"), i.e. the fastest method
                plus its input checks (finite values, p in [0, 1]: extra passes over the inputs);
                the rows above call the registered methods directly, as the peer is called
-  triton       the fused Triton kernel (minimipt.kernels.triton_scan); bf16 inputs are given as
+  triton       the fused Triton kernel (minimipt.ops.triton.scan); bf16 inputs are given as
                bf16 p, theta and bf16 (re, im) pairs of u
   peer         accelerated_scan.complex.scan(forget, inputs) 0.3.1 on precomputed
                forget = (1-p)e^{i theta}, inputs = p*u in its (B, C, T) complex64 layout
@@ -39,8 +39,8 @@ from pathlib import Path
 import torch
 
 from ..env import get_device, repo_root, smoke_mode
-from ..report import scan_row_label
-from ..scan import CHUNK, _REGISTRY, mipt_scan, scan_chunked, scan_methods, scan_sequential
+from ..ops import CHUNK, mipt_scan, scan_chunked, scan_methods, scan_sequential
+from ..ops.scan import _REGISTRY
 from ..train.provenance import git_commit
 
 __all__ = ["add_arguments", "run", "DEFAULT_SHAPES", "SMOKE_SHAPES"]
@@ -49,6 +49,11 @@ DEFAULT_SHAPES = [(32, 512, 8192), (8, 1536, 4096), (16, 256, 2048)]  # (B, D, L
 SMOKE_SHAPES = [(2, 16, 64), (1, 8, 100)]
 SEQUENTIAL_MAX_L = 2048
 ERR_CHANNELS = 64
+
+
+def scan_row_label(row: dict) -> str:
+    """A scan benchmark row's method name, with its chunk length when it has one: ``chunked (C=32)``."""
+    return row["method"] + (f" (C={row['chunk']})" if row.get("chunk") is not None else "")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -166,7 +171,7 @@ def _case_ours(method: str, x: dict, dtype: str, chunk: int | None = None):
     theta = x["theta"].to(pdt)
     gh = torch.view_as_complex(x["gh"])
     if method == "triton" and lowp:
-        from ..kernels.triton_scan import scan_triton
+        from ..ops.triton.scan import scan_triton
 
         u = x["u"].to(torch.bfloat16).contiguous()  # (B, L, D, 2) narrow pairs
         fn = scan_triton
@@ -292,7 +297,7 @@ def _sweep(shape, device, bench) -> dict:
     that its outputs equal those of the default configuration; both backwards ("saved_h" rows
     first, then "recompute" rows, whose forward also writes the checkpoints), and each backward's
     best configuration end to end through autograd."""
-    from ..kernels import triton_scan as ts
+    from ..ops.triton import scan as ts
 
     B, D, L = shape
     x = _inputs(B, D, L, "float32", device, seed=123)
@@ -412,7 +417,7 @@ def run(args: argparse.Namespace) -> int:
     if args.adopt_sweep and not (args.sweep and not args.sweep_only):
         raise ValueError("--adopt-sweep needs --sweep (and not --sweep-only): it times the rows with the sweep's winner")
     peer_version = _peer_version() if device.type == "cuda" else None
-    from ..kernels import triton_available
+    from ..ops.triton import triton_available
 
     available = ["sequential", "chunked", "closed_form"]
     if "triton" in scan_methods() and triton_available(device):
@@ -541,7 +546,7 @@ def _adopt(sweep: dict) -> dict | None:
     recompute case of the sweep, forward and backward configurations, if it beat the defaults; returns
     ``{"forward": ..., "recompute": ...}`` then, else None (``kernel_configs`` in the results file
     records the configurations used, and ``adopted_from_sweep`` says so)."""
-    from ..kernels import triton_scan as ts
+    from ..ops.triton import scan as ts
 
     rows = [r for r in sweep.get("end_to_end", []) if r["backward"] == "recompute" and "error" not in r]
     default = next((r for r in rows if r["which"] == "default"), None)
@@ -558,7 +563,7 @@ def _adopt(sweep: dict) -> dict | None:
 
 
 def _kernel_configs(adopted: dict | None = None) -> dict:
-    from ..kernels import triton_scan as ts
+    from ..ops.triton import scan as ts
 
     return {"adopted_from_sweep": adopted is not None, "forward": list(ts.DEFAULT_CONFIG), "backward": list(ts.BWD_CONFIG),
             "fields": "BLOCK_L, BLOCK_D, num_warps, fast_trig, strided, prefetch[, num_stages, rows]",

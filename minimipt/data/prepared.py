@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import __version__
+from .._version import __version__
 from ..fileio import TMP_GLOB
 from ..fileio import atomic_write as _atomic
 from ..env import data_dir

@@ -34,7 +34,7 @@ def git_commit() -> str | None:
 
 def provenance(device: torch.device, world_size: int = 1) -> dict:
     """Git commit (and whether the tree had uncommitted changes), versions and hardware."""
-    from .. import __version__
+    from .._version import __version__
 
     status = _git("status", "--porcelain", "--untracked-files=no")
     hw: dict = {"device": str(device), "world_size": world_size, "cpu": platform.processor() or platform.machine()}

@@ -28,7 +28,8 @@ __all__ = ["Task", "ClassificationTask", "LMTask", "build_task", "build_model"]
 def build_model(cfg: TrainConfig, vocab_size: int, n_classes: int | None, pad_id: int = 0,
                 max_len: int | None = None) -> nn.Module:
     """The model a config asks for: MIPT or the same-size Transformer, classifier or LM."""
-    from .. import MIPTClassifier, MIPTLM, TransformerClassifier, TransformerLM
+    from ..models import MIPTClassifier, MIPTLM
+    from ..transformer import TransformerClassifier, TransformerLM
 
     max_len = max_len or cfg.seq_len
     common = dict(d_model=cfg.d_model, n_layers=cfg.n_layers, dropout=cfg.dropout)

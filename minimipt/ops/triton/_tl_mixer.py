@@ -1,9 +1,9 @@
-"""The fused mixer kernels (:mod:`minimipt.kernels.triton_mixer`): the MIPT recurrence read straight
+"""The fused mixer kernels (:mod:`minimipt.ops.triton.mixer`): the MIPT recurrence read straight
 from the layer's in-projection output ``X`` (B, L, 4D) = ``[z | θ | u_re | u_im]`` (row stride 4D),
 with ``p = σ(z)`` formed on load, and only ``y = Re h`` (B, L, D) float32 written.
 
-``_mixer_fwd_kernel`` is :func:`~minimipt.kernels._tl_forward._fwd_kernel` (tree scan along the tile,
-prefetch) and ``_mixer_bwd_kernel`` is :func:`~minimipt.kernels._tl_backward._bwd_recompute_kernel`
+``_mixer_fwd_kernel`` is :func:`~minimipt.ops.triton._tl_forward._fwd_kernel` (tree scan along the tile,
+prefetch) and ``_mixer_bwd_kernel`` is :func:`~minimipt.ops.triton._tl_backward._bwd_recompute_kernel`
 (from checkpoints, ``SHIFT`` 0 or 1) with those loads and stores; the scan kernels are untouched.
 Accurate sin and cos; float32 state; the only division is ``1 / (1 + e^{−|z|})``, in [1/2, 1].
 """

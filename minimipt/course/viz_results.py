@@ -1,13 +1,13 @@
 """Plots of results files for the result notebooks 07-10 (needs the ``course`` extra: matplotlib).
 
-Same conventions as :mod:`minimipt.viz`: every function draws on a fresh
+Same conventions as :mod:`minimipt.course.viz`: every function draws on a fresh
 :class:`matplotlib.figure.Figure` not registered with pyplot and returns it (tests call them
 headless). Inputs are what the loaders return, never numbers typed in:
 
 * a results dict of :func:`minimipt.train.train` (``results.json``): its ``history`` holds
   ``{"step", "train_loss", "lr", "val": {...}}`` entries;
-* summary rows of :func:`minimipt.report.summarise` (one per variant; metric ``(mean, sd, n)``);
-* a scaling benchmark (:func:`minimipt.results.load_scaling`): ``train`` rows ``{model, N,
+* summary rows of :func:`minimipt.course.runs.summarise` (one per variant; metric ``(mean, sd, n)``);
+* a scaling benchmark (:func:`minimipt.course.results.load_scaling`): ``train`` rows ``{model, N,
   tokens_per_s, peak_mb}`` and ``decode`` rows ``{model, n, ms_per_token, state_mb}``.
 """
 
@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-from . import report
+from . import runs as runs_
 from .results import model_label
 
 __all__ = ["plot_curves", "plot_summary_bars", "plot_training_scaling", "plot_decode_scaling"]
@@ -44,7 +44,7 @@ def _labelled(runs) -> dict[str, dict]:
         for r in runs:
             if not isinstance(r, Mapping) or "config" not in r:
                 raise ValueError("runs must be results dicts of minimipt.train.train (with 'config' and 'history')")
-            label = f"{report.variant_of(r)}, lr {r['config']['lr']:g}, seed {r['config']['seed']}"
+            label = f"{runs_.variant_of(r)}, lr {r['config']['lr']:g}, seed {r['config']['seed']}"
             items[label] = r
     else:
         raise ValueError(f"runs must be a results dict, a list of them or a mapping label -> results dict; "
@@ -104,7 +104,7 @@ def _metric_keys(rows: list[dict], metric: str) -> list[str]:
 
 def plot_summary_bars(rows: list[dict], metric: str = "accuracy", references: Mapping[str, float] | None = None,
                       title: str | None = None) -> Figure:
-    """Grouped bars of one experiment's summary rows (:func:`minimipt.report.summarise`): one group
+    """Grouped bars of one experiment's summary rows (:func:`minimipt.course.runs.summarise`): one group
     per held-out split that has ``metric`` (``eval``, ``eval_L2048`` ...), one bar per variant,
     height = mean over seeds, error bar = sample sd, ``n`` = seeds printed above the bar.
     ``references``: ``label -> value`` drawn as dashed horizontal lines (e.g. a baseline).
@@ -162,7 +162,7 @@ def _style(model: str, i: int):
 
 def _check_scaling(scaling) -> None:
     if not isinstance(scaling, Mapping) or "train" not in scaling or "decode" not in scaling:
-        raise ValueError("scaling must be a scaling benchmark result (minimipt.results.load_scaling or the JSON "
+        raise ValueError("scaling must be a scaling benchmark result (minimipt.course.results.load_scaling or the JSON "
                          "written by python -m minimipt.bench scaling)")
 
 

@@ -1,4 +1,4 @@
-"""The backward kernels of the Triton scan (:mod:`minimipt.kernels.triton_scan`): ``_bwd_kernel``
+"""The backward kernels of the Triton scan (:mod:`minimipt.ops.triton.scan`): ``_bwd_kernel``
 (reads the saved h, v2), ``_bwd_recompute_kernel`` (recomputes h from checkpoints, v3) and
 ``_bwd_rows_kernel`` (the same with consecutive rows per thread, v4; notes/kernel.md).
 """

@@ -1,4 +1,4 @@
-"""The forward kernels of the Triton scan (:mod:`minimipt.kernels.triton_scan`): ``h`` and the
+"""The forward kernels of the Triton scan (:mod:`minimipt.ops.triton.scan`): ``h`` and the
 checkpoints the recomputing backward reads. ``_fwd_kernel``: ``tl.associative_scan`` along the
 tile; ``_fwd_rows_kernel`` (v5): each thread owns consecutive rows (notes/kernel.md).
 """

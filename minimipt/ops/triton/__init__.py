@@ -1,7 +1,7 @@
 """Fast GPU kernels, registered as :func:`minimipt.mipt_scan` methods.
 
 Importing this package is cheap and never imports Triton. It registers the method ``"triton"``
-(:mod:`minimipt.kernels.triton_scan`) with a higher priority than ``"chunked"``. The method is
+(:mod:`minimipt.ops.triton.scan`) with a higher priority than ``"chunked"``. The method is
 *available* on a device only when
 
 1. the device is a CUDA device,
@@ -21,7 +21,9 @@ import warnings
 
 import torch
 
-from ..scan import is_pairs, pairs_to_complex, register_scan_method, scan_chunked, scan_sequential
+from ..checks import is_pairs, pairs_to_complex
+from ..chunked import scan_chunked
+from ..reference import scan_sequential
 
 __all__ = ["triton_available", "scan_triton_or_chunked", "self_check", "mixer_available", "mixer_self_check"]
 
@@ -36,7 +38,7 @@ def self_check(device: torch.device) -> tuple[bool, str]:
     Returns ``(ok, message)``; never raises.
     """
     try:
-        from . import triton_scan  # imports triton
+        from . import scan as triton_scan  # imports triton
     except Exception as err:  # ImportError, or a broken Triton install
         return False, f"Triton could not be imported ({type(err).__name__}: {err})"
     try:
@@ -108,14 +110,14 @@ def triton_available(device: torch.device) -> bool:
 
 
 def mixer_self_check(device: torch.device) -> tuple[bool, str]:
-    """Compile and run the fused mixer (:mod:`minimipt.kernels.triton_mixer`) on ``device`` and compare
+    """Compile and run the fused mixer (:mod:`minimipt.ops.triton.mixer`) on ``device`` and compare
     its values and gradients (w.r.t. the projection and h0, with and without h0) with its float64 twin
     on a small problem (z spread so that p reaches both ends; L, D not multiples of any block).
 
     Returns ``(ok, message)``; never raises.
     """
     try:
-        from . import triton_mixer  # imports triton
+        from . import mixer as triton_mixer  # imports triton
     except Exception as err:
         return False, f"Triton could not be imported ({type(err).__name__}: {err})"
     try:
@@ -162,9 +164,7 @@ def scan_triton_or_chunked(p: torch.Tensor, theta: torch.Tensor, u: torch.Tensor
     pairs = is_pairs(u)
     if not (pairs or u.dtype == torch.complex64) or not triton_available(u.device):
         return scan_chunked(p, theta, pairs_to_complex(u) if pairs else u, h0)
-    from .triton_scan import scan_triton
+    from .scan import scan_triton
 
     return scan_triton(p, theta, u, h0)
 
-
-register_scan_method("triton", scan_triton_or_chunked, available=triton_available, priority=20, pairs=True)

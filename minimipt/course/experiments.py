@@ -1,4 +1,4 @@
-"""Reference experiments as named grids of training runs: ``python -m minimipt.experiments NAME``.
+"""Reference experiments as named grids of training runs: ``python -m minimipt.course.experiments NAME``.
 
 Each grid expands to runs ``results/<NAME>/<run>/`` (``results.json`` committed; checkpoints are
 git-ignored). The runner is resumable and time-bounded: a run whose ``results.json`` is complete is
@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from .env import repo_root
+from ..env import repo_root
 
 __all__ = ["GRIDS", "expand", "main"]
 
@@ -183,7 +183,7 @@ def _status(out: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m minimipt.experiments", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m minimipt.course.experiments", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("name", choices=sorted(GRIDS))
     ap.add_argument("--results", default=None, help="folder for run folders (default: results/)")

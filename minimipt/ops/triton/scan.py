@@ -1,6 +1,6 @@
 """A fused Triton kernel for the MIPT recurrence (forward and backward), method ``"triton"``.
 
-It computes exactly what :func:`minimipt.scan.scan_sequential` defines,
+It computes exactly what :func:`minimipt.ops.reference.scan_sequential` defines,
 
     h_t = a_t h_{t-1} + b_t,     a_t = (1 - p_t) e^{iθ_t},   b_t = p_t u_t,     h_{-1} = h0,
 
@@ -43,7 +43,7 @@ With bf16 ``p``, ``θ`` (and ``u`` given as bf16 (re, im) pairs) the reads shrin
 
 This module holds the configurations, the launches, the autograd function and :func:`scan_triton`;
 the kernels are in ``_tl_forward`` and ``_tl_backward``, the device functions they share in ``_tl``.
-:mod:`minimipt.kernels` imports this module (and so Triton) only on first use on a CUDA device;
+:mod:`minimipt.ops.triton` imports this module (and so Triton) only on first use on a CUDA device;
 without Triton the module still imports, and :func:`scan_triton` raises ``ImportError``.
 """
 

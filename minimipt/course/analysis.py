@@ -1,4 +1,4 @@
-"""Analysis functions behind the mechanics notebooks 04-06 (no plotting here: see ``minimipt.viz_mechanics``).
+"""Analysis functions behind the mechanics notebooks 04-06 (no plotting here: see ``minimipt.course.viz_mechanics``).
 
 1. **The layer** (``04_mipt_layer``): the state trajectory of one channel with a constant gate,
    and the memory kernel ``∏_{r=1}^{k} (1 − p_r)`` of an untrained layer, from ``logsigmoid``.
@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .report import scan_row_label
+from ..bench.scan import scan_row_label
 
 __all__ = [
     "impulse_trajectory",
@@ -59,7 +59,7 @@ def impulse_trajectory(p_bias: float, theta_bias: float, L: int = 64,
 
     Returns ``{"h": complex (L,), "p": float, "theta": float, "memory": 1/p}``.
     """
-    from .layer import MIPTLayer
+    from ..layer import MIPTLayer
 
     if not isinstance(L, int) or L < 1:
         raise ValueError(f"L must be a positive int, got {L!r}")
@@ -164,7 +164,7 @@ def random_scan_inputs(B: int, L: int, D: int, p_range: tuple[float, float] = (1
 
 
 def _method_fn(name: str):
-    from .scan import mipt_scan
+    from ..ops import mipt_scan
 
     if name == "cumprod":
         return scan_cumprod
@@ -183,7 +183,7 @@ def scan_error_vs_length(lengths: Sequence[int], methods: Sequence[str] = ("cump
     gets error ``inf``. ``methods``: ``"cumprod"``, ``"logspace"`` or any :func:`minimipt.mipt_scan`
     method. Returns ``{"L": [...], "error": {(method, dtype name): [...]}, ...}``.
     """
-    from .scan import scan_sequential
+    from ..ops import scan_sequential
 
     lengths = sorted(int(n) for n in lengths)
     if not lengths or lengths[0] < 1:
@@ -211,7 +211,7 @@ def time_scan(method: str, B: int, L: int, D: int, backward: bool = True, repeat
     """Median wall time in milliseconds (``time.perf_counter``, this machine) of one
     :func:`minimipt.mipt_scan` call on float32 inputs, with its backward pass if ``backward``.
     One untimed warm-up call first."""
-    from .scan import mipt_scan
+    from ..ops import mipt_scan
 
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
@@ -239,7 +239,7 @@ def load_bench(folder: str | Path | None = None, pattern: str = "scan_*.json") -
     """The scan benchmark results (``python -m minimipt.bench scan``) in ``folder`` (default
     ``results/bench`` of the repository) that hold timing rows, in file-name order, each with its
     file name added as ``"file"``; ``[]`` if there are none."""
-    from .env import repo_root
+    from ..env import repo_root
 
     folder = Path(folder) if folder is not None else repo_root() / "results" / "bench"
     out = []
@@ -295,7 +295,9 @@ def cache_membership(log_p: torch.Tensor, slots: int | None, threshold: float = 
     module's own :func:`~minimipt.cache.write_scores`, :func:`~minimipt.cache.eligible_mask` and
     :func:`~minimipt.cache.eviction_times`.
     """
-    from .cache import check_cache_slots, eligible_mask, eviction_times, write_scores
+    from ..cache import check_cache_slots
+    from ..ops.eviction import eviction_times
+    from ..ops.reference import eligible_mask, write_scores
 
     check_cache_slots(slots)
     log_w = write_scores(log_p)  # (B, L)

@@ -1,7 +1,7 @@
 """Plotting functions for the mechanics notebooks 04-06: the layer, the scan, the cache.
 
-Same conventions as :mod:`minimipt.viz` (needs the ``course`` extra: matplotlib): each function
-computes what it shows through :mod:`minimipt.analysis` (or takes that module's result), draws on
+Same conventions as :mod:`minimipt.course.viz` (needs the ``course`` extra: matplotlib): each function
+computes what it shows through :mod:`minimipt.course.analysis` (or takes that module's result), draws on
 a fresh :class:`matplotlib.figure.Figure` not registered with pyplot, and returns it, so that
 ``ipywidgets.interact(fn, ...)`` redraws on every slider move and tests can call it headless.
 """
@@ -35,7 +35,7 @@ def _figure(ncols: int = 1, width: float = 6.4, height: float = 3.6, **kw):
 def plot_gate_trajectory(p_bias: float = -3.0, theta_bias: float = 0.3, L: int = 64,
                          second_at: int | None = 24) -> Figure:
     """One channel of a :class:`minimipt.MIPTLayer` whose gate and phase see only their biases
-    (notebook 04's widget; :func:`minimipt.analysis.impulse_trajectory`).
+    (notebook 04's widget; :func:`minimipt.course.analysis.impulse_trajectory`).
 
     Left: the state ``h_t`` in the complex plane after an impulse at ``t = 0`` (and a second one at
     ``second_at``): a spiral turning by ``θ = b_θ`` per step and shrinking by ``1 − p``,
@@ -68,9 +68,9 @@ def plot_gate_trajectory(p_bias: float = -3.0, theta_bias: float = 0.3, L: int =
 def plot_layer_memory_kernel(p_inits: Sequence[tuple[float, float]] = ((1e-3, 0.1), (1e-2, 0.3), (0.1, 0.5)),
                              L: int = 256, d_model: int = 64, seed: int = 0) -> Figure:
     """Memory kernels ``∏_{r=1}^{k}(1 − p_r)`` of fresh layers for several ``p_init`` ranges
-    (:func:`minimipt.analysis.layer_memory_kernel` on one random input): the median over channels
+    (:func:`minimipt.course.analysis.layer_memory_kernel` on one random input): the median over channels
     (line) and the band between the 10th and 90th percentile channels (shaded)."""
-    from .layer import MIPTLayer
+    from ..layer import MIPTLayer
 
     fig, ax = _figure()
     x = torch.randn(1, L, d_model, generator=torch.Generator().manual_seed(seed))
@@ -108,7 +108,7 @@ def plot_gate_numerics(z_min: float = -120.0, z_max: float = 60.0, dtype: torch.
 
 
 def plot_scan_error(result: dict) -> Figure:
-    """Relative error against length from :func:`minimipt.analysis.scan_error_vs_length`: one colour per
+    """Relative error against length from :func:`minimipt.course.analysis.scan_error_vs_length`: one colour per
     method, solid float32, dashed float64; NaN/inf results are drawn as crosses on the top edge."""
     fig, ax = _figure(width=7.0, height=4.2)
     L = np.array(result["L"])
@@ -136,9 +136,9 @@ def plot_cache_membership(K: int | None = 8, threshold: float = 0.0, L: int = 64
                           contrast: float = 2.0, seed: int = 0) -> Figure:
     """Which keys each query reads in the causal sparse cache (notebook 06's widget).
 
-    A synthetic gate (:func:`minimipt.analysis.synthetic_log_p`) gives write scores ``w_t``
+    A synthetic gate (:func:`minimipt.course.analysis.synthetic_log_p`) gives write scores ``w_t``
     (top panel, eligible tokens ``w ≥ τ`` filled). Middle: the membership mask
-    (:func:`minimipt.analysis.cache_membership`), row t = query, column s = key, dark = readable.
+    (:func:`minimipt.course.analysis.cache_membership`), row t = query, column s = key, dark = readable.
     Bottom: slots in use at each t (``≤ K``).
     """
     if K is not None and (not isinstance(K, int) or K < 1):

@@ -1,6 +1,6 @@
 """Plotting functions for the notebooks (needs the ``course`` extra: matplotlib).
 
-Every function computes what it shows through ``minimipt.theory`` (or takes that function's
+Every function computes what it shows through ``minimipt.course.theory`` (or takes that function's
 result), draws on a fresh :class:`matplotlib.figure.Figure` that is not registered with pyplot (no
 global state, nothing to close, nothing shown twice) and returns it. In a notebook with
 ``%matplotlib inline`` a returned figure is displayed; ``ipywidgets.interact`` displays the return
@@ -77,7 +77,7 @@ def plot_memory_kernel(abs_lams: Sequence[float] = (0.5, 0.9, 0.99, 1.0), K: int
 
 def plot_tradeoff(result: dict, threshold: float | None = 0.9) -> Figure:
     """Recall of the old token against storage of the current one, from
-    :func:`minimipt.theory.copy_recall_tradeoff`: one point per fixed decay ``|lambda|`` (the
+    :func:`minimipt.course.theory.copy_recall_tradeoff`: one point per fixed decay ``|lambda|`` (the
     trade-off curve) and a star for the input-dependent gate. ``threshold`` shades the corner where
     both are at least that good."""
     fig, ax = _figure(width=5.6, height=4.2)
@@ -103,8 +103,8 @@ def plot_phase_memory(D: int = 64, N: int = 64, noise: float = 0.0, trials: int 
     """The wave-phase memory explorer (notebook 02's widget).
 
     Left: retrieval quality (squared cosine between retrieved and stored values) against N/D for
-    a phase memory of ``D`` channels, measured (dots, :func:`minimipt.theory.phase_memory_accuracy`)
-    and predicted (lines, :func:`minimipt.theory.phase_memory_theory`), for the matched
+    a phase memory of ``D`` channels, measured (dots, :func:`minimipt.course.theory.phase_memory_accuracy`)
+    and predicted (lines, :func:`minimipt.course.theory.phase_memory_theory`), for the matched
     (conjugate-key) decoder and the best linear (least-squares) decoder; the current ``N/D`` is the
     vertical line. Right: the retrieved values ``v_hat_n`` of one memory with the current ``D``,
     ``N``, ``noise`` in the complex plane, coloured by the stored bit ``v_n = +-1``.
@@ -148,7 +148,7 @@ def plot_phase_memory(D: int = 64, N: int = 64, noise: float = 0.0, trials: int 
 
 
 def plot_phase_diagram(result: dict) -> Figure:
-    """Heatmap of recall over (N/D, p) from :func:`minimipt.theory.recall_phase_diagram`, with the
+    """Heatmap of recall over (N/D, p) from :func:`minimipt.course.theory.recall_phase_diagram`, with the
     theory's 0.75 and 0.9 contours and the forgetting line ``N = 1/p`` (memory length of the gate)."""
     fig, ax = _figure(width=6.4, height=4.4)
     rec = np.array(result["recall"])  # (n_p, n_r)
@@ -168,7 +168,7 @@ def plot_phase_diagram(result: dict) -> Figure:
 
 
 def plot_entropy_vs_p(result: dict) -> Figure:
-    """Both entropy proxies against p, from :func:`minimipt.theory.entropy_vs_p` (log-scaled p)."""
+    """Both entropy proxies against p, from :func:`minimipt.course.theory.entropy_vs_p` (log-scaled p)."""
     fig, ax = _figure()
     p = np.array(result["p"])
     se, sd = np.array(result["state_entropy"]), np.array(result["state_entropy_std"])
@@ -187,10 +187,10 @@ def plot_particle_state(p: float = 0.05, D: int = 64, L: int = 128, active: int 
 
     Left: the weights ``p (1 - p)^k`` of the last ``L`` tokens in ``h_L`` by age ``k``. Right: the
     channel distribution ``|h_d|^2 / ||h||^2`` of the final state for sparse tokens
-    (:func:`minimipt.theory.sparse_tokens`), computed with ``minimipt.mipt_scan``. Titles give both
+    (:func:`minimipt.course.theory.sparse_tokens`), computed with ``minimipt.mipt_scan``. Titles give both
     normalised entropies.
     """
-    from .scan import mipt_scan
+    from ..ops import mipt_scan
 
     if not 0 < float(p) <= 1:
         raise ValueError(f"p must lie in (0, 1], got {p}")

@@ -1,4 +1,4 @@
-"""Triton device functions shared by the scan kernels (:mod:`minimipt.kernels.triton_scan`).
+"""Triton device functions shared by the scan kernels (:mod:`minimipt.ops.triton.scan`).
 
 Complex numbers travel as ``(re, im)`` float32 pairs of ``(BLOCK_L, BLOCK_D)`` tiles; an affine map
 ``x ↦ a x + b`` is the four fields ``(Re a, Im a, Re b, Im b)``. Importable without Triton (the

@@ -4,7 +4,7 @@ Everything here reads files under ``results/`` (or a folder you pass) or returns
 labelled as someone else's:
 
 * :func:`grid_report`: one reference grid (``results/<grid>/<run>/results.json``, written by
-  ``python -m minimipt.experiments <grid>``) summarised by :func:`minimipt.report.summarise`, as a
+  ``python -m minimipt.course.experiments <grid>``) summarised by :func:`minimipt.course.runs.summarise`, as a
   Markdown table with its protocol, the selected runs (for curves) and the issue's targets checked
   against the measured numbers; a plain "not run yet" message when no run is committed.
 * :func:`load_scaling`, :func:`scaling_table`, :func:`scaling_targets`: the length-scaling benchmark
@@ -24,9 +24,9 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import report
-from .env import repo_root
-from .scan import CHUNK
+from . import runs as runs_
+from ..env import repo_root
+from ..ops import CHUNK
 
 __all__ = [
     "GRID_STAGE", "PAPER", "ANCHORS", "PAPER_LABEL",
@@ -36,7 +36,7 @@ __all__ = [
     "kernel_e2e_table", "paper_table", "anchors_table",
 ]
 
-#: which stage of ``scripts/reference_runs.sh`` produces each grid of :mod:`minimipt.experiments`
+#: which stage of ``scripts/reference_runs.sh`` produces each grid of :mod:`minimipt.course.experiments`
 GRID_STAGE = {"ag_news-offline": "classification", "needle-512": "classification",
               "needle-long": "needle-long", "wikitext-2-offline": "lm"}
 
@@ -165,7 +165,7 @@ def missing_message(grid: str) -> str:
     stage = GRID_STAGE.get(grid)
     raw = "RAW=<raw data folder> " if stage in ("classification", "lm") else ""  # these stages tokenize raw data
     how = (f"run `{raw}bash scripts/reference_runs.sh {stage}` on a GPU" if stage
-           else f"run `python -m minimipt.experiments {grid}` on a GPU")
+           else f"run `python -m minimipt.course.experiments {grid}` on a GPU")
     return f"no committed reference runs for {grid} yet: {how}, then commit `results/{grid}/*/results.json`."
 
 
@@ -229,7 +229,7 @@ def _grid_targets(grid: str, rows: list[dict]) -> list[dict]:
 class GridReport:
     """One reference grid as the notebooks show it.
 
-    ``rows``: :func:`minimipt.report.summarise` rows (one per variant, at the learning rate chosen on
+    ``rows``: :func:`minimipt.course.runs.summarise` rows (one per variant, at the learning rate chosen on
     validation); ``runs``: variant -> its runs at that learning rate (for curves); ``markdown``: the
     table with the protocol, or :func:`missing_message`; ``targets``: the issues' targets.
     """
@@ -250,14 +250,14 @@ def grid_report(grid: str, root: str | Path | None = None) -> GridReport:
     if not isinstance(grid, str) or not grid:
         raise ValueError(f"grid must be a grid name such as {sorted(GRID_STAGE)}, got {grid!r}")
     root = Path(root) if root is not None else repo_root() / "results"
-    runs = [r for r in report.load_runs(root) if r["_experiment"] == grid] if root.is_dir() else []
-    rows = report.summarise(runs).get(grid, [])
+    runs = [r for r in runs_.load_runs(root) if r["_experiment"] == grid] if root.is_dir() else []
+    rows = runs_.summarise(runs).get(grid, [])
     if not rows:
         return GridReport(grid, markdown=missing_message(grid) + "\n", targets=_grid_targets(grid, []))
-    chosen = {row["variant"]: [r for r in runs if report.variant_of(r) == row["variant"]
+    chosen = {row["variant"]: [r for r in runs if runs_.variant_of(r) == row["variant"]
                                and r["config"]["lr"] == row["lr"]] for row in rows}
     commits = sorted({str(r.get("git_commit", "?"))[:10] for rs in chosen.values() for r in rs})
-    md = report.render_table({grid: rows}) + f"\nRuns: {sum(len(v) for v in chosen.values())} at the selected " \
+    md = runs_.render_table({grid: rows}) + f"\nRuns: {sum(len(v) for v in chosen.values())} at the selected " \
         f"learning rates, code commit(s) {', '.join(commits)}; files under `results/{grid}/`.\n"
     return GridReport(grid, rows, chosen, md, _grid_targets(grid, rows))
 

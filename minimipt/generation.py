@@ -99,5 +99,5 @@ class GenerateMixin:
 
     def generate(self, prompt: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
                  top_k: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
-        """See :func:`minimipt.generate.generate`."""
+        """See :func:`minimipt.generation.generate`."""
         return generate(self, prompt, max_new_tokens, temperature=temperature, top_k=top_k, generator=generator)

@@ -1,4 +1,4 @@
-"""Analysis functions behind the theory notebooks 01-03 (no plotting here: see ``minimipt.viz``).
+"""Analysis functions behind the theory notebooks 01-03 (no plotting here: see ``minimipt.course.viz``).
 
 Three ideas, each with a measured quantity and, where one exists, a closed-form prediction:
 
@@ -53,7 +53,7 @@ _DECODERS = ("matched", "lstsq")
 
 def _scan():
     """The package's scan (imported lazily so that this module never holds a private copy)."""
-    from .scan import mipt_scan
+    from ..ops import mipt_scan
 
     return mipt_scan
 

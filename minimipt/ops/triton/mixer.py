@@ -9,7 +9,7 @@ For ``proj`` of shape ``(B, L, 4D)`` laid out ``[z | θ | u_re | u_im]`` along t
     y_t = Re h_t                                     (B, L, D) float32
 
 Backward, from a real ``dL/dy`` (``dL/dh_t = dL/dy_t + 0i``) by the recomputing backward of
-:mod:`minimipt.kernels.triton_scan` (v3), returns ``dL/dproj`` ``(B, L, 4D)`` in ``proj``'s dtype:
+:mod:`minimipt.ops.triton.scan` (v3), returns ``dL/dproj`` ``(B, L, 4D)`` in ``proj``'s dtype:
 ``∂L/∂z = ∂L/∂p · p (1 − p)``, ``∂L/∂θ``, ``∂L/∂u_re``, ``∂L/∂u_im``, and ``∂L/∂h0``.
 
 What autograd keeps: ``proj`` itself (8 B per channel in bf16) and the state entering every
@@ -17,17 +17,17 @@ What autograd keeps: ``proj`` itself (8 B per channel in bf16) and the state ent
 split path; and the gradient arriving from the readout is real (4 B) instead of complex (8 B).
 
 :func:`mixer_reference` is the slow, obviously-correct twin (split, ``torch.sigmoid``,
-``mipt_scan(method="sequential")``, ``.real``). The kernels are in ``_tl_mixer``.
+:func:`~minimipt.ops.reference.scan_sequential`, ``.real``). The kernels are in ``_tl_mixer``.
 """
 
 from __future__ import annotations
 
 import torch
 
-from ..scan import mipt_scan
+from ..reference import scan_sequential
 from ._tl import triton
 from ._tl_mixer import _mixer_bwd_kernel, _mixer_fwd_kernel
-from .triton_scan import _interpreting
+from .scan import _interpreting
 
 __all__ = ["mixer_triton", "mixer_reference", "TritonMixer", "MIXER_FWD_CONFIG", "MIXER_BWD_CONFIG"]
 
@@ -62,15 +62,15 @@ def _check_proj(proj: torch.Tensor, h0: torch.Tensor | None) -> int:
 
 def mixer_reference(proj: torch.Tensor, h0: torch.Tensor | None = None) -> torch.Tensor:
     """The slow twin of :func:`mixer_triton`: ``Re h`` (B, L, D) of the recurrence of the module
-    docstring by split, ``torch.sigmoid``, ``mipt_scan(method="sequential")`` and ``.real``.
+    docstring by split, ``torch.sigmoid``, :func:`~minimipt.ops.reference.scan_sequential` and ``.real``.
 
     float32 (bf16/fp16 ``proj`` widened to float32), or float64 for a float64 ``proj``."""
     D = _check_proj(proj, h0)
     wide = proj if proj.dtype in (torch.float32, torch.float64) else proj.float()
     z, theta, u_re, u_im = wide.split(D, dim=-1)  # (B, L, D) each
     p = torch.sigmoid(z)
-    h = mipt_scan(p, theta, torch.complex(u_re, u_im), None if h0 is None else h0.to(
-        torch.complex128 if wide.dtype == torch.float64 else torch.complex64), method="sequential")
+    h = scan_sequential(p, theta, torch.complex(u_re, u_im), None if h0 is None else h0.to(
+        torch.complex128 if wide.dtype == torch.float64 else torch.complex64))
     return h.real  # (B, L, D)
 
 

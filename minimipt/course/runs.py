@@ -1,0 +1,158 @@
+"""The reference grids' run folders, read and summarised (``results/<grid>/<run>/results.json``).
+
+Runs are grouped by experiment (the folder under ``results/``) and *variant* (model, cache, write
+rule, attention, lengths). Within a variant, the learning rate is chosen by the mean *validation*
+metric over seeds (accuracy for classification, loss for language modelling); the held-out metric
+of that learning rate is then reported over seeds.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+from ..env import repo_root
+
+__all__ = ["load_runs", "unfinished_runs", "variant_of", "summarise", "render_table"]
+
+
+def _grid_results(root: str | Path | None):
+    """``(path, experiment, results)`` of every ``results.json`` of a reference grid under ``root``
+    (default: the repository's ``results/``), complete or not."""
+    root = Path(root) if root is not None else repo_root() / "results"
+    for path in sorted(root.rglob("results.json")):
+        experiment = path.relative_to(root).parts[0]
+        if experiment not in _NOT_GRIDS:
+            yield path, experiment, json.loads(path.read_text())
+
+
+def load_runs(root: str | Path | None = None) -> list[dict]:
+    """Every complete ``results.json`` under ``root`` (default: the repository's ``results/``)."""
+    runs = []
+    for path, experiment, res in _grid_results(root):
+        if res.get("complete"):
+            res["_path"] = str(path)
+            res["_experiment"] = experiment
+            runs.append(res)
+    return runs
+
+
+_NOT_GRIDS = ("ddp", "bench", "kernel-e2e", "explore")  # own sections; explore: not reference runs
+
+
+def unfinished_runs(root: str | Path | None = None) -> dict[str, list[str]]:
+    """Per experiment, the runs whose ``results.json`` says they did not finish (a call's time ran out):
+    ``"name (steps/total steps)"``. They are left out of the tables, and the report says so."""
+    out: dict[str, list[str]] = defaultdict(list)
+    for path, experiment, res in _grid_results(root):
+        if not res.get("complete"):
+            out[experiment].append(f"{path.parent.name} ({res.get('steps', '?')}/{res.get('total_steps', '?')} steps)")
+    return dict(out)
+
+
+def variant_of(res: dict) -> str:
+    """A short human name for what was trained (everything but seed and learning rate)."""
+    c = res["config"]
+    if c["model"] == "transformer":
+        name = f"Transformer ({c.get('attention', 'sdpa')})"
+    else:
+        k = c.get("cache_slots")
+        cache = "no cache" if k == 0 else ("unbounded cache" if k is None else f"cache K={k}")
+        if c.get("write_threshold", 0) > 0:
+            cache += f", write if w≥{c['write_threshold']}"
+        if c.get("write_penalty", 0) > 0:
+            cache += f", penalty {c['write_penalty']}"
+        name = f"MIPT ({cache})"
+    extra = c.get("extra", {}) or {}
+    if extra.get("variant"):
+        name += f" [{extra['variant']}]"
+    if c.get("eval_lengths"):
+        name += f", trained at L={c['seq_len']}"
+    return name
+
+
+def _main_metric(res: dict) -> tuple[str, bool]:
+    """(metric name, higher is better) for the task."""
+    return ("accuracy", True) if res["config"]["task"] != "wikitext" else ("loss", False)
+
+
+def summarise(runs: list[dict]) -> dict[str, list[dict]]:
+    """Per experiment, one row per variant at its selected learning rate."""
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in runs:
+        groups[(r["_experiment"], variant_of(r), r["config"]["lr"])].append(r)
+    by_variant: dict[tuple, dict[float, list[dict]]] = defaultdict(dict)
+    for (exp, var, lr), rs in groups.items():
+        by_variant[(exp, var)][lr] = rs
+    table: dict[str, list[dict]] = defaultdict(list)
+    for (exp, var), lrs in sorted(by_variant.items()):
+        metric, higher = _main_metric(next(iter(lrs.values()))[0])
+
+        def val_score(rs, seeds=None):
+            vals = [r["metrics"].get("val", {}).get(metric) for r in rs if seeds is None or r["seed"] in seeds]
+            vals = [v for v in vals if v is not None]
+            return statistics.mean(vals) if vals else float("nan")
+
+        # choose on the seeds every candidate learning rate was run with (the sweep seeds)
+        common = set.intersection(*({r["seed"] for r in rs} for rs in lrs.values()))
+        best_lr = (max if higher else min)(lrs, key=lambda lr: val_score(lrs[lr], common))
+        rs = lrs[best_lr]
+        row = {"variant": var, "lr": best_lr, "lrs_tried": sorted(lrs), "seeds": sorted(r["seed"] for r in rs),
+               "val": val_score(rs), "params": rs[0]["params"], "protocol": rs[0]["task"].get("protocol", ""),
+               "hardware": rs[0]["hardware"].get("gpu") or rs[0]["hardware"].get("device"),
+               "git_commit": rs[0].get("git_commit"), "wall_time_s": statistics.mean(r["wall_time_s"] for r in rs)}
+        # held-out splits; language models also report validation perplexity (the issue asks for both)
+        for split in sorted({s for r in rs for s in r["metrics"] if s != "val" or not higher}):
+            keys = ("accuracy",) if higher else ("ppl_token", "ppl_word")
+            for key in keys:
+                vals = [r["metrics"][split][key] for r in rs if key in r["metrics"].get(split, {})]
+                if vals:
+                    row[f"{split}_{key}"] = (statistics.mean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0,
+                                             len(vals))
+        for key in _CACHE_KEYS:
+            vals = [r["metrics"]["eval"].get(key) for r in rs if r["metrics"].get("eval", {}).get(key) is not None]
+            if vals:
+                row[key] = statistics.mean(vals)
+        table[exp].append(row)
+    return dict(table)
+
+
+# cache statistics of the held-out evaluation (means over seeds); sparsity = 1 − writes / length
+_CACHE_KEYS = ("slots_used_mean", "writes_per_seq", "sparsity")
+
+
+def _fmt(v) -> str:
+    if isinstance(v, tuple):
+        m, s, n = v
+        return f"{m:.4f} ± {s:.4f} (n={n})" if m < 10 else f"{m:.1f} ± {s:.1f} (n={n})"
+    return "" if v is None else str(v)
+
+
+def render_table(summary: dict[str, list[dict]], unfinished: dict[str, list[str]] | None = None) -> str:
+    """Markdown: one table per experiment, with its protocol stated above it (and below it, the
+    runs of ``unfinished`` that were left out)."""
+    if not summary:
+        return "_No AG News, needle or language-model reference runs are committed yet._\n"
+    parts = []
+    for exp, rows in summary.items():
+        metric_cols = sorted({k for r in rows for k in r if re.match(r"(val|eval).*_(accuracy|ppl_token|ppl_word)$", k)},
+                             key=lambda k: (not k.startswith("val_"), k))
+        extra = [k for k in _CACHE_KEYS if any(k in r for r in rows)]
+        parts.append(f"**{exp}** — {rows[0]['protocol']}. Hardware: {rows[0]['hardware']}. "
+                     f"Learning rate chosen on validation; held-out metric mean ± sd over seeds.\n")
+        head = ["variant", "params (all / non-emb.)", "lr (of)"] + metric_cols + extra
+        parts.append("| " + " | ".join(head) + " |")
+        parts.append("|" + "---|" * len(head))
+        for r in rows:
+            cells = [r["variant"], f"{r['params']['total']:,} / {r['params']['non_embedding']:,}",
+                     f"{r['lr']:g} ({', '.join(f'{x:g}' for x in r['lrs_tried'])})"]
+            cells += [_fmt(r.get(k)) for k in metric_cols]
+            cells += [(f"{r[k]:.4f}" if k == "sparsity" else f"{r[k]:.2f}") if k in r else "" for k in extra]
+            parts.append("| " + " | ".join(cells) + " |")
+        if (unfinished or {}).get(exp):
+            parts.append(f"\nNot finished, left out of this table: {', '.join(unfinished[exp])}.")
+        parts.append("")
+    return "\n".join(parts)

@@ -1,0 +1,100 @@
+"""Fast batched forms of the cache attention (:func:`minimipt.ops.reference.cache_attention_dense`
+defines it): each computes the same ``(B, L, H, d_h)`` output from ``q, k, v``, the write scores
+and the eviction times, and the tests compare values and gradients with the dense form.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.utils.checkpoint import checkpoint
+
+from .eviction import slot_table
+from .reference import softmax_with_sink
+
+__all__ = ["cache_attention_slots", "cache_attention_blocked"]
+
+_NEG_INF = float("-inf")
+
+
+def _attend_gathered(q, k, v, log_w, table):
+    """Attention of ``q`` ``(B, T, H, d_h)`` over the slots ``table`` ``(B, T, K)`` of ``k, v``."""
+    B, T, K = table.shape
+    H, dh = k.shape[2], k.shape[3]
+    idx = table.clamp(min=0).reshape(B, T * K)
+    kk = k.gather(1, idx[:, :, None, None].expand(B, T * K, H, dh)).view(B, T, K, H, dh)
+    vv = v.gather(1, idx[:, :, None, None].expand(B, T * K, H, dh)).view(B, T, K, H, dh)
+    bias = log_w.gather(1, idx).view(B, T, K).masked_fill(table < 0, _NEG_INF)  # (B, T, K)
+    logits = torch.einsum("bthd,btkhd->bthk", q, kk) / math.sqrt(dh) + bias[:, :, None, :]
+    a = softmax_with_sink(logits).to(v.dtype)  # (B, T, H, K)
+    return torch.einsum("bthk,btkhd->bthd", a, vv)
+
+
+def cache_attention_slots(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, log_w: torch.Tensor,
+                          evict: torch.Tensor, slots: int | None = None, chunk: int | None = None) -> torch.Tensor:
+    """Fast path: each position attends over its ≤ K slots (:func:`slot_table`), O(L·K) memory.
+
+    Same arguments and result as :func:`cache_attention_dense`; ``slots`` must be a finite K.
+    Long inputs are processed ``chunk`` positions at a time (default: about 2²⁶ gathered
+    key elements per chunk) and, when gradients are needed, recomputed in the backward pass (so
+    the gathered keys are never all stored).
+    """
+    if slots is None:
+        raise ValueError("cache_attention_slots needs a finite number of slots; use cache_attention_dense "
+                         "for cache_slots=None")
+    B, L, H, dh = q.shape
+    table = slot_table(evict, min(slots, L))  # (B, L, K)
+    chunk = chunk or max(1, (1 << 26) // (B * table.shape[2] * H * dh))
+    if L <= chunk:
+        return _attend_gathered(q, k, v, log_w, table)
+    grad = torch.is_grad_enabled() and any(x.requires_grad for x in (q, k, v, log_w))
+    outs = []
+    for t0 in range(0, L, chunk):
+        args = (q[:, t0:t0 + chunk], k, v, log_w, table[:, t0:t0 + chunk])
+        outs.append(checkpoint(_attend_gathered, *args, use_reentrant=False) if grad else _attend_gathered(*args))
+    return torch.cat(outs, dim=1)
+
+
+def cache_attention_blocked(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, log_w: torch.Tensor,
+                            evict: torch.Tensor, slots: int | None = None, chunk: int | None = None) -> torch.Tensor:
+    """Blocked path: queries in blocks of ``C`` (``chunk``, default ``max(K, 16)``) positions, each
+    block attending over ``K + C`` candidates with batched matrix products.
+
+    Same arguments and result as :func:`cache_attention_dense`; ``slots`` must be a finite K. Each
+    position is held on one interval ``[s, e_s)``, so a position ``s < c₀`` read anywhere in the
+    block ``[c₀, c₀ + C)`` is already held at ``c₀ − 1``: the block's candidates are the ≤ K slots
+    held at ``c₀ − 1`` (:func:`slot_table`) and the block's own C positions, masked by
+    ``s ≤ t < e_s`` as in the dense path. Logits ``(B, L/C, H, C, K + C)``: O(L·(K + C)) memory and
+    work, one gather of K keys per block instead of K per position (:func:`cache_attention_slots`).
+    """
+    if slots is None:
+        raise ValueError("cache_attention_blocked needs a finite number of slots; use cache_attention_dense "
+                         "for cache_slots=None")
+    B, L, H, dh = q.shape
+    K = min(slots, L)
+    C = chunk or max(K, 16)
+    n = -(-L // C)  # blocks
+    pad = n * C - L
+    pos = torch.arange(n * C, device=q.device)
+    if pad:  # padded keys are never held (e_s = s); padded queries are dropped below
+        q, k, v = (torch.cat([x, x.new_zeros(B, pad, H, dh)], 1) for x in (q, k, v))
+        log_w = torch.cat([log_w, log_w.new_zeros(B, pad)], 1)
+        evict = torch.cat([evict, pos[L:].expand(B, pad)], 1)
+    # the slots held just before each block (none before the first): (B, n, K), −1 = empty
+    table = slot_table(evict[:, :L], K)
+    prev = torch.cat([table.new_full((B, 1, K), -1), table[:, C - 1:(n - 1) * C:C]], 1)
+    cand = torch.cat([prev, pos.view(n, C).expand(B, n, C)], 2)  # (B, n, K + C) candidate positions
+    idx = cand.clamp(min=0).reshape(B, n * (K + C))
+
+    def pick(x):  # (B, L', H, d_h) → (B, n, K + C, H, d_h)
+        return x.gather(1, idx[:, :, None, None].expand(-1, -1, H, dh)).view(B, n, K + C, H, dh)
+
+    t = pos.view(1, n, C, 1)  # query positions
+    held = (cand[:, :, None, :] >= 0) & (cand[:, :, None, :] <= t) & (t < evict.gather(1, idx).view(B, n, 1, K + C))
+    bias = log_w.gather(1, idx).view(B, n, 1, 1, K + C)
+    logits = torch.einsum("bnchd,bnjhd->bnhcj", q.view(B, n, C, H, dh), pick(k)) / math.sqrt(dh) + bias
+    logits = logits.masked_fill(~held[:, :, None], _NEG_INF)  # (B, n, H, C, K + C)
+    a = softmax_with_sink(logits).to(v.dtype)
+    out = torch.einsum("bnhcj,bnjhd->bnchd", a, pick(v))  # (B, n, C, H, d_h)
+    return out.reshape(B, n * C, H, dh)[:, :L]
