@@ -164,7 +164,7 @@ def test_full_ag_news_config_runs_on_a_canonical_layout(tmp_path, monkeypatch):
 
 
 def test_report_builds_table_from_results(tmp_path):
-    from minimipt.course.report import update_readme
+    from minimipt.course.report import write_report
     from minimipt.course.runs import load_runs, render_table, summarise, unfinished_runs
 
     for seed in (0, 1):
@@ -176,10 +176,10 @@ def test_report_builds_table_from_results(tmp_path):
     assert row["seeds"] == [0, 1] and row["lrs_tried"] == [1e-3, 3e-3]
     text = render_table(summary)
     assert "needle-smoke" in text and "MIPT (no cache)" in text
-    readme = tmp_path / "README.md"
-    readme.write_text("a\n<!-- results -->\nold\n<!-- /results -->\nb\n")
-    update_readme(text, readme)
-    assert "old" not in readme.read_text() and "MIPT (no cache)" in readme.read_text()
+    written = write_report(tmp_path / "res", tmp_path / "docs" / "results.md")
+    doc = written[0].read_text()
+    assert "MIPT (no cache)" in doc and "![needle-smoke](figures/needle-smoke.png)" in doc
+    assert written[1] == tmp_path / "docs" / "figures" / "needle-smoke.png" and written[1].stat().st_size > 0
     # a run whose call ran out of time is named under its table, not averaged into it
     cut = tmp_path / "res" / "needle-smoke" / "s2-lr0.001"
     cut.mkdir()
@@ -220,3 +220,13 @@ def test_full_wikitext103_preset_runs_unchanged_on_a_stand_in(tmp_path, monkeypa
         res = train(cfg, tmp_path / "run", progress=False)
     assert res["complete"] and res["task"]["protocol"].startswith("wikitext-103")
     assert res["metrics"]["eval"]["ppl_token"] > 1 and res["sample"]["continuation"] is not None
+
+
+def test_committed_results_document_is_current():
+    """docs/results.md is exactly what `python -m minimipt report` writes from the committed results."""
+    from minimipt.course.report import results_markdown
+    from minimipt.env import repo_root
+
+    doc = repo_root() / "docs" / "results.md"
+    figures = {p.stem: f"figures/{p.name}" for p in sorted((doc.parent / "figures").glob("*.png"))}
+    assert doc.read_text() == results_markdown(figures=figures), "run `python -m minimipt report` and commit"
