@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from ._version import __version__
 
+from .config import MIPTConfig, TransformerConfig
 from .env import get_device, seed_everything, setup, smoke_mode
 from .layer import MIPTLayer
 from .cache import CausalSparseCache
@@ -31,7 +32,7 @@ __all__ = [
     "__version__",
     "setup", "smoke_mode", "get_device", "seed_everything",
     "mipt_scan", "register_scan_method", "scan_methods",
-    "MIPTLayer",
+    "MIPTConfig", "TransformerConfig", "MIPTLayer",
     "CausalSparseCache", "MIPTClassifier", "MIPTLM", "TransformerClassifier", "TransformerLM", "state_nbytes",
     "param_groups", "count_parameters",
 ]

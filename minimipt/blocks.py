@@ -14,12 +14,11 @@ The one LayerNorm ``norm`` feeds both the scan and the cache; the MIPT layer is 
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn as nn
 
-from .cache import CausalSparseCache, check_cache_slots
+from .cache import CausalSparseCache
+from .config import MIPTConfig
 from .feedforward import FeedForward
 from .layer import MIPTLayer
 
@@ -27,24 +26,20 @@ __all__ = ["MIPTBlock"]
 
 
 class MIPTBlock(nn.Module):
-    """One MIPT block (see the module docstring). ``cache_slots``: 0 none, K ≥ 1, or None (unbounded)."""
+    """One MIPT block (see the module docstring), built from a :class:`~minimipt.MIPTConfig`."""
 
-    def __init__(self, d_model: int, *, cache_slots: int | None = 0, cache_heads: int = 4,
-                 write_threshold: float = 0.0, cache_method: str = "auto", d_state: int | None = None,
-                 phase: str = "input", readout: str = "real", scan_method: str = "auto",
-                 p_init: tuple[float, float] = (1e-3, 0.1), theta_init: float = math.pi / 2,
-                 ffn_mult: int = 4, dropout: float = 0.0, fused_mixer: bool = False):
+    def __init__(self, config: MIPTConfig):
         super().__init__()
-        check_cache_slots(cache_slots)
-        self.norm = nn.LayerNorm(d_model)
-        self.mixer = MIPTLayer(d_model, d_state, phase=phase, readout=readout, norm=False,
-                               scan_method=scan_method, p_init=p_init, theta_init=theta_init,
-                               fused_mixer=fused_mixer)
-        self.cache = None if cache_slots == 0 else CausalSparseCache(
-            d_model, cache_slots, heads=cache_heads, write_threshold=write_threshold, method=cache_method)
-        self.ffn_norm = nn.LayerNorm(d_model)
-        self.ffn = FeedForward(d_model, ffn_mult, dropout)
-        self.drop = nn.Dropout(dropout)
+        c = config
+        self.norm = nn.LayerNorm(c.d_model)
+        self.mixer = MIPTLayer(c.d_model, c.d_state, phase=c.phase, readout=c.readout, norm=False,
+                               scan_method=c.scan_method, p_init=c.p_init, theta_init=c.theta_init,
+                               fused_mixer=c.fused_mixer)
+        self.cache = None if c.cache_slots == 0 else CausalSparseCache(
+            c.d_model, c.cache_slots, heads=c.cache_heads, write_threshold=c.write_threshold, method=c.cache_method)
+        self.ffn_norm = nn.LayerNorm(c.d_model)
+        self.ffn = FeedForward(c.d_model, c.ffn_mult, c.dropout)
+        self.drop = nn.Dropout(c.dropout)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """``x``: ``(B, L, d)`` → ``(B, L, d)``; ``lengths`` (B,) only feeds the cache statistics."""

@@ -21,14 +21,13 @@ Streaming state of :class:`MIPTLM` (``init_state``): ``{"t": int, "layers": [{"h
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from .blocks import MIPTBlock
-from .cache import CacheStats, check_cache_slots
+from .cache import CacheStats
+from .config import MIPTConfig
 from .embedding import TokenEmbedding, check_tokens, masked_mean
 from .generation import GenerateMixin
 
@@ -38,24 +37,14 @@ __all__ = ["MIPTClassifier", "MIPTLM"]
 class _MIPTStack(nn.Module):
     """Embedding, ``n_layers`` MIPT blocks and the final LayerNorm; cache report and aux loss."""
 
-    def __init__(self, vocab_size, d_model, n_layers, cache_slots, *, cache_heads, write_threshold,
-                 write_penalty, cache_method, d_state, phase, readout, scan_method, p_init, theta_init,
-                 ffn_mult, dropout, max_len, pos_embedding, fused_mixer=False):
+    def __init__(self, config: MIPTConfig):
         super().__init__()
-        if isinstance(n_layers, bool) or not isinstance(n_layers, int) or n_layers <= 0:
-            raise ValueError(f"n_layers must be a positive int; got {n_layers!r}")
-        check_cache_slots(cache_slots)
-        if write_penalty < 0:
-            raise ValueError(f"write_penalty must be >= 0; got {write_penalty}")
-        self.vocab_size, self.d_model, self.n_layers = vocab_size, d_model, n_layers
-        self.cache_slots, self.write_penalty = cache_slots, float(write_penalty)
-        self.embed = TokenEmbedding(vocab_size, d_model, pos_embedding, max_len, dropout)
-        self.blocks = nn.ModuleList(MIPTBlock(
-            d_model, cache_slots=cache_slots, cache_heads=cache_heads, write_threshold=write_threshold,
-            cache_method=cache_method, d_state=d_state, phase=phase, readout=readout, scan_method=scan_method,
-            p_init=p_init, theta_init=theta_init, ffn_mult=ffn_mult, dropout=dropout,
-            fused_mixer=fused_mixer) for _ in range(n_layers))
-        self.final_norm = nn.LayerNorm(d_model)
+        c = self.config = config
+        self.vocab_size, self.d_model, self.n_layers = c.vocab_size, c.d_model, c.n_layers
+        self.cache_slots, self.write_penalty = c.cache_slots, float(c.write_penalty)
+        self.embed = TokenEmbedding(c.vocab_size, c.d_model, c.pos_embedding, c.max_len, c.dropout)
+        self.blocks = nn.ModuleList(MIPTBlock(c) for _ in range(c.n_layers))
+        self.final_norm = nn.LayerNorm(c.d_model)
 
     def features(self, tokens: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         x = self.embed(tokens)  # (B, L, d)
@@ -79,30 +68,23 @@ class _MIPTStack(nn.Module):
 class MIPTClassifier(_MIPTStack):
     """``(B, L)`` token ids → ``(B, n_classes)`` logits (masked mean pooling over non-pad tokens).
 
-    ``cache_slots``: 0 (no cache, the plain MIPT model), K ≥ 1, or None (unbounded). Layer options
-    (``d_state``, ``phase``, ``readout``, ``scan_method``, ``p_init``, ``theta_init``, ``fused_mixer``)
-    go to every :class:`~minimipt.MIPTLayer`; cache options to every :class:`~minimipt.CausalSparseCache`.
-    ``pad_id=None``: no padding, every token is pooled.
+    Build from a :class:`~minimipt.MIPTConfig` with ``n_classes`` set, or from its fields:
+    ``MIPTClassifier(vocab_size, n_classes, d_model, n_layers, cache_slots=0, **fields)``. Keyword
+    construction defaults to ``pos_embedding="learned"`` (as the paper), ``max_len=512`` and
+    ``pad_id=0``; ``pad_id=None``: no padding, every token is pooled. ``cache_slots``: 0 (no cache,
+    the plain MIPT model), K ≥ 1, or None (unbounded).
     """
 
-    def __init__(self, vocab_size: int, n_classes: int, d_model: int, n_layers: int,
-                 cache_slots: int | None = 0, *, cache_heads: int = 4, write_threshold: float = 0.0,
-                 write_penalty: float = 0.0, cache_method: str = "auto", d_state: int | None = None,
-                 phase: str = "input", readout: str = "real", scan_method: str = "auto",
-                 p_init: tuple[float, float] = (1e-3, 0.1), theta_init: float = math.pi / 2,
-                 ffn_mult: int = 4, dropout: float = 0.0, max_len: int = 512, pos_embedding: str = "learned",
-                 pad_id: int | None = 0, fused_mixer: bool = False):
-        super().__init__(vocab_size, d_model, n_layers, cache_slots, cache_heads=cache_heads,
-                         write_threshold=write_threshold, write_penalty=write_penalty, cache_method=cache_method,
-                         d_state=d_state, phase=phase, readout=readout, scan_method=scan_method, p_init=p_init,
-                         theta_init=theta_init, ffn_mult=ffn_mult, dropout=dropout, max_len=max_len,
-                         pos_embedding=pos_embedding, fused_mixer=fused_mixer)
-        if isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 2:
-            raise ValueError(f"n_classes must be an int >= 2; got {n_classes!r}")
-        if pad_id is not None and not 0 <= pad_id < vocab_size:
-            raise ValueError(f"pad_id must be None or an id in [0, vocab_size={vocab_size}); got {pad_id}")
-        self.n_classes, self.pad_id = n_classes, pad_id
-        self.head = nn.Linear(d_model, n_classes)
+    _POSITIONAL = ("vocab_size", "n_classes", "d_model", "n_layers", "cache_slots")
+    _DEFAULTS = {"pos_embedding": "learned", "max_len": 512, "pad_id": 0}
+
+    def __init__(self, *args, **fields):
+        config = MIPTConfig.from_args(args, fields, self._POSITIONAL, self._DEFAULTS)
+        if config.n_classes is None:
+            raise ValueError("MIPTClassifier needs MIPTConfig.n_classes (an int >= 2); got None")
+        super().__init__(config)
+        self.n_classes, self.pad_id = config.n_classes, config.pad_id
+        self.head = nn.Linear(config.d_model, config.n_classes)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         check_tokens(tokens, self.vocab_size)
@@ -120,22 +102,22 @@ class MIPTClassifier(_MIPTStack):
 class MIPTLM(GenerateMixin, _MIPTStack):
     """``(B, L)`` token ids → ``(B, L, vocab_size)`` next-token logits, tied embeddings.
 
+    Build from a :class:`~minimipt.MIPTConfig` or from its fields:
+    ``MIPTLM(vocab_size, d_model, n_layers, cache_slots=0, **fields)``; ``pos_embedding`` defaults to
+    ``"none"`` (see the module docstring).
+
     Streaming: ``state = lm.init_state(B)``; ``logits_t, state = lm.step(tokens_t, state)`` with
     ``tokens_t`` ``(B,)``; ``lm.generate(prompt, max_new_tokens, temperature=1.0, top_k=None)``.
-    Same options as :class:`MIPTClassifier`; ``pos_embedding`` defaults to ``"none"`` (see module).
     """
 
-    def __init__(self, vocab_size: int, d_model: int, n_layers: int, cache_slots: int | None = 0, *,
-                 cache_heads: int = 4, write_threshold: float = 0.0, write_penalty: float = 0.0,
-                 cache_method: str = "auto", d_state: int | None = None, phase: str = "input",
-                 readout: str = "real", scan_method: str = "auto", p_init: tuple[float, float] = (1e-3, 0.1),
-                 theta_init: float = math.pi / 2, ffn_mult: int = 4, dropout: float = 0.0, max_len: int = 1024,
-                 pos_embedding: str = "none", fused_mixer: bool = False):
-        super().__init__(vocab_size, d_model, n_layers, cache_slots, cache_heads=cache_heads,
-                         write_threshold=write_threshold, write_penalty=write_penalty, cache_method=cache_method,
-                         d_state=d_state, phase=phase, readout=readout, scan_method=scan_method, p_init=p_init,
-                         theta_init=theta_init, ffn_mult=ffn_mult, dropout=dropout, max_len=max_len,
-                         pos_embedding=pos_embedding, fused_mixer=fused_mixer)
+    _POSITIONAL = ("vocab_size", "d_model", "n_layers", "cache_slots")
+
+    def __init__(self, *args, **fields):
+        config = MIPTConfig.from_args(args, fields, self._POSITIONAL)
+        if config.n_classes is not None:
+            raise ValueError(f"MIPTLM predicts tokens: MIPTConfig.n_classes must be None; got {config.n_classes} "
+                             "(use MIPTClassifier)")
+        super().__init__(config)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         check_tokens(tokens, self.vocab_size)

@@ -26,6 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .feedforward import FeedForward
+from .config import TransformerConfig
 from .embedding import TokenEmbedding, check_tokens, masked_mean
 from .generation import GenerateMixin
 
@@ -111,15 +112,14 @@ class TransformerBlock(nn.Module):
 
 
 class _TransformerStack(nn.Module):
-    def __init__(self, vocab_size, d_model, n_layers, n_heads, attention, ffn_mult, dropout, max_len):
+    def __init__(self, config: TransformerConfig):
         super().__init__()
-        if isinstance(n_layers, bool) or not isinstance(n_layers, int) or n_layers <= 0:
-            raise ValueError(f"n_layers must be a positive int; got {n_layers!r}")
-        self.vocab_size, self.d_model, self.n_layers, self.attention = vocab_size, d_model, n_layers, attention
-        self.embed = TokenEmbedding(vocab_size, d_model, "learned", max_len, dropout)
-        self.blocks = nn.ModuleList(TransformerBlock(d_model, n_heads, attention, ffn_mult, dropout)
-                                    for _ in range(n_layers))
-        self.final_norm = nn.LayerNorm(d_model)
+        c = self.config = config
+        self.vocab_size, self.d_model, self.n_layers, self.attention = c.vocab_size, c.d_model, c.n_layers, c.attention
+        self.embed = TokenEmbedding(c.vocab_size, c.d_model, "learned", c.max_len, c.dropout)
+        self.blocks = nn.ModuleList(TransformerBlock(c.d_model, c.n_heads, c.attention, c.ffn_mult, c.dropout)
+                                    for _ in range(c.n_layers))
+        self.final_norm = nn.LayerNorm(c.d_model)
 
     def features(self, tokens, key_mask=None, causal=False):
         x = self.embed(tokens)
@@ -136,18 +136,22 @@ class _TransformerStack(nn.Module):
 
 
 class TransformerClassifier(_TransformerStack):
-    """``(B, L)`` → ``(B, n_classes)``; masked mean pooling; bidirectional unless ``causal=True``."""
+    """``(B, L)`` → ``(B, n_classes)``; masked mean pooling; bidirectional unless ``causal=True``.
 
-    def __init__(self, vocab_size: int, n_classes: int, d_model: int, n_layers: int, *, n_heads: int = 4,
-                 attention: str = "sdpa", ffn_mult: int = 4, dropout: float = 0.0, max_len: int = 512,
-                 pad_id: int | None = 0, causal: bool = False):
-        super().__init__(vocab_size, d_model, n_layers, n_heads, attention, ffn_mult, dropout, max_len)
-        if isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 2:
-            raise ValueError(f"n_classes must be an int >= 2; got {n_classes!r}")
-        if pad_id is not None and not 0 <= pad_id < vocab_size:
-            raise ValueError(f"pad_id must be None or an id in [0, vocab_size={vocab_size}); got {pad_id}")
-        self.n_classes, self.pad_id, self.causal = n_classes, pad_id, causal
-        self.head = nn.Linear(d_model, n_classes)
+    Build from a :class:`~minimipt.TransformerConfig` with ``n_classes`` set, or from its fields:
+    ``TransformerClassifier(vocab_size, n_classes, d_model, n_layers, **fields)`` (keyword construction
+    defaults to ``max_len=512`` and ``pad_id=0``)."""
+
+    _POSITIONAL = ("vocab_size", "n_classes", "d_model", "n_layers")
+    _DEFAULTS = {"max_len": 512, "pad_id": 0}
+
+    def __init__(self, *args, **fields):
+        config = TransformerConfig.from_args(args, fields, self._POSITIONAL, self._DEFAULTS)
+        if config.n_classes is None:
+            raise ValueError("TransformerClassifier needs TransformerConfig.n_classes (an int >= 2); got None")
+        super().__init__(config)
+        self.n_classes, self.pad_id, self.causal = config.n_classes, config.pad_id, config.causal
+        self.head = nn.Linear(config.d_model, config.n_classes)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         check_tokens(tokens, self.vocab_size)
@@ -160,11 +164,19 @@ class TransformerClassifier(_TransformerStack):
 
 
 class TransformerLM(GenerateMixin, _TransformerStack):
-    """Causal LM ``(B, L)`` → ``(B, L, V)`` with tied embeddings; ``step`` uses a growing KV cache."""
+    """Causal LM ``(B, L)`` → ``(B, L, V)`` with tied embeddings; ``step`` uses a growing KV cache.
 
-    def __init__(self, vocab_size: int, d_model: int, n_layers: int, *, n_heads: int = 4,
-                 attention: str = "sdpa", ffn_mult: int = 4, dropout: float = 0.0, max_len: int = 1024):
-        super().__init__(vocab_size, d_model, n_layers, n_heads, attention, ffn_mult, dropout, max_len)
+    Build from a :class:`~minimipt.TransformerConfig` or from its fields:
+    ``TransformerLM(vocab_size, d_model, n_layers, **fields)``."""
+
+    _POSITIONAL = ("vocab_size", "d_model", "n_layers")
+
+    def __init__(self, *args, **fields):
+        config = TransformerConfig.from_args(args, fields, self._POSITIONAL)
+        if config.n_classes is not None:
+            raise ValueError(f"TransformerLM predicts tokens: TransformerConfig.n_classes must be None; got "
+                             f"{config.n_classes} (use TransformerClassifier)")
+        super().__init__(config)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         check_tokens(tokens, self.vocab_size)

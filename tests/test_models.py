@@ -8,7 +8,7 @@ import torch
 
 import minimipt
 from _support import assert_causal, assert_greedy_generation_matches_forward
-from minimipt import MIPTLM, MIPTClassifier, count_parameters, state_nbytes
+from minimipt import MIPTLM, MIPTClassifier, MIPTConfig, count_parameters, state_nbytes
 from minimipt.blocks import MIPTBlock
 from minimipt.ops.reference import write_scores
 
@@ -186,7 +186,7 @@ def test_gate_gets_gradient_through_cache_alone():
     """A loss on the cache's read-out alone reaches the measurement gate W_p (via log w in the logits)."""
     torch.manual_seed(0)
     D = 8
-    block = MIPTBlock(D, cache_slots=2, cache_heads=2)
+    block = MIPTBlock(MIPTConfig(d_model=D, cache_slots=2, cache_heads=2))
     x = torch.randn(2, 9, D)
     xh = block.norm(x)
     _, aux = block.mixer(xh, return_aux=True)

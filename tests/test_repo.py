@@ -38,9 +38,14 @@ def test_layout():
         assert (ROOT / path).exists(), path
 
 
-def test_version_matches_pyproject():
+def test_version_has_one_source():
+    """pyproject.toml reads the version from minimipt/_version.py; the installed metadata agrees."""
+    from importlib.metadata import version
+
     meta = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    assert meta["project"]["version"] == minimipt.__version__
+    assert "version" in meta["project"]["dynamic"] and "version" not in meta["project"]
+    assert meta["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "minimipt._version.__version__"}
+    assert version("minimipt") == minimipt.__version__
 
 
 def test_pyproject_core_dependencies_loose_and_pinned_file_covers_them():

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import minimipt
 from minimipt.train import make_config, train
 from minimipt.train.checkpoint import load_checkpoint, save_checkpoint
 
@@ -45,6 +46,14 @@ def test_smoke_runs_write_results(tmp_path, task, model, extra):
     assert REQUIRED <= set(on_disk) and on_disk["complete"]
     assert on_disk["steps"] == on_disk["total_steps"] > 0
     assert on_disk["params"]["total"] > on_disk["params"]["non_embedding"] > 0
+    # the model's own config is recorded with the results and the checkpoint, and rebuilds the model
+    mc = dict(on_disk["model_config"])
+    cls = {"MIPTLM": minimipt.MIPTLM, "MIPTClassifier": minimipt.MIPTClassifier, "TransformerLM": minimipt.TransformerLM,
+           "TransformerClassifier": minimipt.TransformerClassifier}[mc.pop("class")]
+    config = (minimipt.MIPTConfig if model == "mipt" else minimipt.TransformerConfig).from_dict(mc)
+    ck = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    assert ck["model_config"] == on_disk["model_config"]
+    cls(config).load_state_dict(ck["model"])
     if task == "wikitext":
         assert res["metrics"]["eval"]["ppl_token"] > 1
         # a generated sample through the streaming step path, decoded to text

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,7 +43,13 @@ class TrainConfig:
     readout: str = "real"  # MIPT: "real" (paper) or "proj"
     pos_embedding: str = "learned"  # "learned" (paper) or "none"
     dropout: float = 0.0  # residual/embedding dropout (both models)
+    ffn_mult: int = 4  # MLP hidden width = ffn_mult · d_model (both models)
     scan_method: str = "auto"  # MIPT: any minimipt.scan_methods() name ("auto": fastest correct one)
+    d_state: int | None = None  # MIPT: complex state channels D (None: = d_model)
+    p_init: list[float] = field(default_factory=lambda: [1e-3, 0.1])  # MIPT: range of the initial rates σ(b_p)
+    theta_init: float = math.pi / 2  # MIPT: initial phases uniform in [-theta_init, theta_init]
+    cache_method: str = "auto"  # MIPT cache: batched attention path ("auto", "blocked", "slots", "dense")
+    fused_mixer: bool = False  # MIPT: the fused Triton mixer under bf16 autocast on CUDA
     # --- data ---
     seq_len: int = 512
     train_split: str = "offline-train"

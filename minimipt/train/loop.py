@@ -85,7 +85,9 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, max_minute
     if info.enabled:
         model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     amp = _amp_factory(device, cfg.amp)
-    meta = {"config": cfg.to_dict(), "seed": cfg.seed, "task": task.describe(), "params": n_params,
+    model_config = {"class": type(core).__name__, **core.config.to_dict()}  # what the weights belong to
+    meta = {"config": cfg.to_dict(), "model_config": model_config, "seed": cfg.seed, "task": task.describe(),
+            "params": n_params,
             "tokens_per_step": task.tokens_per_step,
             "total_steps": total_steps, **provenance(device, info.world_size)}
 
@@ -94,7 +96,7 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, max_minute
             return
         state = {"model": core.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                  "step": step, "elapsed": elapsed + (time.time() - t_start), "history": history,
-                 "config": _comparable(cfg), "rng_cpu": torch.get_rng_state()}
+                 "config": _comparable(cfg), "model_config": model_config, "rng_cpu": torch.get_rng_state()}
         if device.type == "cuda":
             state["rng_cuda"] = torch.cuda.get_rng_state()
         save_checkpoint(state, ckpt_path)

@@ -19,32 +19,38 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..config import MIPTConfig, TransformerConfig
+from ..models import MIPTClassifier, MIPTLM
+from ..transformer import TransformerClassifier, TransformerLM
 from .config import TrainConfig
 from .distributed import DistInfo
 
-__all__ = ["Task", "ClassificationTask", "LMTask", "build_task", "build_model"]
+__all__ = ["Task", "ClassificationTask", "LMTask", "build_task", "build_model", "model_config"]
+
+
+def model_config(cfg: TrainConfig, vocab_size: int, n_classes: int | None, pad_id: int = 0,
+                 max_len: int | None = None) -> MIPTConfig | TransformerConfig:
+    """The model config a training config asks for: MIPT or the same-size Transformer, classifier
+    (``n_classes``) or language model (``n_classes=None``)."""
+    common = dict(vocab_size=vocab_size, d_model=cfg.d_model, n_layers=cfg.n_layers, ffn_mult=cfg.ffn_mult,
+                  dropout=cfg.dropout, max_len=max_len or cfg.seq_len, n_classes=n_classes,
+                  pad_id=None if n_classes is None else pad_id)
+    if cfg.model == "mipt":
+        return MIPTConfig(**common, cache_slots=cfg.cache_slots, cache_heads=cfg.n_heads,
+                          write_threshold=cfg.write_threshold, write_penalty=cfg.write_penalty,
+                          cache_method=cfg.cache_method, d_state=cfg.d_state, phase=cfg.phase, readout=cfg.readout,
+                          scan_method=cfg.scan_method, p_init=tuple(cfg.p_init), theta_init=cfg.theta_init,
+                          fused_mixer=cfg.fused_mixer, pos_embedding=cfg.pos_embedding)
+    return TransformerConfig(**common, n_heads=cfg.n_heads, attention=cfg.attention)
 
 
 def build_model(cfg: TrainConfig, vocab_size: int, n_classes: int | None, pad_id: int = 0,
                 max_len: int | None = None) -> nn.Module:
-    """The model a config asks for: MIPT or the same-size Transformer, classifier or LM."""
-    from ..models import MIPTClassifier, MIPTLM
-    from ..transformer import TransformerClassifier, TransformerLM
-
-    max_len = max_len or cfg.seq_len
-    common = dict(d_model=cfg.d_model, n_layers=cfg.n_layers, dropout=cfg.dropout)
-    if cfg.model == "mipt":
-        mipt = dict(cache_slots=cfg.cache_slots, write_threshold=cfg.write_threshold,
-                    write_penalty=cfg.write_penalty, cache_heads=cfg.n_heads,
-                    phase=cfg.phase, readout=cfg.readout, pos_embedding=cfg.pos_embedding, max_len=max_len,
-                    scan_method=cfg.scan_method)
-        if n_classes is None:
-            return MIPTLM(vocab_size, **common, **mipt)
-        return MIPTClassifier(vocab_size, n_classes, **common, **mipt, pad_id=pad_id)
-    tr = dict(n_heads=cfg.n_heads, attention=cfg.attention, max_len=max_len)
-    if n_classes is None:
-        return TransformerLM(vocab_size, **common, **tr)
-    return TransformerClassifier(vocab_size, n_classes, **common, **tr, pad_id=pad_id)
+    """The model a config asks for (see :func:`model_config`)."""
+    mc = model_config(cfg, vocab_size, n_classes, pad_id, max_len)
+    if isinstance(mc, MIPTConfig):
+        return MIPTLM(mc) if n_classes is None else MIPTClassifier(mc)
+    return TransformerLM(mc) if n_classes is None else TransformerClassifier(mc)
 
 
 class Task:
