@@ -164,3 +164,13 @@ def test_readme_python_example_runs():
     assert blocks, "README has no python example"
     for code in blocks:
         exec(compile(code, "README.md", "exec"), {})
+
+
+def test_results_files_hold_no_machine_local_path():
+    """A results file says where things are relative to the repository or the data folder, never as an
+    absolute path of the machine that ran it."""
+    bad = []
+    for path in sorted((ROOT / "results").rglob("*.json")):
+        text = path.read_text()
+        bad += [f"{path.relative_to(ROOT)}: {m}" for m in re.findall(r'"((?:/tmp|/root|/home|/work|/Users|[A-Z]:\\\\)[^"]*)"', text)]
+    assert not bad, bad[:5]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -313,7 +314,8 @@ class LMTask(Task):
 
     def describe(self) -> dict:
         return {"protocol": self.protocol, "train_tokens": len(self.train_tokens), "vocab_size": self.vocab_size,
-                "tokenizer": self.tokenizer_path,
+                # relative to the data folder (MINIMIPT_DATA or data/): no machine-local path in results files
+                "tokenizer": Path(self.tokenizer_path).relative_to(Path(self.tokenizer_path).parents[2]).as_posix(),
                 **{f"{k}_tokens": len(v[0]) for k, v in self.evals.items()}}
 
 
