@@ -1,12 +1,17 @@
 """Fast GPU kernels, registered as :func:`minimipt.mipt_scan` methods.
 
-Importing this package is cheap and never imports Triton. It registers the method ``"triton"``
-(:mod:`minimipt.ops.triton.scan`) with a higher priority than ``"chunked"``. The method is
-*available* on a device only when
+Reading order: this file (availability and the first-use self-checks), :mod:`.scan` (the recurrence's
+equations, launch configurations, launches and autograd), :mod:`.mixer` (the layer's fused mixer), then
+the kernels: :mod:`._tl_scan`, :mod:`._tl_mixer` and the device functions they share, :mod:`._tl`.
 
-1. the device is a CUDA device,
+Importing this package is cheap and never imports Triton. :mod:`minimipt.ops.scan` registers the
+method ``"triton"`` with a higher priority than ``"chunked"``. The method is *available* on a device
+only when
+
+1. the device is a CUDA device (or the CPU while Triton's interpreter is on, ``TRITON_INTERPRET=1``:
+   how the tests and the explorations run the kernels without a GPU),
 2. ``import triton`` works, and
-3. a first-use self-check on that device passes: the kernel compiles, runs, and its values and
+3. a first-use self-check on that device passes: the kernels compile, run, and their values and
    gradients on a small random problem (p near 0, near 1 and mixed; a length that is not a
    multiple of the block) match the ``"sequential"`` reference in float64.
 
@@ -17,6 +22,7 @@ kernel does not handle (complex128 ``u``) are passed to ``"chunked"`` at call ti
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import torch
@@ -44,7 +50,7 @@ def self_check(device: torch.device) -> tuple[bool, str]:
     try:
         with torch.enable_grad(), torch.autocast(device.type, enabled=False):
             gen = torch.Generator(device="cpu").manual_seed(0)
-            B, L, D = 2, 77, 33  # L, D not multiples of any block size
+            B, L, D = 2, 37, 19  # L, D not multiples of any block size; 3 tiles of 16 rows
             p = torch.rand(B, L, D, generator=gen, dtype=torch.float64)
             p[0, :, :11] = 1e-6
             p[0, :, 11:22] = 1 - 1e-6
@@ -102,9 +108,12 @@ def _checked_once(cache: dict[str, bool], device: torch.device, check, disabled:
 
 
 def triton_available(device: torch.device) -> bool:
-    """Whether method ``"triton"`` runs correctly on ``device`` (checked once per device)."""
+    """Whether method ``"triton"`` runs correctly on ``device`` (checked once per device): a CUDA device,
+    or the CPU under Triton's interpreter (``TRITON_INTERPRET=1``)."""
     device = torch.device(device)
-    if device.type != "cuda" or not torch.cuda.is_available():
+    on_gpu = device.type == "cuda" and torch.cuda.is_available()
+    interpreted = device.type == "cpu" and os.environ.get("TRITON_INTERPRET", "") == "1"
+    if not (on_gpu or interpreted):
         return False
     return _checked_once(_CHECKED, device, self_check, "scan method 'triton' disabled", "using 'chunked' instead")
 
@@ -123,7 +132,7 @@ def mixer_self_check(device: torch.device) -> tuple[bool, str]:
     try:
         with torch.enable_grad(), torch.autocast(device.type, enabled=False):
             gen = torch.Generator(device="cpu").manual_seed(0)
-            B, L, D = 2, 77, 9
+            B, L, D = 2, 37, 9  # L, D not multiples of any block size
             proj = torch.randn(B, L, 4 * D, generator=gen, dtype=torch.float64)
             proj[..., :D] *= 8  # z: p from ~1e-4 to 1 − 1e-4
             h0 = torch.view_as_complex(torch.randn(B, D, 2, generator=gen, dtype=torch.float64))
@@ -158,7 +167,7 @@ def mixer_available(device: torch.device) -> bool:
 
 def scan_triton_or_chunked(p: torch.Tensor, theta: torch.Tensor, u: torch.Tensor,
                            h0: torch.Tensor | None = None) -> torch.Tensor:
-    """Method ``"triton"``: the fused kernel on CUDA for complex64 ``u`` or its ``(re, im)`` pairs
+    """Method ``"triton"``: the fused kernels for complex64 ``u`` or its ``(re, im)`` pairs
     ``(B, L, D, 2)`` (float32 or bf16: θ and u stay narrow in memory, the state is float32), else
     ``"chunked"``."""
     pairs = is_pairs(u)
