@@ -1,8 +1,9 @@
 """Fast GPU kernels, registered as :func:`minimipt.mipt_scan` methods.
 
 Reading order: this file (availability and the first-use self-checks), :mod:`.scan` (the recurrence's
-equations, launch configurations, launches and autograd), :mod:`.mixer` (the layer's fused mixer), then
-the kernels: :mod:`._tl_scan`, :mod:`._tl_mixer` and the device functions they share, :mod:`._tl`.
+equations, launch configurations, launches and autograd), its kernels :mod:`._tl_scan` and the device
+functions they share with the mixer :mod:`._tl`, then the layer's fused mixer :mod:`.mixer` and its
+kernels :mod:`._tl_mixer`. The design, the bytes and the measurements: ``docs/kernels.md``.
 
 Importing this package is cheap and never imports Triton. :mod:`minimipt.ops.scan` registers the
 method ``"triton"`` with a higher priority than ``"chunked"``. The method is *available* on a device

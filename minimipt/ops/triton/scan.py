@@ -8,6 +8,8 @@ but reads ``p``, ``θ`` and ``u`` directly and forms ``a`` and ``b`` in register
 written to memory. The state is float32 whatever the input dtype (float32 or bf16). ``|a| ≤ 1``: the
 products of gates only shrink, nothing overflows or divides, at any length.
 
+Shapes: ``B`` batch, ``L`` sequence length, ``D`` channels (complex state entries).
+
 Tiling. Our layout is ``(B, L, D)`` with ``D`` contiguous. One program owns one batch row and
 ``block_d`` neighbouring channels and walks the sequence in tiles of ``block_l`` rows; each of its
 ``32·num_warps`` threads owns ``R`` consecutive rows of one channel, ``LANES = 32·num_warps / block_d``
@@ -27,8 +29,9 @@ Bytes per complex element, float32 inputs: the forward reads p, θ (4 + 4) and u
 the checkpoints (8/block_l) and writes dp, dθ, du (16): 40 + 8/block_l. ``h`` is neither read by the
 backward nor kept for it. bf16 ``p``, ``θ`` and ``u`` pairs: 16 and 24 + 8/block_l.
 
-:mod:`minimipt.ops.triton` imports this module (and so Triton) only on first use on a CUDA device;
-without Triton the module still imports, and :func:`scan_triton` raises ``ImportError``.
+:mod:`minimipt.ops.triton` imports this module (and so Triton) only on first use on a Triton device
+(CUDA, or the CPU under ``TRITON_INTERPRET=1``); without Triton the module still imports, and
+:func:`scan_triton` raises ``ImportError``.
 """
 
 from __future__ import annotations
@@ -45,6 +48,9 @@ __all__ = ["scan_triton", "TritonScan", "ForwardConfig", "BackwardConfig", "DEFA
 
 @dataclass(frozen=True)
 class _Tiling:
+    """A kernel launch's tiling; ``block_l``, ``block_d`` and ``num_warps`` are powers of two (Triton's
+    tile shapes)."""
+
     block_l: int
     block_d: int
     num_warps: int
@@ -147,7 +153,7 @@ class TritonScan(torch.autograd.Function):
 
 
 def _resolve_configs(forward, backward, default_forward: ForwardConfig,
-                  default_backward: BackwardConfig) -> tuple[ForwardConfig, BackwardConfig]:
+                     default_backward: BackwardConfig) -> tuple[ForwardConfig, BackwardConfig]:
     """``(forward, backward)`` with None replaced by the defaults; ValueError for anything else that is
     not a :class:`ForwardConfig` / :class:`BackwardConfig`."""
     forward = default_forward if forward is None else forward
