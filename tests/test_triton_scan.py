@@ -163,7 +163,7 @@ def test_scan_triton_rejects_bad_inputs():
 # CPU, Triton's interpreter
 # ---------------------------------------------------------------------------------------------
 
-def share_the_interpreters_patch() -> None:
+def _share_the_interpreters_patch() -> None:
     """Speed up Triton's interpreter about threefold without changing what it computes: it re-patches
     ``triton.language`` on every device-function call (most of its time here); patch each language
     module once per kernel launch instead, and undo everything when the launch ends. Nothing changes
@@ -209,7 +209,7 @@ def share_the_interpreters_patch() -> None:
 
 
 if _interpreting() and _has_triton():
-    share_the_interpreters_patch()
+    _share_the_interpreters_patch()
 
 
 def run_interpreted(test_file: str) -> None:
