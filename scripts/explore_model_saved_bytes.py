@@ -1,18 +1,19 @@
 """Exploration behind results/explore/model-saved-bytes-cpu.json (run from the repository root):
-    TRITON_INTERPRET=1 python scripts/explore_model_saved_bytes.py
+    TRITON_INTERPRET=1 python scripts/explore_model_saved_bytes.py [OUT]
 What autograd keeps for backward in the scaling benchmark's models (d_model 128, 2 layers, vocabulary
 256) under CPU bf16 autocast, by the autograd node that keeps it: MIPT through the Triton kernel (run by
 Triton's CPU interpreter, as on the GPU), the SDPA Transformer, and the naive one. Storages are counted
 once. Saved bytes are not the peak (the backward's transients come on top), but they are its largest
 part, and they show where the two models differ per token. Needs Triton (pip install triton)."""
-import collections, json, time, torch, minimipt.ops.scan as S, minimipt.ops.triton as K
+import collections, json, sys, time, torch
 from minimipt import MIPTLM, TransformerLM
+from minimipt.ops import resolve_method
 from minimipt.train.provenance import provenance
 t0 = time.time()
 B, d, layers, V = 1, 128, 2, 256
 LENGTHS = (128, 256)  # per-token bytes = the slope between the two (bf16 weight copies are constant)
-S.resolve_method = lambda m, dev: "triton"   # the GPU's path, run by the interpreter
-K.triton_available = lambda dev: True
+# the GPU's path, run by the interpreter: under TRITON_INTERPRET=1 "auto" picks "triton" on the CPU
+assert resolve_method("auto", torch.device("cpu")) == "triton", "run with TRITON_INTERPRET=1 (and Triton installed)"
 def census(model, L):
     torch.manual_seed(0)
     x = torch.randint(0, V, (B, L + 1))
@@ -59,5 +60,5 @@ res = {"benchmark": "model-saved-bytes",
        "wall_time_s": None}
 res["wall_time_s"] = round(time.time() - t0, 2)
 res.update(provenance(torch.device("cpu")))
-open("results/explore/model-saved-bytes-cpu.json", "w").write(json.dumps(res, indent=1) + "\n")
+open(sys.argv[1] if len(sys.argv) > 1 else "results/explore/model-saved-bytes-cpu.json", "w").write(json.dumps(res, indent=1) + "\n")
 print(json.dumps(res["metrics"], indent=1))

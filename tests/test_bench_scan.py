@@ -1,9 +1,12 @@
-"""`python -m minimipt.bench scan` on the CPU: rows, extra chunk lengths, argument errors."""
+"""`python -m minimipt.bench scan` on the CPU: rows, extra chunk lengths, argument errors, and how the Triton
+rows and the sweep pass their configurations."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import os
 
 import pytest
 
@@ -40,30 +43,58 @@ def test_cpu_run_times_every_chunk_length_and_targets_read_the_default(tmp_path,
 def test_bad_arguments(tmp_path):
     with pytest.raises(ValueError, match="--chunks"):
         scan.run(_args(tmp_path, chunks="1"))
-    with pytest.raises(ValueError, match="--adopt-sweep needs --sweep"):
-        scan.run(_args(tmp_path, adopt_sweep=True))
+    with pytest.raises(ValueError, match="--forward: '16,16,1' is not BLOCK_L,BLOCK_D,NUM_WARPS,PREFETCH"):
+        scan.run(_args(tmp_path, forward="16,16,1"))
+    with pytest.raises(ValueError, match="--backward.*PREFETCH 0 or 1"):
+        scan.run(_args(tmp_path, backward="16,32,4,yes"))
+    with pytest.raises(ValueError, match="BackwardConfig.block_d must be a power of two"):
+        scan.run(_args(tmp_path, backward="16,24,4,1"))
 
 
-def test_adopt_takes_the_fastest_end_to_end_recompute_case(monkeypatch):
-    """--adopt-sweep: the rows are timed with the forward and backward configurations of the fastest
-    end-to-end recompute case, and only when it beat the defaults."""
+@pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") == "1", reason="under the interpreter the CPU runs Triton")
+def test_sweep_needs_the_kernels(tmp_path):
+    with pytest.raises(ValueError, match="--sweep needs the Triton kernels"):
+        scan.run(_args(tmp_path, sweep=True))
+
+
+def test_the_sweep_names_its_configurations_and_leaves_the_defaults_alone():
+    """The sweep's configurations are explicit values (the defaults first); nothing in the package changes."""
+    from minimipt.ops.triton.scan import DEFAULT_BACKWARD, DEFAULT_FORWARD, BackwardConfig, ForwardConfig
+
+    assert scan.SWEEP_FORWARD[0] == DEFAULT_FORWARD and scan.SWEEP_BACKWARD[0] == DEFAULT_BACKWARD
+    assert all(type(c) is ForwardConfig for c in scan.SWEEP_FORWARD)
+    assert all(type(c) is BackwardConfig for c in scan.SWEEP_BACKWARD)
+    assert len(set(scan.SWEEP_FORWARD)) == len(scan.SWEEP_FORWARD) and len(set(scan.SWEEP_BACKWARD)) == len(scan.SWEEP_BACKWARD)
+
+
+def test_triton_rows_and_sweep_pass_their_configurations(tmp_path, monkeypatch):
+    """The "triton" rows call scan_triton with --forward / --backward (the defaults where not given), the
+    sweep with each of its configurations, as arguments; the results file records them. A stand-in for
+    the kernels (the chunked scan, which records its arguments) runs them on the CPU."""
+    import minimipt.ops.triton as K
+    from minimipt.ops import scan_chunked
+    from minimipt.ops.checks import pairs_to_complex
     from minimipt.ops.triton import scan as ts
 
-    monkeypatch.setattr(ts, "DEFAULT_CONFIG", (16, 16, 1))
-    monkeypatch.setattr(ts, "RECOMPUTE_CONFIG", (16, 8, 1, 0, False))
-    monkeypatch.setattr(ts, "BACKWARD", "recompute")
+    calls = []
 
-    def e2e(which, fwd, bwd, ms, backward="recompute"):
-        return {"backward": backward, "which": which, "fwd_config": list(fwd), "config": list(bwd), "fwd_bwd_ms": ms}
-    slower = {"end_to_end": [e2e("default", (16, 16, 1), (16, 8, 1, 0, False), 3.0),
-                             e2e("best", (16, 16, 1), (16, 16, 2, 2, False), 3.1)]}
-    adopted = scan._adopt(slower)
-    assert ts.RECOMPUTE_CONFIG == (16, 8, 1, 0, False) and not adopted
-    faster = {"end_to_end": [e2e("default", (16, 16, 1), (16, 8, 1, 0, False), 3.0),
-                             e2e("best", (16, 16, 1), (16, 16, 2, 2, False), 2.9),
-                             e2e("best_fwd+best", (16, 16, 1, False, False, True, None, True), (16, 16, 2, 2, False), 2.8),
-                             e2e("best", (16, 16, 1), (16, 32, 4), 2.0, backward="saved_h")]}  # not a recompute case
-    adopted = scan._adopt(faster)
-    assert ts.RECOMPUTE_CONFIG == (16, 16, 2, 2, False)
-    assert ts.DEFAULT_CONFIG == (16, 16, 1, False, False, True, None, True)
-    assert scan._kernel_configs(adopted)["adopted_from_sweep"]
+    def stand_in(p, theta, u, h0=None, *, forward=None, backward=None):
+        calls.append((forward, backward))
+        return scan_chunked(p.float(), theta.float(), u if u.is_complex() else pairs_to_complex(u.float()), h0)
+
+    monkeypatch.setattr(K, "triton_available", lambda device: True)
+    monkeypatch.setattr(ts, "scan_triton", stand_in)
+    args = _args(tmp_path, methods="triton", dtypes="float32,bf16", forward="8,8,1,1", sweep=True)
+    assert scan.run(args) == 0
+    result = json.loads((tmp_path / "scan.json").read_text())
+    fwd = ts.ForwardConfig(8, 8, 1, True)
+    assert result["kernel_configs"] == {"forward": dataclasses.asdict(fwd),
+                                        "backward": dataclasses.asdict(ts.DEFAULT_BACKWARD)}
+    assert [(r["method"], r["dtype"]) for r in result["rows"]] == [("triton", "float32"), ("triton", "bf16")]
+    sweep = {(r["kernel"], tuple(r["config"].values())) for r in result["sweep"]["rows"] if "error" not in r}
+    assert sweep == {("forward", dataclasses.astuple(c)) for c in scan.SWEEP_FORWARD} | \
+        {("backward", dataclasses.astuple(c)) for c in scan.SWEEP_BACKWARD}
+    # every call passed its configurations explicitly: the sweep's, then the rows' (forward 8,8,1,1)
+    assert {f for f, _ in calls} >= set(scan.SWEEP_FORWARD) | {fwd}
+    assert {b for _, b in calls} >= set(scan.SWEEP_BACKWARD)
+    assert calls[-1] == (fwd, ts.DEFAULT_BACKWARD)

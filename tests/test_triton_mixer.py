@@ -2,34 +2,19 @@
 
 CPU tests (no Triton needed): the twin equals the layer's split path, bad inputs raise, and
 ``MIPTLayer(fused_mixer=True)`` falls back to the split path (bit for bit) wherever the fused path
-does not apply. Where Triton is installed (not in CI), the kernels run on the CPU under Triton's
-interpreter (``TRITON_INTERPRET=1``, in a subprocess: the flag must be set before the kernels are
-compiled): values and gradients against the float64 twin, and a fused layer against the split one.
+does not apply. Under Triton's CPU interpreter (the ``test_interpreted_*`` tests, run in a subprocess by
+``test_kernels_under_the_cpu_interpreter`` as in tests/test_triton_scan.py): values and gradients
+against the float64 twin, and a fused layer against the split one. GPU tests are marked ``gpu``.
 """
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 import torch
+from test_triton_scan import _has_triton, _interpreting, _rel, interpreted, run_interpreted
 
 from minimipt import MIPTLM, MIPTLayer
 from minimipt.ops.triton.mixer import mixer_reference
-
-
-def _has_triton() -> bool:
-    try:
-        import triton  # noqa: F401
-    except Exception:
-        return False
-    return True
-
-
-def _rel(x: torch.Tensor, ref: torch.Tensor) -> float:
-    x, ref = x.detach().to(ref.dtype), ref.detach()
-    return float((x - ref).abs().norm() / ref.abs().norm().clamp_min(1e-300))
 
 
 def _proj(B, L, D, z_mode, seed, with_h0=True):
@@ -108,6 +93,7 @@ def test_mixer_triton_refuses_cpu_without_interpreter(monkeypatch):
         mixer_triton(torch.zeros(2, 5, 6, dtype=torch.bfloat16))
 
 
+@pytest.mark.skipif(_interpreting(), reason="under the interpreter the CPU runs the fused mixer")
 @pytest.mark.parametrize("autocast", [True, False])
 def test_fused_flag_falls_back_without_triton_on_cpu(autocast):
     """On the CPU "triton" is unavailable: fused_mixer=True gives the split path's output and
@@ -160,95 +146,91 @@ def test_models_pass_fused_mixer():
 
 
 # ---------------------------------------------------------------------------------------------
-# CPU, Triton's interpreter: the kernels against the twin, and the fused layer
+# CPU, Triton's interpreter (run by test_kernels_under_the_cpu_interpreter, as in test_triton_scan)
 # ---------------------------------------------------------------------------------------------
 
-_INTERPRETED = r"""
-import torch
-import minimipt.ops.triton as K
-from minimipt import MIPTLayer
-from minimipt.ops.triton.mixer import mixer_reference, mixer_triton
-from tests.test_triton_mixer import _proj, _rel, _values_and_grads
+def _parts(y, g, D):
+    """y, then dL/dz, dL/dθ, dL/du_re, dL/du_im (B, L, D) each, then dL/dh0 if given."""
+    return (y, *g[0].split(D, dim=-1), *g[1:])
+
 
 NAMES = ("y", "dz", "dtheta", "du_re", "du_im", "dh0")
 
 
-def parts(y, g, D):
-    return (y, *g[0].split(D, dim=-1), *g[1:])
+def test_kernels_under_the_cpu_interpreter():
+    run_interpreted(__file__)
 
 
-# (z mode, L, D, h0?, forward config, backward config); None = the defaults (16, 16, 1, True) and
-# (16, 8, 1, 0, False). L, D not multiples of any block; L = 1; checkpoints every 16 rows from an
-# 8-row forward tile, every 8 rows inside a 16-row forward tile (shift 1 and prefetch backward)
-CASES = [("mixed", 37, 19, True, None, None), ("near1", 21, 5, False, None, None),
-         ("near0", 30, 17, True, None, None), ("mixed", 1, 3, False, None, None),
-         ("mixed", 40, 9, True, (8, 16, 1, False), None),
-         ("mixed", 29, 11, True, (16, 8, 2, False), (8, 16, 1, 1, True))]
-for z_mode, L, D, with_h0, fwd, bwd in CASES:
-    proj, h0, gy = _proj(2, L, D, z_mode, seed=L, with_h0=with_h0)
-    ref = parts(*_values_and_grads(mixer_reference, proj, h0, gy), D)
-    f32 = parts(*_values_and_grads(mixer_reference, proj.float(), h0, gy), D)
-    fn = lambda x, h: mixer_triton(x, h, fwd_config=fwd, bwd_config=bwd)
-    y, g = _values_and_grads(fn, proj.float(), None if h0 is None else h0.to(torch.complex64), gy)
+@interpreted
+@pytest.mark.parametrize("z_mode,L,D,with_h0,fwd,bwd", [
+    ("mixed", 37, 19, True, None, None), ("near1", 21, 5, False, None, None), ("near0", 30, 17, True, None, None),
+    ("mixed", 1, 3, False, None, None), ("mixed", 40, 9, True, (8, 16, 1, False), (16, 16, 1, True)),
+    ("mixed", 29, 11, True, (16, 8, 2, False), (8, 16, 1, True))])
+def test_interpreted_values_and_grads(z_mode, L, D, with_h0, fwd, bwd):
+    """Values and gradients (proj, h0) of the default kernels within max(1e-5, twice the float32 twin's
+    error) of the float64 twin: p near 0 and near 1 (z = ∓15) and mixed, L and D not multiples of the
+    blocks, one row, h0 given or not; two other launch configurations (checkpoints every two forward
+    tiles, and inside a forward tile). Without grad no checkpoints are written, and y is the same."""
+    from minimipt.ops.triton.mixer import mixer_triton
+    from minimipt.ops.triton.scan import BackwardConfig, ForwardConfig
+
+    cfg = dict(forward=fwd and ForwardConfig(*fwd), backward=bwd and BackwardConfig(*bwd))
+    proj, h0, gy = _proj(1, L, D, z_mode, seed=L, with_h0=with_h0)
+    ref = _parts(*_values_and_grads(mixer_reference, proj, h0, gy), D)
+    f32 = _parts(*_values_and_grads(mixer_reference, proj.float(), h0, gy), D)
+    h0_32 = None if h0 is None else h0.to(torch.complex64)
+    y, g = _values_and_grads(lambda x, h: mixer_triton(x, h, **cfg), proj.float(), h0_32, gy)
     assert y.dtype == torch.float32 and g[0].dtype == torch.float32
-    for name, x, x32, r in zip(NAMES, parts(y, g, D), f32, ref):
-        assert _rel(x, r) <= max(1e-5, 2 * _rel(x32, r)), (z_mode, L, D, fwd, bwd, name, _rel(x, r))
-    with torch.no_grad():  # no checkpoints are written without grad
-        assert torch.equal(mixer_triton(proj.float(), None if h0 is None else h0.to(torch.complex64),
-                                        fwd_config=fwd, bwd_config=bwd), y)
-# bf16 proj (the layer under autocast): float32 state, the reference on the rounded values; the
-# gradient comes back in bf16
-for z_mode, L, D in (("mixed", 29, 10), ("near1", 18, 7)):
-    proj, h0, gy = _proj(2, L, D, z_mode, seed=5)
+    for name, x, x32, r in zip(NAMES, _parts(y, g, D), f32, ref):
+        assert _rel(x, r) <= max(1e-5, 2 * _rel(x32, r)), (name, _rel(x, r))
+    with torch.no_grad():
+        assert torch.equal(mixer_triton(proj.float(), h0_32, **cfg), y)
+
+
+@interpreted
+@pytest.mark.parametrize("z_mode,L,D", [("mixed", 29, 10), ("near1", 18, 7)])
+def test_interpreted_bf16_proj(z_mode, L, D):
+    """A bf16 proj (the layer under autocast): float32 state, so y equals the float64 twin on the rounded
+    values to float32 accuracy; the gradient comes back in bf16 (rounding at 2^-8)."""
+    from minimipt.ops.triton.mixer import mixer_triton
+
+    proj, h0, gy = _proj(1, L, D, z_mode, seed=5)
     pb = proj.bfloat16()
-    ref = parts(*_values_and_grads(mixer_reference, pb.double(), h0, gy), D)
+    ref = _parts(*_values_and_grads(mixer_reference, pb.double(), h0, gy), D)
     y, g = _values_and_grads(mixer_triton, pb, h0.to(torch.complex64), gy)
     assert y.dtype == torch.float32 and g[0].dtype == torch.bfloat16 and g[1].dtype == torch.complex64
-    assert _rel(y, ref[0]) < 1e-5, ("bf16 y", _rel(y, ref[0]))
-    for name, x, r in zip(NAMES[1:], parts(y, g, D)[1:], ref[1:]):
-        assert _rel(x, r) < 1e-2, ("bf16", z_mode, name, _rel(x, r))
-# the layer: fused_mixer=True under CPU bf16 autocast against the split path (method "chunked" on the
-# same bf16 projection), output and parameter gradients; with and without h0
-K.triton_available = lambda dev: True
-assert K.mixer_available(torch.device("cpu"))  # the mixer's own self-check, run by the interpreter
-torch.manual_seed(0)
-state = MIPTLayer(16).state_dict()
-x = torch.randn(2, 21, 16)
-h0 = torch.randn(2, 16, dtype=torch.complex64)
-for h in (None, h0):
-    out = []
-    for fused in (True, False):
-        layer = MIPTLayer(16, fused_mixer=fused)
-        layer.load_state_dict(state)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            y = layer(x, h)
-        assert (type(y.grad_fn).__name__ == "TritonMixerBackward") == fused, type(y.grad_fn).__name__
-        y.float().square().mean().backward()
-        out.append((y, {n: q.grad for n, q in layer.named_parameters()}))
-    (y_f, g_f), (y_s, g_s) = out
-    assert y_f.dtype == y_s.dtype == torch.float32
-    assert _rel(y_f, y_s) < 1e-5, ("layer y", _rel(y_f, y_s))
-    for name in g_s:
-        assert _rel(g_f[name], g_s[name]) < 2e-2, ("layer", name, _rel(g_f[name], g_s[name]))
-print("ok")
-"""
+    assert _rel(y, ref[0]) < 1e-5, ("y", _rel(y, ref[0]))
+    for name, x, r in zip(NAMES[1:], _parts(y, g, D)[1:], ref[1:]):
+        assert _rel(x, r) < 1e-2, (name, _rel(x, r))
 
 
-@pytest.mark.skipif(not _has_triton(), reason="needs Triton (pip install triton); CI has none")
-def test_interpreted_mixer_matches_reference_and_layer():
-    """The fused kernels' values and gradients (w.r.t. proj and h0) equal the float64 twin, or are at
-    most twice as far from it as the float32 twin: p near 0 and near 1 (z = ∓15) and mixed, L and D
-    not multiples of the blocks, L = 1, h0 given or not, two other launch configurations (including
-    the shift-1 backward and checkpoints inside a forward tile), bf16 proj (bf16 gradient, 1e-2);
-    and a MIPTLayer with fused_mixer=True under CPU bf16 autocast gives the split path's output and
-    parameter gradients (bf16 tolerance). The interpreter does not check bounds."""
-    import os
-    from pathlib import Path
+@interpreted
+def test_interpreted_fused_layer_matches_split_layer(monkeypatch):
+    """Under the interpreter the CPU passes the mixer's first-use self-check, so MIPTLayer(fused_mixer=True)
+    under CPU bf16 autocast takes the fused kernels; its output and parameter gradients equal the split
+    path's (method "chunked" on the same bf16 projection), with and without h0."""
+    import minimipt.ops.triton as K
 
-    env = dict(os.environ, TRITON_INTERPRET="1")
-    out = subprocess.run([sys.executable, "-c", _INTERPRETED], capture_output=True, text=True, env=env,
-                         cwd=Path(__file__).resolve().parents[1], timeout=600)
-    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-3000:]
+    monkeypatch.setitem(K._CHECKED, "cpu", True)  # the scan's own self-check: tests/test_triton_scan.py
+    assert K.mixer_available(torch.device("cpu"))
+    torch.manual_seed(0)
+    state = MIPTLayer(12).state_dict()
+    x = torch.randn(1, 19, 12)
+    for h0 in (None, torch.randn(1, 12, dtype=torch.complex64)):
+        out = []
+        for fused in (True, False):
+            layer = MIPTLayer(12, fused_mixer=fused, scan_method="auto" if fused else "chunked")
+            layer.load_state_dict(state)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                y = layer(x, h0)
+            assert (type(y.grad_fn).__name__ == "TritonMixerBackward") == fused, type(y.grad_fn).__name__
+            y.float().square().mean().backward()
+            out.append((y, {n: q.grad for n, q in layer.named_parameters()}))
+        (y_f, g_f), (y_s, g_s) = out
+        assert y_f.dtype == y_s.dtype == torch.float32
+        assert _rel(y_f, y_s) < 1e-5, ("y", _rel(y_f, y_s))
+        for name in g_s:
+            assert _rel(g_f[name], g_s[name]) < 2e-2, (name, _rel(g_f[name], g_s[name]))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,23 +12,29 @@ Methods:
   mipt_scan    the public entry point minimipt.mipt_scan (method "auto"), i.e. the fastest method
                plus its input checks (finite values, p in [0, 1]: extra passes over the inputs);
                the rows above call the registered methods directly, as the peer is called
-  triton       the fused Triton kernel (minimipt.ops.triton.scan); bf16 inputs are given as
-               bf16 p, theta and bf16 (re, im) pairs of u
+  triton       the fused Triton kernels (minimipt.ops.triton.scan) at the configurations given by
+               --forward / --backward (default: the package's); bf16 inputs are given as bf16 p,
+               theta and bf16 (re, im) pairs of u
   peer         accelerated_scan.complex.scan(forget, inputs) 0.3.1 on precomputed
                forget = (1-p)e^{i theta}, inputs = p*u in its (B, C, T) complex64 layout
   peer+gate    the same, with forget and inputs formed in PyTorch inside the timed region
                (still in its own (B, C, T) layout: no transposes are charged)
 
 Bytes (the least each form must move, per complex element): ours read p, theta (4 or 2 B each) and
-u (8 B, or 4 as bf16 pairs) and write h (8 B); the backward reads dL/dh, p, theta, u, h and writes
-dp, dtheta, du. The peer's forward reads a and b and writes h (24 B); its backward reads a, h,
-dL/dh and writes da, db (40 B). The floor is those bytes over the device-to-device copy bandwidth
-measured in the same run.
+u (8 B, or 4 as bf16 pairs) and write h (8 B); the backward reads dL/dh, p, theta, u and writes dp,
+dtheta, du (h is recomputed, not read). The peer's forward reads a and b and writes h (24 B); its
+backward reads a, h, dL/dh and writes da, db (40 B). The floor is those bytes over the
+device-to-device copy bandwidth measured in the same run.
+
+``--sweep`` also times the Triton kernels at the first shape (float32) for the short, explicit lists
+SWEEP_FORWARD and SWEEP_BACKWARD, each configuration passed to ``scan_triton`` as an argument; the
+results file records them with the configurations the table rows used (``kernel_configs``).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import json
 import platform
@@ -41,6 +47,7 @@ import torch
 from ..env import get_device, repo_root, smoke_mode
 from ..ops import CHUNK, mipt_scan, scan_chunked, scan_methods, scan_sequential
 from ..ops.scan import _REGISTRY
+from ..ops.triton.scan import DEFAULT_BACKWARD, DEFAULT_FORWARD, BackwardConfig, ForwardConfig
 from ..train.provenance import git_commit
 
 __all__ = ["add_arguments", "run", "DEFAULT_SHAPES", "SMOKE_SHAPES"]
@@ -66,16 +73,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: all that are available)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: MINIMIPT_DEVICE, else CUDA if present)")
     parser.add_argument("--out", default=None, help="results JSON (default: results/bench/scan_<hw>.json)")
+    parser.add_argument("--forward", default=None, metavar="BLOCK_L,BLOCK_D,NUM_WARPS,PREFETCH",
+                        help="the Triton forward's configuration for the table rows, e.g. 16,16,1,1 "
+                             f"(default: the package's, {_config_text(DEFAULT_FORWARD)})")
+    parser.add_argument("--backward", default=None, metavar="BLOCK_L,BLOCK_D,NUM_WARPS,PREFETCH",
+                        help=f"the Triton backward's configuration (default: {_config_text(DEFAULT_BACKWARD)})")
     parser.add_argument("--sweep", action="store_true",
-                        help="also time the Triton kernel's block configurations at the first shape")
-    parser.add_argument("--sweep-only", action="store_true",
-                        help="only the sweep (writes the JSON with best_fwd / best_bwd configurations)")
-    parser.add_argument("--adopt-sweep", action="store_true",
-                        help="with --sweep: time the rows with the sweep's best recompute-backward configuration "
-                             "(if it beats the default end to end); the results file records the one used")
+                        help="also time the Triton kernels at the first shape for SWEEP_FORWARD and SWEEP_BACKWARD")
     parser.add_argument("--chunks", default="",
                         help="extra chunk lengths C to time \"chunked\" with, e.g. 32,64 (the default C always runs)")
     parser.add_argument("--commit", default=None, help="git commit to record (default: read with git)")
+
+
+def _config_text(cfg) -> str:
+    return f"{cfg.block_l},{cfg.block_d},{cfg.num_warps},{int(cfg.prefetch)}"
+
+
+def _parse_config(text: str | None, kind, option: str):
+    """``kind(block_l, block_d, num_warps, prefetch)`` from ``"16,16,1,1"``; None stays None."""
+    if text is None:
+        return None
+    parts = [t.strip() for t in text.split(",")]
+    if len(parts) != 4 or not all(t.isdigit() for t in parts) or parts[3] not in ("0", "1"):
+        raise ValueError(f"{option}: {text!r} is not BLOCK_L,BLOCK_D,NUM_WARPS,PREFETCH with integers and "
+                         f"PREFETCH 0 or 1, e.g. {option} 16,16,1,1")
+    return kind(int(parts[0]), int(parts[1]), int(parts[2]), parts[3] == "1")
 
 
 def _parse_shapes(text: str) -> list[tuple[int, int, int]]:
@@ -155,27 +177,30 @@ def _rel(h: torch.Tensor, ref: torch.Tensor) -> float:
     return float((h - ref).abs().norm() / ref.abs().norm())
 
 
-def _bytes_ours(x: dict, p_dt: torch.dtype, u_bytes: int) -> tuple[int, int]:
+def _bytes_ours(p_dt: torch.dtype, u_bytes: int) -> tuple[int, int]:
+    """Bytes per element: forward (read p, θ, u; write h) and forward+backward (also read dL/dh, p, θ, u;
+    write dp, dθ, du)."""
     sp = torch.finfo(p_dt).bits // 8
     fwd = 2 * sp + u_bytes + 8
-    bwd = (8 + 2 * sp + u_bytes + 8) + (2 * sp + u_bytes)
+    bwd = (8 + 2 * sp + u_bytes) + (2 * sp + u_bytes)
     return fwd, fwd + bwd
 
 
-def _case_ours(method: str, x: dict, dtype: str, chunk: int | None = None):
-    """(forward fn, forward+backward fn, output h, bytes fwd, bytes fwd+bwd) for our methods;
-    ``chunk``: the chunk length of "chunked" (None: its default)."""
+def _case_ours(method: str, x: dict, dtype: str, chunk: int | None = None, kernels: dict | None = None):
+    """(forward fn, forward+backward fn, bytes fwd, bytes fwd+bwd) for our methods; ``chunk``: the chunk
+    length of "chunked" (None: its default); ``kernels``: "triton"'s ``forward=`` and ``backward=``."""
     lowp = dtype == "bf16"
     pdt = torch.bfloat16 if lowp else torch.float32
     p = x["p"].to(pdt)
     theta = x["theta"].to(pdt)
     gh = torch.view_as_complex(x["gh"])
-    if method == "triton" and lowp:
+    if method == "triton":
         from ..ops.triton.scan import scan_triton
 
-        u = x["u"].to(torch.bfloat16).contiguous()  # (B, L, D, 2) narrow pairs
-        fn = scan_triton
-        u_bytes = 4
+        # (B, L, D, 2) narrow pairs for bf16, complex64 for float32
+        u = x["u"].to(torch.bfloat16).contiguous() if lowp else torch.view_as_complex(x["u"].contiguous())
+        fn = functools.partial(scan_triton, **(kernels or {}))
+        u_bytes = 4 if lowp else 8
     elif method == "mipt_scan":  # the public entry point: input checks + method "auto"
         u = torch.view_as_complex(x["u"].contiguous())
         fn = mipt_scan
@@ -194,7 +219,7 @@ def _case_ours(method: str, x: dict, dtype: str, chunk: int | None = None):
         h = fn(*leaves)
         return torch.autograd.grad(h, leaves, gh)
 
-    b_f, b_fb = _bytes_ours(x, pdt, u_bytes)
+    b_f, b_fb = _bytes_ours(pdt, u_bytes)
     return fwd, fwd_bwd, b_f, b_fb
 
 
@@ -219,7 +244,7 @@ def _case_peer(x: dict, with_gate: bool):
 
         def fwd_bwd():
             return torch.autograd.grad(peer_scan(*gate(*leaves)), leaves, gh)
-        b_f, b_fb = _bytes_ours(x, torch.float32, 8)
+        b_f, b_fb = _bytes_ours(torch.float32, 8)
     else:
         a, b = gate(p, theta, u)
         leaves = [a.detach().clone().requires_grad_(), b.detach().clone().requires_grad_()]
@@ -246,158 +271,64 @@ def _peer_version() -> str | None:
 
 
 # ---------------------------------------------------------------------------------------------
-# the sweep of the kernel's block configurations
+# the sweep: the Triton kernels at a few explicit configurations
 # ---------------------------------------------------------------------------------------------
 
-# (BLOCK_L, BLOCK_D, num_warps, fast_trig, strided, prefetch[, num_stages[, rows]])
-SWEEP_CONFIGS = [
-    (16, 32, 4, False, False, False), (16, 32, 2, False, False, False), (32, 32, 4, False, False, False),
-    (16, 64, 4, False, False, False), (16, 16, 1, False, False, False), (8, 32, 1, False, False, False),
-    (16, 8, 1, False, False, False), (32, 16, 2, False, False, False), (16, 16, 2, False, False, False),
-    (32, 8, 1, False, False, False), (64, 16, 4, False, False, False), (32, 32, 8, False, False, False),
-    (16, 32, 4, False, False, True), (16, 32, 2, False, False, True), (16, 16, 1, False, False, True),
-    (8, 32, 1, False, False, True), (16, 8, 1, False, False, True), (32, 16, 2, False, False, True),
-    (16, 32, 4, True, False, False), (16, 16, 1, True, False, True),
-    (16, 32, 4, False, True, False), (16, 32, 4, False, False, False, 1),
-    # the rows-per-thread forward (v5, 8th field rows=True; num_stages None = Triton's default):
-    # lanes x rows per thread 2x8, 2x8, 2x16, 2x16, 2x4, 4x4, 1x8, 1x16, 2x16 (2 warps); all compile for
-    # sm_90 with Triton 3.6 without spills (registers, instructions in notes/kernel.md, v5)
-    (16, 16, 1, False, False, True, None, True), (16, 16, 1, False, False, False, None, True),
-    (32, 16, 1, False, False, True, None, True), (32, 16, 1, False, False, False, None, True),
-    (8, 16, 1, False, False, True, None, True), (16, 8, 1, False, False, True, None, True),
-    (8, 32, 1, False, False, True, None, True), (16, 32, 1, False, False, True, None, True),
-    (32, 32, 2, False, False, True, None, True),
-]
-# the recomputing backward (v3, backward="recompute"): (BLOCK_L, BLOCK_D, num_warps, shift, prefetch);
-# shift 0: the shifted states by an exclusive scan, 2: each thread owns R = BLOCK_L/LANES consecutive
-# rows, LANES = 32·num_warps/BLOCK_D (v4). Session 3's measured leaders plus the neighbours of its
-# winner (16, 16, 2, 2); the gather shift (1) and the slower shift-0 / BLOCK_D = 8 one-warp entries
-# were dropped after that run (all >= 3.0 ms). All compile for sm_90 without register spills
-# (ptxas -v; registers in notes/kernel.md); the forward then checkpoints every BLOCK_L rows
-RECOMPUTE_SWEEP = [
-    # anchors, measured in session 3: the v3 default, the fast shift-0 ones, the shift-2 leaders
-    (16, 8, 1, 0, False), (8, 16, 1, 0, False), (8, 16, 1, 0, True),
-    (16, 16, 2, 2, False), (16, 16, 1, 2, False), (8, 8, 1, 2, False), (32, 16, 2, 2, False),
-    # neighbours of (16, 16, 2, 2): prefetch, more warps, wider BLOCK_D, shorter tiles
-    (16, 16, 2, 2, True), (16, 16, 1, 2, True), (32, 16, 2, 2, True),
-    (16, 16, 4, 2, False), (32, 16, 4, 2, False), (32, 32, 4, 2, False),
-    (16, 32, 4, 2, False), (16, 32, 4, 2, True), (16, 32, 2, 2, False),
-    (8, 16, 1, 2, False), (8, 16, 1, 2, True), (8, 16, 2, 2, False), (8, 16, 2, 2, True),
-    # neighbours of (8, 8, 1, 2) (4 lanes x 2 rows, 2.13 ms): the same split at BLOCK_D 16 / 32
-    (8, 8, 1, 2, True), (8, 32, 4, 2, False), (8, 32, 2, 2, False),
-]
-
-
-def _rel_diff(x: torch.Tensor, ref: torch.Tensor) -> float:
-    return float((x.float() - ref.float()).norm() / ref.float().norm())
+# (block_l, block_d, num_warps, prefetch): the default first, then the runners-up of the H200 sweep that
+# chose it (results/bench/scan_h200.json) and their neighbours
+SWEEP_FORWARD = [DEFAULT_FORWARD] + [ForwardConfig(*c) for c in (
+    (16, 16, 1, False), (32, 16, 1, True), (8, 16, 1, True), (8, 32, 1, True), (16, 32, 1, True))]
+SWEEP_BACKWARD = [DEFAULT_BACKWARD] + [BackwardConfig(*c) for c in (
+    (16, 32, 4, False), (16, 16, 2, True), (32, 16, 2, True), (16, 32, 2, False), (8, 16, 1, True))]
 
 
 def _sweep(shape, device, bench) -> dict:
-    """Time each kernel configuration (forward and backward kernels alone, float32) and check
-    that its outputs equal those of the default configuration; both backwards ("saved_h" rows
-    first, then "recompute" rows, whose forward also writes the checkpoints), and each backward's
-    best configuration end to end through autograd."""
-    from ..ops.triton import scan as ts
+    """Each forward configuration alone (no gradient: no checkpoints), and each backward configuration
+    through autograd (forward+backward with the default forward, which checkpoints every backward
+    block_l rows), float32, through ``scan_triton(..., forward=, backward=)``; each result is compared
+    with the defaults' (relative difference of h, or of the largest of dp, dθ, du)."""
+    from ..ops.triton.scan import scan_triton
 
     B, D, L = shape
     x = _inputs(B, D, L, "float32", device, seed=123)
-    p, theta, u2, g2 = x["p"], x["theta"], x["u"], x["gh"]
-    h_ref = ts._launch_fwd(p, theta, u2, None, ts.DEFAULT_CONFIG)[0]
-    d_ref = ts._launch_bwd(p, theta, u2, None, h_ref, g2, ts.BWD_CONFIG)[:3]
-    # saved_h: forward 24 B/element, backward 48 (it reads h)
-    rows = _sweep_rows("saved_h", SWEEP_CONFIGS, lambda cfg: (ts._launch_fwd(p, theta, u2, None, cfg)[0], h_ref),
-                       lambda cfg, h: ts._launch_bwd(p, theta, u2, None, h, g2, cfg), 24, 48, h_ref, d_ref, bench)
-    # recompute: the forward (default configuration) also checkpoints every BLOCK_L rows,
-    # 24 + 8/BLOCK_L B/element; the backward reads dL/dh, p, θ, u and the checkpoints, 40 + 8/BLOCK_L
-    rc_rows = _sweep_rows("recompute", RECOMPUTE_SWEEP,
-                          lambda cfg: ts._launch_fwd(p, theta, u2, None, ts.DEFAULT_CONFIG, cfg[0]),
-                          lambda cfg, ck: ts._launch_bwd_recompute(p, theta, u2, None, ck, g2, cfg),
-                          lambda cfg: 24 + 8 / cfg[0], lambda cfg: 40 + 8 / cfg[0], h_ref, d_ref, bench)
-    out = {"shape_BDL": list(shape), "rows": rows + rc_rows, "best_fwd": _pick(rows, "fwd"),
-           "best_bwd": _pick(rows, "bwd"), "best_recompute": _pick(rc_rows, "bwd")}
-    out["end_to_end"] = _sweep_end_to_end(ts, x, out, bench)
-    return out
-
-
-def _print_sweep_row(row: dict) -> None:
-    tag = "" if row["backward"] == "saved_h" else " recompute"
-    print(f"  sweep{tag} {tuple(row['config'])}: " + (
-        f"fwd {row['fwd_ms']:.3f} ms ({row['fwd_TBps']:.2f} TB/s, diff {row['fwd_diff']:.0e}), "
-        f"bwd {row['bwd_ms']:.3f} ms ({row['bwd_TBps']:.2f} TB/s, diff {row['bwd_diff']:.0e})"
-        if "error" not in row else row["error"]), flush=True)
-
-
-def _sweep_rows(backward, configs, fwd, bwd, fwd_bytes, bwd_bytes, h_ref, d_ref, bench) -> list[dict]:
-    """Time each configuration's forward and backward kernels alone and check their outputs against
-    the default configuration's. ``fwd(cfg) -> (h, saved)``, ``bwd(cfg, saved) -> (dp, dθ, du, ...)``;
-    ``*_bytes``: bytes moved per element, a number or a function of ``cfg``."""
-    n = d_ref[0].numel()  # B·L·D (dp is real (B, L, D))
-    per = lambda b, cfg: b(cfg) if callable(b) else b  # noqa: E731
-    rows = []
-    for cfg in configs:
-        row = {"backward": backward, "config": list(cfg)}
-        try:
-            hv, saved = fwd(cfg)
-            row["fwd_diff"] = _rel_diff(hv, h_ref)
-            dv = bwd(cfg, saved)[:3]
-            row["bwd_diff"] = max(_rel_diff(a, b) for a, b in zip(dv, d_ref))
-            del hv, dv
-            row["fwd_ms"] = bench(lambda: fwd(cfg))
-            row["bwd_ms"] = bench(lambda: bwd(cfg, saved))
-            row["fwd_TBps"] = per(fwd_bytes, cfg) * n / (row["fwd_ms"] * 1e-3) / 1e12
-            row["bwd_TBps"] = per(bwd_bytes, cfg) * n / (row["bwd_ms"] * 1e-3) / 1e12
-        except Exception as err:  # a config that does not compile (e.g. too many registers)
-            row["error"] = f"{type(err).__name__}: {str(err)[:200]}"
-        rows.append(row)
-        _print_sweep_row(row)
-    return rows
-
-
-def _sweep_end_to_end(ts, x: dict, sweep: dict, bench) -> list[dict]:
-    """Forward+backward through autograd (``scan_triton``, complex64 u, no h0) with each
-    backward: the committed defaults, each backward's best swept configuration, and the recompute
-    backward's best with the sweep's best forward (when that is not the default forward)."""
-    p, theta = x["p"], x["theta"]
+    p, theta, gh = x["p"], x["theta"], torch.view_as_complex(x["gh"])
     u = torch.view_as_complex(x["u"].contiguous())
-    gh = torch.view_as_complex(x["gh"])
     leaves = [t.detach().clone().requires_grad_() for t in (p, theta, u)]
-    fwd0 = tuple(ts.DEFAULT_CONFIG)
-    cases = [("saved_h", fwd0, ts.BWD_CONFIG, "default"), ("recompute", fwd0, ts.RECOMPUTE_CONFIG, "default")]
-    if sweep["best_bwd"]:
-        cases.append(("saved_h", fwd0, tuple(sweep["best_bwd"]), "best"))
-    if sweep["best_recompute"]:
-        cases.append(("recompute", fwd0, tuple(sweep["best_recompute"]), "best"))
-        if sweep["best_fwd"] and tuple(sweep["best_fwd"]) != fwd0:
-            cases.append(("recompute", tuple(sweep["best_fwd"]), tuple(sweep["best_recompute"]), "best_fwd+best"))
-    out = []
-    for backward, fwd_cfg, cfg, which in cases:
-        row = {"backward": backward, "config": list(cfg), "fwd_config": list(fwd_cfg), "which": which}
-        try:
-            row["fwd_bwd_ms"] = bench(lambda: torch.autograd.grad(
-                ts.scan_triton(*leaves, fwd_config=fwd_cfg, bwd_config=cfg, backward=backward), leaves, gh))
-        except Exception as err:
-            row["error"] = f"{type(err).__name__}: {str(err)[:200]}"
-        out.append(row)
-        print(f"  end to end {backward} {which} fwd {fwd_cfg} bwd {tuple(cfg)}: " +
-              (f"f+b {row['fwd_bwd_ms']:.3f} ms" if "error" not in row else row["error"]), flush=True)
-    return out
+    n = B * L * D
+
+    def fwd(cfg):
+        with torch.no_grad():
+            return scan_triton(p, theta, u, forward=cfg)
+
+    def fwd_bwd(cfg):
+        return torch.autograd.grad(scan_triton(*leaves, backward=cfg), leaves, gh)
+
+    h_ref, g_ref = fwd(DEFAULT_FORWARD), fwd_bwd(DEFAULT_BACKWARD)
+    rows = []
+    for kind, configs, run, ref, nbytes in (("forward", SWEEP_FORWARD, fwd, (h_ref,), 24),
+                                            ("backward", SWEEP_BACKWARD, fwd_bwd, g_ref, 64)):
+        for cfg in configs:
+            row = {"kernel": kind, "config": dataclasses.asdict(cfg)}
+            try:
+                out = run(cfg)
+                out = out if isinstance(out, tuple) else (out,)
+                row["diff_vs_default"] = max(_rel_diff(a, b) for a, b in zip(out, ref))
+                row["ms"] = bench(lambda: run(cfg))
+                row["TBps"] = nbytes * n / (row["ms"] * 1e-3) / 1e12
+            except Exception as err:  # a configuration that does not compile (too many registers)
+                row["error"] = f"{type(err).__name__}: {str(err)[:200]}"
+            rows.append(row)
+            print(f"  sweep {kind} {_config_text(cfg)}: " + (
+                f"{row['ms']:.3f} ms ({row['TBps']:.2f} TB/s), diff {row['diff_vs_default']:.0e}"
+                if "error" not in row else row["error"]), flush=True)
+    return {"shape_BDL": list(shape), "timed": "forward alone (no grad); backward as forward+backward through "
+            "autograd with the default forward", "bytes_per_element": {"forward": 24, "forward+backward": 64},
+            "rows": rows}
 
 
-def _pick(rows: list[dict], kind: str) -> list | None:
-    """Fastest configuration whose outputs match the default's to 1e-5; the approximate
-    trigonometry only when it is at least 5% faster than the best accurate one."""
-    ok = [r for r in rows if "error" not in r and r[f"{kind}_diff"] <= 1e-5]
-    if not ok:
-        return None
-    best = min(ok, key=lambda r: r[f"{kind}_ms"])
-    if best.get("backward") == "recompute":  # these configurations have no trigonometry option
-        return best["config"]
-    accurate = [r for r in ok if not r["config"][3]]
-    if best["config"][3] and accurate:
-        best_acc = min(accurate, key=lambda r: r[f"{kind}_ms"])
-        if best["{}_ms".format(kind)] > 0.95 * best_acc[f"{kind}_ms"]:
-            best = best_acc
-    return best["config"]
+def _rel_diff(x: torch.Tensor, ref: torch.Tensor) -> float:
+    x, ref = torch.view_as_real(x) if x.is_complex() else x, torch.view_as_real(ref) if ref.is_complex() else ref
+    return float((x.float() - ref.float()).norm() / ref.float().norm())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -414,8 +345,8 @@ def run(args: argparse.Namespace) -> int:
         if d not in ("float32", "bf16"):
             raise ValueError(f"--dtypes: {d!r} is not one of float32, bf16")
     chunks = [CHUNK] + _parse_chunks(args.chunks)
-    if args.adopt_sweep and not (args.sweep and not args.sweep_only):
-        raise ValueError("--adopt-sweep needs --sweep (and not --sweep-only): it times the rows with the sweep's winner")
+    kernels = {"forward": _parse_config(args.forward, ForwardConfig, "--forward") or DEFAULT_FORWARD,
+               "backward": _parse_config(args.backward, BackwardConfig, "--backward") or DEFAULT_BACKWARD}
     peer_version = _peer_version() if device.type == "cuda" else None
     from ..ops.triton import triton_available
 
@@ -444,14 +375,12 @@ def run(args: argparse.Namespace) -> int:
           f"copy bandwidth {bw / 1e12:.2f} TB/s", flush=True)
 
     rows = []
-    sweep = adopted = None
-    if args.sweep or args.sweep_only:
+    sweep = None
+    if args.sweep:
         if "triton" not in available:
-            raise ValueError("--sweep needs the Triton kernel, which is not available on this device")
+            raise ValueError("--sweep needs the Triton kernels, which are not available on this device")
         sweep = _sweep(shapes[0], device, bench)
-        if args.adopt_sweep:
-            adopted = _adopt(sweep)
-    for si, (B, D, L) in enumerate(shapes if not args.sweep_only else []):
+    for si, (B, D, L) in enumerate(shapes):
         for dtype in dtypes:
             x = _inputs(B, D, L, dtype, device, seed=1000 * si + len(dtype))
             ref = _reference(x)
@@ -472,7 +401,8 @@ def run(args: argparse.Namespace) -> int:
                         fwd, fwd_bwd, b_f, b_fb = _case_peer(x, method == "peer+gate")
                         h = fwd().transpose(1, 2)[0, :, : ref.shape[1]]
                     else:
-                        fwd, fwd_bwd, b_f, b_fb = _case_ours(method, x, dtype, None if chunk == CHUNK else chunk)
+                        fwd, fwd_bwd, b_f, b_fb = _case_ours(method, x, dtype, None if chunk == CHUNK else chunk,
+                                                             kernels)
                         h = fwd()[0, :, : ref.shape[1]]
                     row["rel_err"] = _rel(h, ref)
                     del h
@@ -511,7 +441,7 @@ def run(args: argparse.Namespace) -> int:
         "torch": torch.__version__, "triton": _ver("triton"), "accelerated_scan": peer_version,
         "python": platform.python_version(),
         "copy_bandwidth_TBps": bw / 1e12,
-        "kernel_configs": _kernel_configs(adopted) if "triton" in available else None,
+        "kernel_configs": {k: dataclasses.asdict(v) for k, v in kernels.items()} if "triton" in methods else None,
         "rows": rows,
         "sweep": sweep,
         "wall_time_s": time.time() - t_start,
@@ -521,9 +451,6 @@ def run(args: argparse.Namespace) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")
     print()
-    if sweep:
-        print(f"sweep best forward {sweep['best_fwd']}, best backward {sweep['best_bwd']}, "
-              f"best recompute backward {sweep['best_recompute']}")
     print(_table(rows))
     print(f"\nwrote {out} ({result['wall_time_s']:.0f} s)")
     return 0
@@ -539,36 +466,6 @@ def _parse_chunks(text: str) -> list[int]:
         if int(item) != CHUNK and int(item) not in out:
             out.append(int(item))
     return out
-
-
-def _adopt(sweep: dict) -> dict | None:
-    """Make the kernel's defaults (for the rest of this benchmark process) the fastest end-to-end
-    recompute case of the sweep, forward and backward configurations, if it beat the defaults; returns
-    ``{"forward": ..., "recompute": ...}`` then, else None (``kernel_configs`` in the results file
-    records the configurations used, and ``adopted_from_sweep`` says so)."""
-    from ..ops.triton import scan as ts
-
-    rows = [r for r in sweep.get("end_to_end", []) if r["backward"] == "recompute" and "error" not in r]
-    default = next((r for r in rows if r["which"] == "default"), None)
-    if not rows or default is None or ts.BACKWARD != "recompute":
-        return None
-    best = min(rows, key=lambda r: r["fwd_bwd_ms"])
-    if best is default:
-        return None
-    ts.RECOMPUTE_CONFIG = tuple(best["config"])
-    ts.DEFAULT_CONFIG = tuple(best["fwd_config"])
-    print(f"adopted the sweep's forward {best['fwd_config']} and recompute backward {best['config']} "
-          f"({best['fwd_bwd_ms']:.3f} vs {default['fwd_bwd_ms']:.3f} ms end to end)", flush=True)
-    return {"forward": best["fwd_config"], "recompute": best["config"]}
-
-
-def _kernel_configs(adopted: dict | None = None) -> dict:
-    from ..ops.triton import scan as ts
-
-    return {"adopted_from_sweep": adopted is not None, "forward": list(ts.DEFAULT_CONFIG), "backward": list(ts.BWD_CONFIG),
-            "fields": "BLOCK_L, BLOCK_D, num_warps, fast_trig, strided, prefetch[, num_stages, rows]",
-            "backward_kind": ts.BACKWARD, "recompute": list(ts.RECOMPUTE_CONFIG),
-            "recompute_fields": "BLOCK_L, BLOCK_D, num_warps, shift, prefetch"}
 
 
 def _fmt_row(r: dict) -> str:

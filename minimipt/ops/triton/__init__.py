@@ -1,12 +1,18 @@
 """Fast GPU kernels, registered as :func:`minimipt.mipt_scan` methods.
 
-Importing this package is cheap and never imports Triton. It registers the method ``"triton"``
-(:mod:`minimipt.ops.triton.scan`) with a higher priority than ``"chunked"``. The method is
-*available* on a device only when
+Reading order: this file (availability and the first-use self-checks), :mod:`.scan` (the recurrence's
+equations, launch configurations, launches and autograd), its kernels :mod:`._tl_scan` and the device
+functions they share with the mixer :mod:`._tl`, then the layer's fused mixer :mod:`.mixer` and its
+kernels :mod:`._tl_mixer`. The design, the bytes and the measurements: ``docs/kernels.md``.
 
-1. the device is a CUDA device,
+Importing this package is cheap and never imports Triton. :mod:`minimipt.ops.scan` registers the
+method ``"triton"`` with a higher priority than ``"chunked"``. The method is *available* on a device
+only when
+
+1. the device is a CUDA device (or the CPU while Triton's interpreter is on, ``TRITON_INTERPRET=1``:
+   how the tests and the explorations run the kernels without a GPU),
 2. ``import triton`` works, and
-3. a first-use self-check on that device passes: the kernel compiles, runs, and its values and
+3. a first-use self-check on that device passes: the kernels compile, run, and their values and
    gradients on a small random problem (p near 0, near 1 and mixed; a length that is not a
    multiple of the block) match the ``"sequential"`` reference in float64.
 
@@ -17,6 +23,7 @@ kernel does not handle (complex128 ``u``) are passed to ``"chunked"`` at call ti
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import torch
@@ -33,58 +40,64 @@ _SELF_CHECK_TOL = 1e-4
 
 
 def self_check(device: torch.device) -> tuple[bool, str]:
-    """Compile and run the Triton kernel on ``device`` and compare it with the reference.
-
-    Returns ``(ok, message)``; never raises.
-    """
+    """Compile and run the scan kernels on ``device`` and compare their values and gradients with the
+    float64 ``"sequential"`` reference, with and without h0 (p near 0, near 1 and mixed; L, D not
+    multiples of any block). Returns ``(ok, message)``; never raises."""
     try:
-        from . import scan as triton_scan  # imports triton
+        from .scan import scan_triton  # imports triton
     except Exception as err:  # ImportError, or a broken Triton install
         return False, f"Triton could not be imported ({type(err).__name__}: {err})"
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    B, L, D = 2, 37, 19  # 3 tiles of 16 rows
+    p = torch.rand(B, L, D, generator=gen, dtype=torch.float64)
+    p[0, :, :6] = 1e-6
+    p[0, :, 6:12] = 1 - 1e-6
+    theta = 3 * torch.randn(B, L, D, generator=gen, dtype=torch.float64)
+    u, gout = (torch.randn(B, L, D, generator=gen, dtype=torch.complex128) for _ in range(2))
+    h0 = torch.randn(B, D, generator=gen, dtype=torch.complex128)
+    return _compare(scan_triton, scan_sequential, [p, theta, u, h0], gout, ("h", "dp", "dtheta", "du", "dh0"),
+                    device, "the kernels")
+
+
+def mixer_self_check(device: torch.device) -> tuple[bool, str]:
+    """The same for the fused mixer (:mod:`minimipt.ops.triton.mixer`) against its float64 twin (z spread
+    so that p reaches both ends). Returns ``(ok, message)``; never raises."""
+    try:
+        from .mixer import mixer_reference, mixer_triton  # imports triton
+    except Exception as err:
+        return False, f"Triton could not be imported ({type(err).__name__}: {err})"
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    B, L, D = 2, 37, 9
+    proj = torch.randn(B, L, 4 * D, generator=gen, dtype=torch.float64)
+    proj[..., :D] *= 8  # z: p from ~1e-4 to 1 − 1e-4
+    h0 = torch.randn(B, D, generator=gen, dtype=torch.complex128)
+    gy = torch.randn(B, L, D, generator=gen, dtype=torch.float64)
+    return _compare(mixer_triton, mixer_reference, [proj, h0], gy, ("y", "dproj", "dh0"), device, "the fused mixer")
+
+
+def _compare(fn, reference, inputs: list, gout: torch.Tensor, names: tuple, device: torch.device,
+             what: str) -> tuple[bool, str]:
+    """``fn`` on float32/complex64 copies of ``inputs`` against ``reference`` in float64, with and without
+    the last input (h0: a separate compilation); values and the gradients of Re Σ out·conj(gout) within
+    the self-check tolerance (NaN fails). ``(ok, message)``; a compile or launch failure is a message."""
     try:
         with torch.enable_grad(), torch.autocast(device.type, enabled=False):
-            gen = torch.Generator(device="cpu").manual_seed(0)
-            B, L, D = 2, 77, 33  # L, D not multiples of any block size
-            p = torch.rand(B, L, D, generator=gen, dtype=torch.float64)
-            p[0, :, :11] = 1e-6
-            p[0, :, 11:22] = 1 - 1e-6
-            theta = 3 * torch.randn(B, L, D, generator=gen, dtype=torch.float64)
-            u = torch.randn(B, L, D, 2, generator=gen, dtype=torch.float64)
-            h0 = torch.randn(B, D, 2, generator=gen, dtype=torch.float64)
-            gout = torch.randn(B, L, D, 2, generator=gen, dtype=torch.float64)
-            ref_in = [p, theta, torch.view_as_complex(u), torch.view_as_complex(h0)]
-            ref_in = [x.to(device).requires_grad_() for x in ref_in]
-            ours_in = [x.detach().to(torch.complex64 if x.is_complex() else torch.float32).requires_grad_()
-                       for x in ref_in]
-            g = torch.view_as_complex(gout).to(device)
-            h_ref = scan_sequential(*ref_in)
-            grads_ref = torch.autograd.grad((h_ref * g.conj()).real.sum(), ref_in)
-            h = triton_scan.scan_triton(*ours_in)
-            grads = torch.autograd.grad((h * g.to(h.dtype).conj()).real.sum(), ours_in)
-            bad = _mismatch(("h", "dp", "dtheta", "du", "dh0"), (h, *grads), (h_ref, *grads_ref))
-            if bad:
-                return False, bad
-            # the variant without h0 is a separate compilation
-            h = triton_scan.scan_triton(*ours_in[:3])
-            grads = torch.autograd.grad((h * g.to(h.dtype).conj()).real.sum(), ours_in[:3])
-            h_ref = scan_sequential(*ref_in[:3])
-            grads_ref = torch.autograd.grad((h_ref * g.conj()).real.sum(), ref_in[:3])
-            bad = _mismatch(("h", "dp", "dtheta", "du"), (h, *grads), (h_ref, *grads_ref), " (no h0)")
-            if bad:
-                return False, bad
+            for args, suffix in ((inputs, ""), (inputs[:-1], " (no h0)")):
+                wide = [x.to(device).requires_grad_() for x in args]
+                narrow = [x.detach().to(torch.complex64 if x.is_complex() else torch.float32).requires_grad_()
+                          for x in wide]
+                results = []
+                for f, xs in ((reference, wide), (fn, narrow)):
+                    out = f(*xs)
+                    loss = (out * gout.to(device, out.dtype).conj()).real.sum()
+                    results.append((out, *torch.autograd.grad(loss, xs)))
+                for name, x, ref in zip(names, results[1], results[0]):
+                    err = ((x.to(ref.dtype) - ref).abs().norm() / ref.abs().norm()).item()
+                    if not err <= _SELF_CHECK_TOL:  # also catches NaN
+                        return False, f"self-check mismatch in {name}{suffix}: relative error {err:.2e}"
     except Exception as err:  # a compile or launch failure
-        return False, f"the kernel failed on {device} ({type(err).__name__}: {err})"
+        return False, f"{what} failed on {device} ({type(err).__name__}: {err})"
     return True, "ok"
-
-
-def _mismatch(names, ours, refs, suffix: str = "") -> str | None:
-    """The first of ``ours`` whose relative error to ``refs`` exceeds the self-check tolerance (NaN
-    included), as a message; None when all agree."""
-    for name, x, ref in zip(names, ours, refs):
-        err = ((x.to(ref.dtype) - ref).abs().norm() / ref.abs().norm()).item()
-        if not err <= _SELF_CHECK_TOL:  # also catches NaN
-            return f"self-check mismatch in {name}{suffix}: relative error {err:.2e}"
-    return None
 
 
 def _checked_once(cache: dict[str, bool], device: torch.device, check, disabled: str, instead: str) -> bool:
@@ -102,47 +115,14 @@ def _checked_once(cache: dict[str, bool], device: torch.device, check, disabled:
 
 
 def triton_available(device: torch.device) -> bool:
-    """Whether method ``"triton"`` runs correctly on ``device`` (checked once per device)."""
+    """Whether method ``"triton"`` runs correctly on ``device`` (checked once per device): a CUDA device,
+    or the CPU under Triton's interpreter (``TRITON_INTERPRET=1``)."""
     device = torch.device(device)
-    if device.type != "cuda" or not torch.cuda.is_available():
+    on_gpu = device.type == "cuda" and torch.cuda.is_available()
+    interpreted = device.type == "cpu" and os.environ.get("TRITON_INTERPRET", "") == "1"
+    if not (on_gpu or interpreted):
         return False
     return _checked_once(_CHECKED, device, self_check, "scan method 'triton' disabled", "using 'chunked' instead")
-
-
-def mixer_self_check(device: torch.device) -> tuple[bool, str]:
-    """Compile and run the fused mixer (:mod:`minimipt.ops.triton.mixer`) on ``device`` and compare
-    its values and gradients (w.r.t. the projection and h0, with and without h0) with its float64 twin
-    on a small problem (z spread so that p reaches both ends; L, D not multiples of any block).
-
-    Returns ``(ok, message)``; never raises.
-    """
-    try:
-        from . import mixer as triton_mixer  # imports triton
-    except Exception as err:
-        return False, f"Triton could not be imported ({type(err).__name__}: {err})"
-    try:
-        with torch.enable_grad(), torch.autocast(device.type, enabled=False):
-            gen = torch.Generator(device="cpu").manual_seed(0)
-            B, L, D = 2, 77, 9
-            proj = torch.randn(B, L, 4 * D, generator=gen, dtype=torch.float64)
-            proj[..., :D] *= 8  # z: p from ~1e-4 to 1 − 1e-4
-            h0 = torch.view_as_complex(torch.randn(B, D, 2, generator=gen, dtype=torch.float64))
-            gy = torch.randn(B, L, D, generator=gen, dtype=torch.float64).to(device)
-            for args in ((proj, h0), (proj,)):
-                ref_in = [x.to(device).requires_grad_() for x in args]
-                ours_in = [x.detach().to(torch.complex64 if x.is_complex() else torch.float32).requires_grad_()
-                           for x in ref_in]
-                y_ref = triton_mixer.mixer_reference(*ref_in)
-                grads_ref = torch.autograd.grad((y_ref * gy).sum(), ref_in)
-                y = triton_mixer.mixer_triton(*ours_in)
-                grads = torch.autograd.grad((y * gy.float()).sum(), ours_in)
-                bad = _mismatch(("y", "dproj", "dh0"), (y, *grads), (y_ref, *grads_ref),
-                                "" if len(args) == 2 else " (no h0)")
-                if bad:
-                    return False, bad
-    except Exception as err:  # a compile or launch failure
-        return False, f"the fused mixer failed on {device} ({type(err).__name__}: {err})"
-    return True, "ok"
 
 
 def mixer_available(device: torch.device) -> bool:
@@ -158,7 +138,7 @@ def mixer_available(device: torch.device) -> bool:
 
 def scan_triton_or_chunked(p: torch.Tensor, theta: torch.Tensor, u: torch.Tensor,
                            h0: torch.Tensor | None = None) -> torch.Tensor:
-    """Method ``"triton"``: the fused kernel on CUDA for complex64 ``u`` or its ``(re, im)`` pairs
+    """Method ``"triton"``: the fused kernels for complex64 ``u`` or its ``(re, im)`` pairs
     ``(B, L, D, 2)`` (float32 or bf16: θ and u stay narrow in memory, the state is float32), else
     ``"chunked"``."""
     pairs = is_pairs(u)

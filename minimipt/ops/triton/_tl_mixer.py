@@ -1,16 +1,19 @@
-"""The fused mixer kernels (:mod:`minimipt.ops.triton.mixer`): the MIPT recurrence read straight
-from the layer's in-projection output ``X`` (B, L, 4D) = ``[z | θ | u_re | u_im]`` (row stride 4D),
-with ``p = σ(z)`` formed on load, and only ``y = Re h`` (B, L, D) float32 written.
+"""The fused mixer's kernels (launched by :mod:`minimipt.ops.triton.mixer`, which states the equations):
+the MIPT recurrence read straight from the layer's in-projection output ``X`` (B, L, 4D) =
+``[z | θ | u_re | u_im]`` (row stride 4D), with ``p = σ(z)`` formed on load, and only ``y = Re h``
+(B, L, D) float32 written.
 
-``_mixer_fwd_kernel`` is :func:`~minimipt.ops.triton._tl_forward._fwd_kernel` (tree scan along the tile,
-prefetch) and ``_mixer_bwd_kernel`` is :func:`~minimipt.ops.triton._tl_backward._bwd_recompute_kernel`
-(from checkpoints, ``SHIFT`` 0 or 1) with those loads and stores; the scan kernels are untouched.
-Accurate sin and cos; float32 state; the only division is ``1 / (1 + e^{−|z|})``, in [1/2, 1].
+Tiling: one program per (batch row, ``BLOCK_D`` channels) walks the sequence in ``(BLOCK_L, BLOCK_D)``
+tiles. The forward scans each tile with ``tl.associative_scan`` from the carry (:func:`_tile_step`); the
+backward recomputes h from the forward's checkpoints and runs both scans of the tile in exclusive form
+(:func:`~._tl._exclusive_scan`). Accurate sin and cos; float32 state; the only division is
+``1 / (1 + e^{−|z|})``, in [1/2, 1].
 """
 
 from __future__ import annotations
 
-from ._tl import _cmul, _initial_state, _jit, _load_ckpt, _shifted_scan, _tile_step, tl
+from ._tl import (_cmul, _compose, _exclusive_scan, _initial_state, _jit, _load_ckpt, _store_ckpt_carry,
+                  _store_ckpt_rows, tl)
 
 
 @_jit
@@ -38,6 +41,26 @@ def _mixer_loads(X, t, cols, cmask, L, D, pid_b):
     u_i = tl.load(X + off + 3 * D, mask=mask, other=0.0).to(tl.float32)
     p, m = _gates(z)
     return p, m, th, u_r, u_i
+
+
+@_jit
+def _tile_step(CKPT, m, cs, sn, p, u_r, u_i, c_r, c_i, t, k, pid_b, pid_d, cols, cmask, L, D, n_ckpt,
+               CKPT_EVERY: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr):
+    """One ``(BLOCK_L, BLOCK_D)`` tile of the forward: ``h_t = m_t e^{iθ_t} h_{t−1} + p_t u_t`` from the
+    carry ``c`` (``tl.associative_scan`` of the maps), the checkpoints of tile ``k`` (inside it, or the
+    carry after it), and the next carry (h at the tile's last row). Returns ``h_r, h_i``
+    (BLOCK_L, BLOCK_D) and ``c_r, c_i`` (BLOCK_D,)."""
+    A_r, A_i, S_r, S_i = tl.associative_scan((m * cs, m * sn, p * u_r, p * u_i), 0, _compose)
+    h_r = S_r + A_r * c_r[None, :] - A_i * c_i[None, :]
+    h_i = S_i + A_r * c_i[None, :] + A_i * c_r[None, :]
+    if CKPT_EVERY > 0 and CKPT_EVERY % BLOCK_L != 0:  # checkpoints inside the tile
+        _store_ckpt_rows(CKPT, h_r, h_i, t, pid_b, pid_d, L, D, n_ckpt, CKPT_EVERY, BLOCK_L, BLOCK_D)
+    last = (tl.arange(0, BLOCK_L) == BLOCK_L - 1)[:, None]
+    c_r = tl.sum(tl.where(last, h_r, 0.0), axis=0)
+    c_i = tl.sum(tl.where(last, h_i, 0.0), axis=0)
+    if CKPT_EVERY > 0 and CKPT_EVERY % BLOCK_L == 0:  # the carry itself, after every few tiles
+        _store_ckpt_carry(CKPT, c_r, c_i, (k + 1) * BLOCK_L, pid_b, cols, cmask, D, n_ckpt, CKPT_EVERY, BLOCK_D)
+    return h_r, h_i, c_r, c_i
 
 
 @_jit
@@ -88,9 +111,9 @@ def _mixer_bwd_loads(X, GY, CKPT, j, cols, cmask, L, D, n_tiles, pid_b,
 @_jit
 def _mixer_bwd_kernel(X, CKPT, GY, DX, DH0, L, D, n_tiles,
                       HAS_H0: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr,
-                      SHIFT: tl.constexpr, PREFETCH: tl.constexpr):
+                      PREFETCH: tl.constexpr):
     """The gradient of ``X`` (B, L, 4D) in ``X``'s dtype from a real ``dL/dy`` (B, L, D), and ∂L/∂h0,
-    by the recomputing backward of :func:`_bwd_recompute_kernel` with ``dL/dh_t = dL/dy_t + 0i``:
+    from the forward's checkpoints, with ``dL/dh_t = dL/dy_t + 0i``:
 
         h_{t−1} = the forward scan from the checkpoint entering the tile (exclusive form)
         k_t     = conj(a_t)(dL/dh_t + k_{t+1}),  k_L = 0;    g_t = dL/dh_t + k_{t+1}
@@ -123,10 +146,10 @@ def _mixer_bwd_kernel(X, CKPT, GY, DX, DH0, L, D, n_tiles,
         a_r = m * cs
         a_i = m * sn
         # h_{t-1} at every row: the forward scan of x ↦ a_t x + p_t u_t from the checkpoint
-        hp_r, hp_i, _, _ = _shifted_scan(a_r, a_i, p * u_r, p * u_i, c_r, c_i, False, SHIFT, BLOCK_L)
+        hp_r, hp_i, _, _ = _exclusive_scan(a_r, a_i, p * u_r, p * u_i, c_r, c_i, False, BLOCK_L)
         # k_{t+1} at every row: the reverse scan of x ↦ conj(a_t)(dL/dh_t + x), dL/dh_t = go + 0i
         ga_r, ga_i = _cmul(a_r, -a_i, go, go * 0.0)
-        kn_r, kn_i, k_r, k_i = _shifted_scan(a_r, -a_i, ga_r, ga_i, k_r, k_i, True, SHIFT, BLOCK_L)
+        kn_r, kn_i, k_r, k_i = _exclusive_scan(a_r, -a_i, ga_r, ga_i, k_r, k_i, True, BLOCK_L)
         g_r = go + kn_r
         g_i = kn_i
         r_r = cs * hp_r - sn * hp_i

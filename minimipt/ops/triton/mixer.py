@@ -1,5 +1,5 @@
 """The fused mixer: the MIPT layer's gate, recurrence and ``Re h`` readout in one Triton kernel,
-read straight from the in-projection output (notes/kernel.md, "a fused mixer kernel").
+read straight from the in-projection output.
 
 For ``proj`` of shape ``(B, L, 4D)`` laid out ``[z | θ | u_re | u_im]`` along the last dim
 (``MIPTLayer.in_proj``'s output with ``phase="input"``; bf16 under autocast):
@@ -8,13 +8,16 @@ For ``proj`` of shape ``(B, L, 4D)`` laid out ``[z | θ | u_re | u_im]`` along t
     h_t = (1 − p_t) e^{iθ_t} h_{t−1} + p_t u_t,      u_t = u_re,t + i u_im,t,   h_{−1} = h0 or 0
     y_t = Re h_t                                     (B, L, D) float32
 
-Backward, from a real ``dL/dy`` (``dL/dh_t = dL/dy_t + 0i``) by the recomputing backward of
-:mod:`minimipt.ops.triton.scan` (v3), returns ``dL/dproj`` ``(B, L, 4D)`` in ``proj``'s dtype:
-``∂L/∂z = ∂L/∂p · p (1 − p)``, ``∂L/∂θ``, ``∂L/∂u_re``, ``∂L/∂u_im``, and ``∂L/∂h0``.
+Backward, from a real ``dL/dy`` (``dL/dh_t = dL/dy_t + 0i``) with the equations of
+:mod:`minimipt.ops.triton.scan` (h recomputed from checkpoints), returns ``dL/dproj`` ``(B, L, 4D)`` in
+``proj``'s dtype: ``∂L/∂z = ∂L/∂p · p (1 − p)``, ``∂L/∂θ``, ``∂L/∂u_re``, ``∂L/∂u_im``, and ``∂L/∂h0``.
 
 What autograd keeps: ``proj`` itself (8 B per channel in bf16) and the state entering every
-``BLOCK_L`` rows (float32 pairs), instead of p (4), θ (2), u (4) and the checkpoints of the
+``backward.block_l`` rows (float32 pairs), instead of p (4), θ (2), u (4) and the checkpoints of the
 split path; and the gradient arriving from the readout is real (4 B) instead of complex (8 B).
+Bytes per channel and token with a bf16 ``proj``: the forward reads 8 and writes ``y`` (4) plus
+8/block_l of checkpoints; the backward reads ``proj`` (8), ``dL/dy`` (4) and the checkpoints and writes
+``dL/dproj`` (8).
 
 :func:`mixer_reference` is the slow, obviously-correct twin (split, ``torch.sigmoid``,
 :func:`~minimipt.ops.reference.scan_sequential`, ``.real``). The kernels are in ``_tl_mixer``.
@@ -25,17 +28,16 @@ from __future__ import annotations
 import torch
 
 from ..reference import scan_sequential
-from ._tl import triton
+from ._tl import interpreting, triton
 from ._tl_mixer import _mixer_bwd_kernel, _mixer_fwd_kernel
-from .scan import _interpreting
+from .scan import BackwardConfig, ForwardConfig, _resolve_configs
 
-__all__ = ["mixer_triton", "mixer_reference", "TritonMixer", "MIXER_FWD_CONFIG", "MIXER_BWD_CONFIG"]
+__all__ = ["mixer_triton", "mixer_reference", "TritonMixer", "MIXER_FORWARD", "MIXER_BACKWARD"]
 
-# (BLOCK_L, BLOCK_D, num_warps, prefetch): the forward's launch; v3's forward winner (notes/kernel.md)
-MIXER_FWD_CONFIG = (16, 16, 1, True)
-# (BLOCK_L, BLOCK_D, num_warps, shift, prefetch): the recomputing backward's launch, v3's
-# (shift 0: the shifted states by the doubled-field exclusive scan; 1: by tl.gather)
-MIXER_BWD_CONFIG = (16, 8, 1, 0, False)
+# The scan's tree-scan kernels' fastest tilings on an H200 (results/bench/scan_sweep_h200.json: forward
+# and recomputing backward at (32, 512, 8192)); the mixer's own kernels were not swept (docs/kernels.md)
+MIXER_FORWARD = ForwardConfig(block_l=16, block_d=16, num_warps=1, prefetch=True)
+MIXER_BACKWARD = BackwardConfig(block_l=16, block_d=8, num_warps=1, prefetch=False)
 
 
 def _check_proj(proj: torch.Tensor, h0: torch.Tensor | None) -> int:
@@ -74,36 +76,31 @@ def mixer_reference(proj: torch.Tensor, h0: torch.Tensor | None = None) -> torch
     return h.real  # (B, L, D)
 
 
-def _launch_fwd(x, h02, config, ckpt_every: int):
+def _launch_fwd(x, h02, cfg: ForwardConfig, ckpt_every: int):
     """``(y, ckpt2)``: y (B, L, D) float32 and, if ``ckpt_every`` > 0, the states entering every
     ``ckpt_every`` rows as (B, cdiv(L, ckpt_every), D, 2) float32 pairs (else None)."""
     B, L, D4 = x.shape
     D = D4 // 4
-    BL, BD, warps, prefetch = config
     y = torch.empty(B, L, D, device=x.device, dtype=torch.float32)
     n_ckpt = triton.cdiv(L, ckpt_every) if ckpt_every else 0
     ck2 = torch.empty(B, n_ckpt, D, 2, device=x.device, dtype=torch.float32) if ckpt_every else None
-    _mixer_fwd_kernel[(B, triton.cdiv(D, BD))](
-        x, h02 if h02 is not None else y, y, ck2 if ck2 is not None else y, L, D, triton.cdiv(L, BL), n_ckpt,
-        HAS_H0=h02 is not None, BLOCK_L=BL, BLOCK_D=BD, PREFETCH=bool(prefetch), CKPT_EVERY=ckpt_every,
-        num_warps=warps)
+    _mixer_fwd_kernel[(B, triton.cdiv(D, cfg.block_d))](
+        x, h02 if h02 is not None else y, y, ck2 if ck2 is not None else y, L, D, triton.cdiv(L, cfg.block_l),
+        n_ckpt, HAS_H0=h02 is not None, BLOCK_L=cfg.block_l, BLOCK_D=cfg.block_d, PREFETCH=cfg.prefetch,
+        CKPT_EVERY=ckpt_every, num_warps=cfg.num_warps)
     return y, ck2
 
 
-def _launch_bwd(x, has_h0: bool, ck2, gy, config):
-    """``(dx, dh02)``: dL/dproj (B, L, 4D) in ``x``'s dtype and dL/dh0 (B, D, 2) float32 (or None)."""
+def _launch_bwd(x, has_h0: bool, ck2, gy, cfg: BackwardConfig):
+    """``(dx, dh02)``: dL/dproj (B, L, 4D) in ``x``'s dtype and dL/dh0 (B, D, 2) float32 (or None), from the
+    forward's checkpoints ``ck2`` (taken every ``cfg.block_l`` rows)."""
     B, L, D4 = x.shape
     D = D4 // 4
-    BL, BD, warps, shift, prefetch = config
-    if int(shift) not in (0, 1):
-        raise ValueError(f"the mixer's backward shift must be 0 or 1; got {shift}")
-    if ck2.shape[1] != triton.cdiv(L, BL):
-        raise ValueError(f"checkpoints every {L / ck2.shape[1]:.0f} rows do not match BLOCK_L = {BL}")
     dx = torch.empty_like(x)
     dh02 = torch.empty(B, D, 2, device=x.device, dtype=torch.float32) if has_h0 else None
-    _mixer_bwd_kernel[(B, triton.cdiv(D, BD))](
-        x, ck2, gy, dx, dh02 if dh02 is not None else ck2, L, D, triton.cdiv(L, BL),
-        HAS_H0=has_h0, BLOCK_L=BL, BLOCK_D=BD, SHIFT=int(shift), PREFETCH=bool(prefetch), num_warps=warps)
+    _mixer_bwd_kernel[(B, triton.cdiv(D, cfg.block_d))](
+        x, ck2, gy, dx, dh02 if dh02 is not None else ck2, L, D, triton.cdiv(L, cfg.block_l),
+        HAS_H0=has_h0, BLOCK_L=cfg.block_l, BLOCK_D=cfg.block_d, PREFETCH=cfg.prefetch, num_warps=cfg.num_warps)
     return dx, dh02
 
 
@@ -112,35 +109,34 @@ class TritonMixer(torch.autograd.Function):
     Saves ``proj`` and the checkpoints; the backward takes a real ``dL/dy``."""
 
     @staticmethod
-    def forward(ctx, proj, h0, fwd_config, bwd_config):
+    def forward(ctx, proj, h0, forward: ForwardConfig, backward: BackwardConfig):
         x = proj.contiguous()
         h02 = None if h0 is None else torch.view_as_real(h0.to(torch.complex64).resolve_conj().contiguous())
-        needs = any(ctx.needs_input_grad[:2])
-        y, ck2 = _launch_fwd(x, h02, fwd_config, bwd_config[0] if needs else 0)
+        needs_grad = any(ctx.needs_input_grad[:2])
+        y, ck2 = _launch_fwd(x, h02, forward, backward.block_l if needs_grad else 0)
         ctx.save_for_backward(x, ck2)
         ctx.h0_dtype = None if h0 is None else h0.dtype
-        ctx.bwd_config = bwd_config
+        ctx.backward_config = backward
         return y
 
     @staticmethod
     def backward(ctx, gy):
         x, ck2 = ctx.saved_tensors
-        dx, dh02 = _launch_bwd(x, ctx.h0_dtype is not None, ck2, gy.contiguous(), ctx.bwd_config)
+        dx, dh02 = _launch_bwd(x, ctx.h0_dtype is not None, ck2, gy.contiguous(), ctx.backward_config)
         dh0 = None if dh02 is None else torch.view_as_complex(dh02).to(ctx.h0_dtype)
         return dx, dh0, None, None
 
 
-def mixer_triton(proj: torch.Tensor, h0: torch.Tensor | None = None, fwd_config: tuple | None = None,
-                 bwd_config: tuple | None = None) -> torch.Tensor:
-    """``y = Re h`` (B, L, D) float32 of the recurrence of the module docstring, by the fused kernel.
+def mixer_triton(proj: torch.Tensor, h0: torch.Tensor | None = None, *, forward: ForwardConfig | None = None,
+                 backward: BackwardConfig | None = None) -> torch.Tensor:
+    """``y = Re h`` (B, L, D) float32 of the recurrence of the module docstring, by the fused kernels.
 
     Args:
         proj: ``(B, L, 4D)`` = ``[z | θ | u_re | u_im]``, bf16, fp16 or float32 (read as float32);
             its gradient comes back in the same dtype.
         h0: complex ``(B, D)`` state before the first token (float32 inside), or None (zeros).
-        fwd_config: ``(BLOCK_L, BLOCK_D, num_warps, prefetch)``; default :data:`MIXER_FWD_CONFIG`.
-        bwd_config: ``(BLOCK_L, BLOCK_D, num_warps, shift, prefetch)``, shift 0 or 1; default
-            :data:`MIXER_BWD_CONFIG`.
+        forward, backward: the kernels' launch configurations; default :data:`MIXER_FORWARD`,
+            :data:`MIXER_BACKWARD`.
 
     On a CUDA device (or on the CPU under ``TRITON_INTERPRET=1``); differentiable in ``proj``, ``h0``.
     """
@@ -148,10 +144,11 @@ def mixer_triton(proj: torch.Tensor, h0: torch.Tensor | None = None, fwd_config:
         raise ImportError("the fused mixer needs the 'triton' package (pip install triton); "
                           "or use MIPTLayer(fused_mixer=False)")
     _check_proj(proj, h0)
-    if proj.device.type != "cuda" and not _interpreting():
+    forward, backward = _resolve_configs(forward, backward, MIXER_FORWARD, MIXER_BACKWARD)
+    if proj.device.type != "cuda" and not interpreting():
         raise ValueError(f"the fused mixer needs a CUDA device; got proj on {proj.device}. "
                          f"Use mixer_reference or MIPTLayer(fused_mixer=False).")
     if proj.dtype == torch.float64:
         raise ValueError("proj must be bf16, fp16 or float32 for the fused mixer (float32 state); got float64. "
                          "Use mixer_reference for float64.")
-    return TritonMixer.apply(proj, h0, fwd_config or MIXER_FWD_CONFIG, bwd_config or MIXER_BWD_CONFIG)
+    return TritonMixer.apply(proj, h0, forward, backward)
