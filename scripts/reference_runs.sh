@@ -69,14 +69,13 @@ case "$stage" in
       > results/bench/scaling_h200_log.txt 2>&1
     ;;
   kernel)
-    # the GPU tests, then the scan benchmark: the kernel's configuration sweep at the first shape, the
-    # rows timed with its best recompute backward if that beat the default end to end (the file
-    # records which), "chunked" also at C = 32 and 64. The peer rows need accelerated-scan 0.3.1
+    # the GPU tests, then the scan benchmark: a small explicit sweep of the kernels' configurations at the
+    # first shape, then every method at the default configurations, "chunked" also at C = 32 and 64.
+    # The peer rows need accelerated-scan 0.3.1
     # importable (carry its wheel: pip install --no-deps --target /tmp/site accelerated_scan-0.3.1-py3-none-any.whl)
     python -m pytest -o addopts="" -p no:cacheprovider -m gpu tests/test_triton_scan.py tests/test_triton_mixer.py -q -rs \
       > results/bench/gpu_tests_h200.txt 2>&1 || echo "GPU tests failed: see results/bench/gpu_tests_h200.txt"
-    python -m minimipt.bench scan --sweep --adopt-sweep --chunks 32,64 --out results/bench/scan_h200.json \
-      > results/bench/scan_h200_log.txt 2>&1
+    python -m minimipt.bench scan --sweep --chunks 32,64 --out results/bench/scan_h200.json
     ;;
   lm-x4)
     # the language-model grid spread over the GPUs in $GPUS (default 0,1,2,3: nvidia-h200-x4)
