@@ -74,7 +74,8 @@ def get_device(device: str | torch.device | None = None) -> torch.device:
     if backend is None or not hasattr(backend, "is_available") or not hasattr(backend, "device_count"):
         raise ValueError(f"{source}={str(dev)!r}: minimipt runs on cpu, cuda, mps or xpu devices; {fix}")
     if not backend.is_available():
-        raise ValueError(f"{source}={str(dev)!r} was requested but this torch build sees no {dev.type.upper()} device; {fix}")
+        raise ValueError(f"{source}={str(dev)!r} was requested but this torch build sees no {dev.type.upper()} "
+                         f"device; {fix}")
     count = backend.device_count()
     if dev.index is not None and dev.index >= count:
         raise ValueError(f"{source}={str(dev)!r} was requested but only {count} {dev.type} device(s) exist "

@@ -33,7 +33,7 @@ REQUIRED = {"config", "seed", "git_commit", "torch_version", "hardware", "wall_t
 
 
 @pytest.mark.parametrize("task,model,extra", [
-    ("needle", "mipt", {}),
+    pytest.param("needle", "mipt", {}, marks=pytest.mark.slow),  # the cache_slots=2 run covers the same code
     ("needle", "mipt", {"cache_slots": 2}),
     ("needle", "transformer", {}),
     pytest.param("ag_news", "mipt", {}, marks=pytest.mark.slow),
@@ -78,11 +78,14 @@ def _params(path):
     return load_checkpoint(path)["model"]
 
 
+SMALL = dict(n_train=96, n_val=16, n_test=16)  # 3 steps per epoch of the needle smoke preset
+
+
 def test_interrupted_run_resumes_to_the_same_model(tmp_path):
-    cfg = make_config("needle", "smoke", ckpt_every=5)
+    cfg = make_config("needle", "smoke", ckpt_every=2, **SMALL)
     train(cfg, tmp_path / "full", progress=False)
-    part = train(cfg, tmp_path / "split", progress=False, stop_after_steps=7)
-    assert not part["complete"] and part["steps"] == 7
+    part = train(cfg, tmp_path / "split", progress=False, stop_after_steps=5)
+    assert not part["complete"] and part["steps"] == 5
     with pytest.raises(ValueError, match="--resume"):
         train(cfg, tmp_path / "split", progress=False)
     done = train(cfg, tmp_path / "split", progress=False, resume=True)
@@ -93,9 +96,9 @@ def test_interrupted_run_resumes_to_the_same_model(tmp_path):
 
 
 def test_resume_refuses_another_config(tmp_path):
-    train(make_config("needle", "smoke"), tmp_path / "r", progress=False, stop_after_steps=2)
+    train(make_config("needle", "smoke", **SMALL), tmp_path / "r", progress=False, stop_after_steps=2)
     with pytest.raises(ValueError, match="config differs"):
-        train(make_config("needle", "smoke", lr=1e-2), tmp_path / "r", progress=False, resume=True)
+        train(make_config("needle", "smoke", lr=1e-2, **SMALL), tmp_path / "r", progress=False, resume=True)
 
 
 @pytest.mark.slow
@@ -195,8 +198,8 @@ def test_config_round_trips_and_normalises():
 def test_a_one_step_warm_up_trains(tmp_path):
     """OneCycleLR divides by pct_start · total_steps − 1: 10 steps with warmup_frac=0.1 used to raise
     ZeroDivisionError."""
-    res = train(make_config("needle", "smoke", max_steps=10, eval_every=10, ckpt_every=10, n_train=64, n_val=16,
-                            n_test=16), tmp_path / "run", progress=False)
+    res = train(make_config("needle", "smoke", max_steps=10, eval_every=10, ckpt_every=10, **SMALL),
+                tmp_path / "run", progress=False)
     assert res["complete"] and res["steps"] == 10
 
 
@@ -224,8 +227,8 @@ def test_report_builds_table_from_results(tmp_path):
 
     for seed in (0, 1):
         for lr in (1e-3, 3e-3):
-            train(make_config("needle", "smoke", seed=seed, lr=lr, epochs=1), tmp_path / "res" / "needle-smoke" /
-                  f"s{seed}-lr{lr}", progress=False)
+            train(make_config("needle", "smoke", seed=seed, lr=lr, epochs=1, **SMALL),
+                  tmp_path / "res" / "needle-smoke" / f"s{seed}-lr{lr}", progress=False)
     summary = summarise(load_runs(tmp_path / "res"))
     row = summary["needle-smoke"][0]
     assert row["seeds"] == [0, 1] and row["lrs_tried"] == [1e-3, 3e-3]

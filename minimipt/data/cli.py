@@ -28,7 +28,8 @@ def register(subparsers) -> None:
                    help="folder with the canonical raw files (ag_news_csv/, wikitext-2/ ...); "
                         "they are verified and copied to <data>/raw/")
     p.add_argument("--root", metavar="DIR", help="data folder to write to (default: MINIMIPT_DATA or data/)")
-    p.add_argument("--vocab-size", type=int, default=None, help="BPE vocabulary (WikiText); default: 16384, 2048 for wikitext-2-sample")
+    p.add_argument("--vocab-size", type=int, default=None,
+                   help="BPE vocabulary (WikiText); default: 16384, 2048 for wikitext-2-sample")
     p.add_argument("--min-count", type=int, default=2, help="word-level vocabulary cut (AG News)")
     p.add_argument("--split-seed", type=int, default=0, help="stratified draw of the ag_news-offline/-sample splits")
     p.add_argument("--force", action="store_true", help="prepare again even if up to date")
@@ -46,7 +47,8 @@ def register(subparsers) -> None:
                        description="Rebuild the bundled samples (data/samples/) from the canonical files and "
                                    "print their sha256.")
     s.add_argument("--from", dest="src", metavar="DIR", required=True, help="folder with the canonical raw files")
-    s.add_argument("--out", metavar="DIR", default=None, help="folder to write; default: the repository's data/samples/")
+    s.add_argument("--out", metavar="DIR", default=None,
+                   help="folder to write; default: the repository's data/samples/")
     s.set_defaults(func=_make_samples)
 
 

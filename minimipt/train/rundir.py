@@ -146,15 +146,17 @@ class RunFolder:
             if alive and fcntl is None:
                 os.close(fd)
                 raise RunFolderBusy(f"the run folder {self.path} is in use by {_describe(previous)} "
-                                    f"({self.lock_path}); wait for that run to end or choose another --out")
+                                    f"({self.lock_path}); wait for that run to end or choose another --out (if no "
+                                    f"run uses it, delete {self.lock_path})")
             self.took_over = previous
-            why = "a reused pid, the lock was free" if alive else "that process is gone"
+            why = "its pid now belongs to another process" if alive else "that process is gone"
             print(f"minimipt: taking over a stale lock in {self.path}: {_describe(previous)} ended without "
                   f"releasing it ({why})", file=sys.stderr)
         argv = ["python -m minimipt", *sys.argv[1:]] if sys.argv[0].endswith("__main__.py") else sys.argv
         record = {"pid": os.getpid(), "host": socket.gethostname(), "started": now_iso(), "command": " ".join(argv)}
         os.ftruncate(fd, 0)
-        os.pwrite(fd, (json.dumps(record) + "\n").encode("utf-8"), 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, (json.dumps(record) + "\n").encode("utf-8"))
         os.fsync(fd)
         self._fd = fd
 
@@ -190,7 +192,8 @@ class RunFolder:
 
 def _read_record(fd: int) -> dict | None:
     """The owner recorded in a lock file (None when empty: released cleanly or never used)."""
-    raw = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip()
+    os.lseek(fd, 0, os.SEEK_SET)
+    raw = os.read(fd, 4096).decode("utf-8", "replace").strip()
     if not raw:
         return None
     try:
@@ -213,6 +216,8 @@ def _alive(pid) -> bool:
     """Whether a process with this pid exists on this host."""
     if not isinstance(pid, int) or pid <= 0:
         return False
+    if os.name == "nt":  # os.kill(pid, 0) would terminate the process there: assume it lives
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
