@@ -21,15 +21,23 @@ def _capturing(t: torch.Tensor) -> bool:
     return t.is_cuda and torch.cuda.is_current_stream_capturing()
 
 
+TOKEN_DTYPES = (torch.int64, torch.int32)  # the index types nn.Embedding takes
+
+
 def check_tokens(tokens, vocab_size: int, ndim: int = 2, name: str = "tokens") -> None:
-    """Raise ``ValueError`` naming the problem unless ``tokens`` is an integer tensor of ``ndim``
-    dims, not empty, with ids in ``[0, vocab_size)``. The id range costs one host sync, so it is
-    skipped while a CUDA graph is being captured (shape and dtype are still checked)."""
+    """Raise ``ValueError`` naming the problem unless ``tokens`` is an int64 or int32 tensor of
+    ``ndim`` dims, not empty, with ids in ``[0, vocab_size)``. Other integer types (uint8, int16 ...)
+    are refused rather than cast: the caller converts once with ``tokens.long()``. The id range costs
+    one host sync, so it is skipped while a CUDA graph is being captured (shape and dtype are still
+    checked)."""
     shape = "(B, L)" if ndim == 2 else "(B,)"
     if not isinstance(tokens, torch.Tensor):
         raise ValueError(f"{name} must be a torch.Tensor of token ids with shape {shape}; got {type(tokens).__name__}")
-    if tokens.dtype.is_floating_point or tokens.dtype.is_complex or tokens.dtype == torch.bool:
-        raise ValueError(f"{name} must hold integer token ids (e.g. torch.long); got dtype {tokens.dtype}")
+    if tokens.dtype not in TOKEN_DTYPES:
+        hint = ("convert with .long()" if not (tokens.dtype.is_floating_point or tokens.dtype.is_complex)
+                else "token ids are integers")
+        raise ValueError(f"{name} must hold token ids as torch.int64 (torch.long) or torch.int32; got dtype "
+                         f"{tokens.dtype} ({hint})")
     if tokens.dim() != ndim:
         raise ValueError(f"{name} must have shape {shape}; got {tuple(tokens.shape)} "
                          + ("(add a batch dim with tokens[None])" if tokens.dim() == ndim - 1 else ""))

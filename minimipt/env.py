@@ -57,15 +57,29 @@ def smoke_mode() -> bool:
 
 def get_device(device: str | torch.device | None = None) -> torch.device:
     """Pick a device: the argument, else ``MINIMIPT_DEVICE``, else CUDA when present, else CPU."""
+    source = "device" if device is not None else DEVICE_VAR
     choice = device if device is not None else os.environ.get(DEVICE_VAR) or None
     if choice is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(choice)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(
-            f"device {str(dev)!r} was requested but this torch build sees no CUDA device; "
-            f"unset {DEVICE_VAR} or pass device='cpu'."
-        )
+    fix = f"unset {DEVICE_VAR} or use 'cpu'" if source == DEVICE_VAR else "use 'cpu'"
+    if not isinstance(choice, (str, torch.device)):
+        raise ValueError(f"{source} must be a device name such as 'cpu' or 'cuda:0'; got {choice!r}")
+    try:
+        dev = torch.device(choice)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"{source}={choice!r} is not a device name; use 'cpu', 'cuda' or 'cuda:N'") from None
+    if dev.type == "cpu":
+        return dev
+    backend = getattr(torch, dev.type, None)  # torch.cuda, torch.mps, torch.xpu ...
+    if backend is None or not hasattr(backend, "is_available") or not hasattr(backend, "device_count"):
+        raise ValueError(f"{source}={str(dev)!r}: minimipt runs on cpu, cuda, mps or xpu devices; {fix}")
+    if not backend.is_available():
+        raise ValueError(f"{source}={str(dev)!r} was requested but this torch build sees no {dev.type.upper()} "
+                         f"device; {fix}")
+    count = backend.device_count()
+    if dev.index is not None and dev.index >= count:
+        raise ValueError(f"{source}={str(dev)!r} was requested but only {count} {dev.type} device(s) exist "
+                         f"(indices 0..{count - 1}); {fix}")
     return dev
 
 

@@ -14,8 +14,9 @@ import pytest
 import torch
 
 import minimipt
+from minimipt.fileio import TMP_GLOB
 from minimipt.train import make_config, train
-from minimipt.train.checkpoint import load_checkpoint, save_checkpoint
+from minimipt.train.checkpoint import load_checkpoint, recorded_hashes, save_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -32,12 +33,12 @@ REQUIRED = {"config", "seed", "git_commit", "torch_version", "hardware", "wall_t
 
 
 @pytest.mark.parametrize("task,model,extra", [
-    ("needle", "mipt", {}),
+    pytest.param("needle", "mipt", {}, marks=pytest.mark.slow),  # the cache_slots=2 run covers the same code
     ("needle", "mipt", {"cache_slots": 2}),
     ("needle", "transformer", {}),
-    ("ag_news", "mipt", {}),
-    ("wikitext", "mipt", {"cache_slots": 4}),
-    ("wikitext", "transformer", {}),
+    pytest.param("ag_news", "mipt", {}, marks=pytest.mark.slow),
+    pytest.param("wikitext", "mipt", {"cache_slots": 4}, marks=pytest.mark.slow),
+    pytest.param("wikitext", "transformer", {}, marks=pytest.mark.slow),
 ])
 def test_smoke_runs_write_results(tmp_path, task, model, extra):
     cfg = make_config(task, "smoke", model=model, **extra)
@@ -64,6 +65,7 @@ def test_smoke_runs_write_results(tmp_path, task, model, extra):
         assert 0 <= res["metrics"]["eval"]["accuracy"] <= 1 and "val" in res["metrics"]
 
 
+@pytest.mark.slow
 def test_smoke_training_learns_the_needle(tmp_path):
     """Not a timing test: the smoke preset must actually learn something (loss goes down)."""
     cfg = make_config("needle", "smoke", epochs=6)
@@ -76,11 +78,14 @@ def _params(path):
     return load_checkpoint(path)["model"]
 
 
+SMALL = dict(n_train=96, n_val=16, n_test=16)  # 3 steps per epoch of the needle smoke preset
+
+
 def test_interrupted_run_resumes_to_the_same_model(tmp_path):
-    cfg = make_config("needle", "smoke", ckpt_every=5)
+    cfg = make_config("needle", "smoke", ckpt_every=2, **SMALL)
     train(cfg, tmp_path / "full", progress=False)
-    part = train(cfg, tmp_path / "split", progress=False, stop_after_steps=7)
-    assert not part["complete"] and part["steps"] == 7
+    part = train(cfg, tmp_path / "split", progress=False, stop_after_steps=5)
+    assert not part["complete"] and part["steps"] == 5
     with pytest.raises(ValueError, match="--resume"):
         train(cfg, tmp_path / "split", progress=False)
     done = train(cfg, tmp_path / "split", progress=False, resume=True)
@@ -91,11 +96,12 @@ def test_interrupted_run_resumes_to_the_same_model(tmp_path):
 
 
 def test_resume_refuses_another_config(tmp_path):
-    train(make_config("needle", "smoke"), tmp_path / "r", progress=False, stop_after_steps=2)
+    train(make_config("needle", "smoke", **SMALL), tmp_path / "r", progress=False, stop_after_steps=2)
     with pytest.raises(ValueError, match="config differs"):
-        train(make_config("needle", "smoke", lr=1e-2), tmp_path / "r", progress=False, resume=True)
+        train(make_config("needle", "smoke", lr=1e-2, **SMALL), tmp_path / "r", progress=False, resume=True)
 
 
+@pytest.mark.slow
 def test_killed_process_resumes_without_losing_a_step(tmp_path):
     """SIGKILL a real training process mid-run; --resume finishes it from the last checkpoint."""
     out = tmp_path / "killed"
@@ -125,7 +131,8 @@ def test_killed_process_resumes_without_losing_a_step(tmp_path):
     final = json.loads((out / "results.json").read_text())
     assert final["complete"] and final["steps"] == final["total_steps"]
     assert load_checkpoint(ckpt)["step"] == final["total_steps"]
-    assert not list(out.glob(".*.tmp")), "temporary checkpoint files were left behind"
+    assert not list(out.glob(TMP_GLOB)), "temporary checkpoint files were left behind"
+    assert recorded_hashes(ckpt) and len(recorded_hashes(ckpt)) == 1
 
 
 def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
@@ -139,8 +146,8 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         save_checkpoint({"step": 2, "w": torch.zeros(3)}, path)
     monkeypatch.undo()
-    assert load_checkpoint(path)["step"] == 1
-    assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]
+    assert load_checkpoint(path)["step"] == 1  # verified against the hash recorded for step 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.pt", "c.pt.sha256"]
 
 
 def test_config_errors():
@@ -152,6 +159,48 @@ def test_config_errors():
         make_config("needle", "smoke", widht=3)
     with pytest.raises(ValueError, match="lr must be"):
         make_config("needle", "smoke", lr=0)
+
+
+@pytest.mark.parametrize("key,value,text", [
+    ("epochs", 0, "TrainConfig.epochs must be a finite number > 0; got 0"),
+    ("max_steps", 0, "TrainConfig.max_steps must be None (use epochs) or a positive int; got 0"),
+    ("eval_every", 0, "TrainConfig.eval_every must be a positive int"),
+    ("grad_clip", float("nan"), "TrainConfig.grad_clip must be a finite number >= 0 (0: no clipping); got nan"),
+    ("amp", "maybe", "TrainConfig.amp must be true or false; got 'maybe'"),
+    ("batch_size", 2.0, "TrainConfig.batch_size must be a positive int; got 2.0"),
+    ("warmup_frac", 0, "TrainConfig.warmup_frac must be a number in (0, 1)"),
+    ("device", "bogus", "TrainConfig.device must be None"),
+    ("extra", {"n_needle": 2}, "TrainConfig.extra has unknown keys ['n_needle'] for task 'needle'; valid keys: "
+                               "['n_needles', 'n_distractors', 'needle_range', 'n_noise']"),
+    ("extra", {"n_needles": 0}, "n_needles must be an int >= 1, got 0"),
+    ("extra", {"needle_range": 0.5}, "TrainConfig.extra['needle_range'] must be a pair"),
+    ("n_heads", 3, "TrainConfig.n_heads=3 is refused by the model: MIPTConfig.cache_heads must be a positive int "
+                   "dividing d_model=32; got 3"),
+    ("seq_len", 0, "TrainConfig.seq_len must be a positive int; got 0"),
+    ("attention", "flash", "TrainConfig.attention='flash' is refused by the model"),  # checked for MIPT runs too
+    ("train_split", "train", "TrainConfig.train_split, eval_split must be one of the pairs"),  # with sample-eval
+])
+def test_config_values_are_checked_when_made(key, value, text):
+    """Each message names the field and the value; a model field is checked by the model config."""
+    task = "ag_news" if key == "train_split" else "needle"
+    with pytest.raises(ValueError) as err:
+        make_config(task, "smoke", **{key: value})
+    assert text in str(err.value)
+
+
+def test_config_round_trips_and_normalises():
+    cfg = make_config("needle", "smoke", p_init=(0.01, 0.2), eval_lengths=(128,), device=torch.device("cpu"),
+                      extra={"n_distractors": 2})
+    assert cfg.p_init == [0.01, 0.2] and cfg.eval_lengths == [128] and cfg.device == "cpu"
+    assert make_config(**{k: v for k, v in json.loads(json.dumps(cfg.to_dict())).items()}) == cfg
+
+
+def test_a_one_step_warm_up_trains(tmp_path):
+    """OneCycleLR divides by pct_start · total_steps − 1: 10 steps with warmup_frac=0.1 used to raise
+    ZeroDivisionError."""
+    res = train(make_config("needle", "smoke", max_steps=10, eval_every=10, ckpt_every=10, **SMALL),
+                tmp_path / "run", progress=False)
+    assert res["complete"] and res["steps"] == 10
 
 
 def test_full_ag_news_config_runs_on_a_canonical_layout(tmp_path, monkeypatch):
@@ -178,8 +227,8 @@ def test_report_builds_table_from_results(tmp_path):
 
     for seed in (0, 1):
         for lr in (1e-3, 3e-3):
-            train(make_config("needle", "smoke", seed=seed, lr=lr, epochs=1), tmp_path / "res" / "needle-smoke" /
-                  f"s{seed}-lr{lr}", progress=False)
+            train(make_config("needle", "smoke", seed=seed, lr=lr, epochs=1, **SMALL),
+                  tmp_path / "res" / "needle-smoke" / f"s{seed}-lr{lr}", progress=False)
     summary = summarise(load_runs(tmp_path / "res"))
     row = summary["needle-smoke"][0]
     assert row["seeds"] == [0, 1] and row["lrs_tried"] == [1e-3, 3e-3]

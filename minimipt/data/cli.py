@@ -11,16 +11,25 @@ def register(subparsers) -> None:
     """Add the ``data`` command (with ``prepare``, ``verify``, ``make-samples``) to the CLI."""
     from .prepared import PREPARE_TARGETS
 
-    data = subparsers.add_parser("data", help="prepare token arrays, verify raw files, rebuild samples")
+    data = subparsers.add_parser("data", help="prepare token arrays, verify raw files, rebuild samples",
+                                 description="Data for the course: tokenize a dataset once into token arrays "
+                                             "(prepare), check canonical raw files against the published sha256 "
+                                             "manifests (verify), rebuild the bundled samples (make-samples).")
     sub = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
 
-    p = sub.add_parser("prepare", help="train a tokenizer and write token arrays under <data>/prepared/")
-    p.add_argument("dataset", choices=sorted(PREPARE_TARGETS))
+    p = sub.add_parser("prepare", help="train a tokenizer and write token arrays under <data>/prepared/",
+                       description="Train the dataset's tokenizer and write its token arrays, the tokenizer and "
+                                   "meta.json (sizes and sha256 of every file) to <data>/prepared/<name>/. An "
+                                   "up-to-date folder is left alone; one whose files differ from meta.json is "
+                                   "prepared again. The *-sample targets use the bundled samples and need no "
+                                   "download.")
+    p.add_argument("dataset", choices=sorted(PREPARE_TARGETS), help="what to prepare")
     p.add_argument("--from", dest="src", metavar="DIR",
                    help="folder with the canonical raw files (ag_news_csv/, wikitext-2/ ...); "
                         "they are verified and copied to <data>/raw/")
     p.add_argument("--root", metavar="DIR", help="data folder to write to (default: MINIMIPT_DATA or data/)")
-    p.add_argument("--vocab-size", type=int, default=None, help="BPE vocabulary (WikiText; default 16384)")
+    p.add_argument("--vocab-size", type=int, default=None,
+                   help="BPE vocabulary (WikiText); default: 16384, 2048 for wikitext-2-sample")
     p.add_argument("--min-count", type=int, default=2, help="word-level vocabulary cut (AG News)")
     p.add_argument("--split-seed", type=int, default=0, help="stratified draw of the ag_news-offline/-sample splits")
     p.add_argument("--force", action="store_true", help="prepare again even if up to date")
@@ -28,13 +37,18 @@ def register(subparsers) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_prepare)
 
-    v = sub.add_parser("verify", help="hash the canonical raw files found against data/manifests/")
-    v.add_argument("--from", dest="src", metavar="DIR", help="folder to check (default: the data folders)")
+    v = sub.add_parser("verify", help="hash the canonical raw files found against data/manifests/",
+                       description="Hash every canonical raw file found and compare it with the sha256 in "
+                                   "data/manifests/; exits 1 if any differs.")
+    v.add_argument("--from", dest="src", metavar="DIR", help="folder to check; default: the data folders")
     v.set_defaults(func=_verify)
 
-    s = sub.add_parser("make-samples", help="rebuild data/samples/ from the canonical files")
-    s.add_argument("--from", dest="src", metavar="DIR", required=True)
-    s.add_argument("--out", metavar="DIR", default=None, help="default: the repository's data/samples/")
+    s = sub.add_parser("make-samples", help="rebuild data/samples/ from the canonical files",
+                       description="Rebuild the bundled samples (data/samples/) from the canonical files and "
+                                   "print their sha256.")
+    s.add_argument("--from", dest="src", metavar="DIR", required=True, help="folder with the canonical raw files")
+    s.add_argument("--out", metavar="DIR", default=None,
+                   help="folder to write; default: the repository's data/samples/")
     s.set_defaults(func=_make_samples)
 
 

@@ -19,6 +19,10 @@ V <= 65,536, else int32; the whole split as one stream for WikiText, the rows co
 News with ``<split>.offsets.npy`` (N + 1,) and ``<split>.labels.npy`` (N,)), and ``meta.json``.
 
 Idempotent: an up-to-date folder (same inputs, same settings, files intact) is left alone.
+Verified by content: every file's sha256 is in ``meta.json``; :func:`load_prepared` (and the
+up-to-date check) compare each file with it. A file's verified hash is remembered in
+``.verified.json`` with its size and mtime, so a repeated load costs one ``stat`` per file; a file
+that was written since is hashed again.
 Atomic: ``meta.json`` is deleted first and written last, and every file is written to a temporary
 name and renamed, so an interrupted run leaves a folder without ``meta.json``, which
 :func:`load_prepared` refuses.
@@ -30,6 +34,7 @@ import hashlib
 import json
 import shutil
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,7 +42,7 @@ import numpy as np
 import torch
 
 from .._version import __version__
-from ..fileio import TMP_GLOB
+from ..fileio import TMP_GLOB, atomic_write_json, sha256_file
 from ..fileio import atomic_write as _atomic
 from ..env import data_dir
 from . import sources
@@ -45,7 +50,8 @@ from .ag_news import load_ag_news
 from .tokenizer import (encode_stream, load_tokenizer, pad_id, train_bpe, train_wordlevel)
 from .wikitext import count_words, load_wikitext
 
-__all__ = ["PREPARE_TARGETS", "FORMAT", "prepare", "load_prepared", "PreparedSplit", "prepared_dir"]
+__all__ = ["PREPARE_TARGETS", "FORMAT", "prepare", "load_prepared", "PreparedSplit", "prepared_dir",
+           "differing_files"]
 
 FORMAT = 1
 PREPARE_TARGETS = {
@@ -131,10 +137,62 @@ def _fingerprint(data) -> str:
     return h.hexdigest()
 
 
-def _intact(folder: Path, meta: dict) -> bool:
-    files = [meta["tokenizer"]] + [f for s in meta["splits"].values() for f in s["files"].values()]
-    return all((folder / f["file"]).is_file() and (folder / f["file"]).stat().st_size == f["bytes"]
-               for f in files)
+_VERIFIED = ".verified.json"  # {file: {"stat": [bytes, mtime_ns], "sha256": ...}} of files found intact
+
+
+def differing_files(folder: Path, records: list[dict]) -> list[str]:
+    """The files among ``records`` (entries of ``meta.json``: file, bytes, sha256) that are missing or
+    whose content differs from the record. Hashes found intact are remembered in ``.verified.json``
+    with the file's size and mtime, so checking an unchanged file again costs one ``stat``."""
+    cache_path = folder / _VERIFIED
+    try:
+        cache = json.loads(cache_path.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    cache = cache if isinstance(cache, dict) else {}
+    bad, changed = [], False
+    for rec in records:
+        name, path = rec["file"], folder / rec["file"]
+        try:
+            st = path.stat()
+        except OSError:
+            bad.append(name)
+            continue
+        stamp = [st.st_size, st.st_mtime_ns]
+        seen = cache.get(name)
+        if isinstance(seen, dict) and seen.get("stat") == stamp and seen.get("sha256") == rec["sha256"]:
+            continue
+        if st.st_size != rec["bytes"] or sha256_file(path) != rec["sha256"]:
+            bad.append(name)
+            changed |= cache.pop(name, None) is not None
+            continue
+        cache[name] = {"stat": stamp, "sha256": rec["sha256"]}
+        changed = True
+    if changed:
+        try:
+            atomic_write_json(cache_path, cache, indent=1)
+        except OSError:  # a read-only data folder: the files are hashed again next time
+            pass
+    return bad
+
+
+def _remember(folder: Path, records: list[dict]) -> None:
+    """Record ``records`` (hashed as they were written) as verified at their current size and mtime."""
+    cache = {}
+    for rec in records:
+        st = (folder / rec["file"]).stat()
+        cache[rec["file"]] = {"stat": [st.st_size, st.st_mtime_ns], "sha256": rec["sha256"]}
+    atomic_write_json(folder / _VERIFIED, cache, indent=1)
+
+
+def _all_files(meta: dict) -> list[dict]:
+    return [meta["tokenizer"]] + [f for s in meta["splits"].values() for f in s["files"].values()]
+
+
+def _prepare_hint(meta: dict) -> str:
+    cfg = meta.get("config", {})
+    seed = f" --split-seed {cfg['split_seed']}" if cfg.get("split_seed") else ""
+    return f"python -m minimipt data prepare {cfg.get('dataset', 'DATASET')}{seed} --force"
 
 
 def prepare(dataset: str, *, src: str | Path | None = None, root: str | Path | None = None,
@@ -170,12 +228,17 @@ def prepare(dataset: str, *, src: str | Path | None = None, root: str | Path | N
     meta_path = folder / "meta.json"
     if not force and meta_path.is_file():
         old = json.loads(meta_path.read_text())
-        if old.get("config") == config and _intact(folder, old):
-            if progress:
-                print(f"{name}: already prepared in {folder} (same inputs and settings); skipping")
-            return folder
+        if old.get("config") == config:
+            bad = differing_files(folder, _all_files(old))
+            if not bad:
+                if progress:
+                    print(f"{name}: already prepared in {folder} (same inputs and settings); skipping")
+                return folder
+            warnings.warn(f"{folder}: {', '.join(bad)} differ from their record in meta.json (missing, truncated "
+                          "or corrupted); preparing the folder again", UserWarning, stacklevel=2)
     folder.mkdir(parents=True, exist_ok=True)
     meta_path.unlink(missing_ok=True)  # from here on the folder is not valid until meta is rewritten
+    (folder / _VERIFIED).unlink(missing_ok=True)
     for stale in folder.glob(TMP_GLOB):
         stale.unlink()
 
@@ -220,6 +283,7 @@ def prepare(dataset: str, *, src: str | Path | None = None, root: str | Path | N
     meta["seconds"] = round(time.time() - t0, 2)
     meta["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     _atomic(meta_path, lambda f: f.write(json.dumps(meta, indent=1).encode("utf-8")))
+    _remember(folder, _all_files(meta))  # hashed as written: the first load needs no second pass
     if progress:
         print(f"{name}: wrote {folder} (V={V:,}, {meta['seconds']} s)")
     return folder
@@ -278,10 +342,13 @@ class PreparedSplit:
 
 
 def load_prepared(name: str, split: str, root: str | Path | None = None, *,
-                  verify: bool = False) -> PreparedSplit:
+                  verify: bool = True) -> PreparedSplit:
     """A split written by :func:`prepare`: ``name`` is the folder name (``wikitext-2``,
     ``ag_news-offline-seed0`` ...), under ``root/prepared/`` (default ``MINIMIPT_DATA`` or ``data``).
-    ``verify`` re-hashes the arrays (otherwise sizes are checked)."""
+
+    ``verify``: compare the split's arrays and the tokenizer with their sha256 in ``meta.json``
+    (remembered per file size and mtime, see :func:`differing_files`); ``False`` checks sizes only.
+    A file that differs raises :class:`~minimipt.data.ChecksumError` naming it and the fix."""
     folder = prepared_dir(name, root)
     meta_path = folder / "meta.json"
     if not meta_path.is_file():
@@ -296,13 +363,15 @@ def load_prepared(name: str, split: str, root: str | Path | None = None, *,
                          f"minimipt reads format {FORMAT}; prepare it again with --force")
     if split not in meta["splits"]:
         raise ValueError(f"split={split!r} is not in {folder}; it has {sorted(meta['splits'])}")
-    arrays = {}
-    for role, f in meta["splits"][split]["files"].items():
-        path = folder / f["file"]
-        if not path.is_file() or path.stat().st_size != f["bytes"] or (
-                verify and sources.sha256_file(path) != f["sha256"]):
-            raise sources.ChecksumError(f"{path} is missing or differs from its record in "
-                                        f"{meta_path}; prepare again with --force")
-        arrays[role] = np.load(path, mmap_mode="r")
+    records = [meta["tokenizer"], *meta["splits"][split]["files"].values()]
+    if verify:
+        bad = differing_files(folder, records)
+    else:
+        bad = [f["file"] for f in records if not (folder / f["file"]).is_file()
+               or (folder / f["file"]).stat().st_size != f["bytes"]]
+    if bad:
+        raise sources.ChecksumError(f"{folder}: {', '.join(bad)} missing or different from the record in "
+                                    f"meta.json (truncated or corrupted); prepare again: `{_prepare_hint(meta)}`")
+    arrays = {role: np.load(folder / f["file"], mmap_mode="r") for role, f in meta["splits"][split]["files"].items()}
     return PreparedSplit(name, split, folder, meta, arrays["tokens"], arrays.get("offsets"),
                          arrays.get("labels"))

@@ -20,13 +20,13 @@ variants) is accepted with an :class:`UnverifiedFileWarning` that prints its has
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import fileio
 from ..env import DATA_VAR, data_dir, repo_root
 
 __all__ = [
@@ -71,16 +71,12 @@ _HASH_CACHE: dict[tuple[str, int, int], str] = {}
 
 
 def sha256_file(path: str | Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks; cached per (path, size, mtime) in this process."""
+    """Hex sha256 of a file; cached per (path, size, mtime) in this process."""
     path = Path(path)
     st = path.stat()
     key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
     if key not in _HASH_CACHE:
-        digest = hashlib.sha256()
-        with path.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        _HASH_CACHE[key] = digest.hexdigest()
+        _HASH_CACHE[key] = fileio.sha256_file(path)
     return _HASH_CACHE[key]
 
 

@@ -16,17 +16,31 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["TrainConfig", "PRESETS", "TASKS", "make_config"]
+from ..config import MIPTConfig, TransformerConfig, _is_int, _is_real
+
+__all__ = ["TrainConfig", "PRESETS", "TASKS", "EXTRA_KEYS", "make_config", "model_config"]
 
 TASKS = ("ag_news", "needle", "wikitext")
 MODELS = ("mipt", "transformer")
+# (train_split, eval_split) pairs a task can load; tasks not listed read no split names
+SPLITS = {"ag_news": (("sample-train", "sample-eval"), ("offline-train", "offline-eval"), ("train", "test")),
+          "wikitext": (("sample-train", "sample-test"), ("train", "test"))}
+# the keys of TrainConfig.extra that a task reads (any other key is refused)
+EXTRA_KEYS: dict[str, tuple[str, ...]] = {"needle": ("n_needles", "n_distractors", "needle_range", "n_noise")}
+# TrainConfig field behind a model-config field of another name
+_MODEL_FIELD = {"cache_heads": "n_heads", "max_len": "seq_len"}
 
 
 @dataclass
 class TrainConfig:
+    """Every setting of one training run. Each field is checked when the config is made (type and
+    range, the message names the field and the value); the model fields are checked by building
+    the :class:`~minimipt.MIPTConfig` and :class:`~minimipt.TransformerConfig` they feed."""
+
     task: str
     model: str = "mipt"
     preset: str = "smoke"
@@ -71,33 +85,151 @@ class TrainConfig:
     warmup_frac: float = 0.1
     epochs: float = 15.0  # classification; LM uses max_steps
     max_steps: int | None = None
-    grad_clip: float = 1.0
+    grad_clip: float = 1.0  # 0: no clipping
     eval_every: int = 200
     ckpt_every: int = 200
     eval_batches: int | None = None  # LM: cap the eval windows (None = whole split)
     # --- runtime ---
     device: str | None = None
     amp: bool = True  # bf16 autocast on CUDA only
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)  # task options: EXTRA_KEYS[task]
 
     def __post_init__(self):
-        if self.task not in TASKS:
-            raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
-        if self.model not in MODELS:
-            raise ValueError(f"model must be one of {MODELS}, got {self.model!r}")
-        for name in ("d_model", "n_layers", "seq_len", "batch_size"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
-        if self.lr <= 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        if not 0 <= self.val_fraction < 1:
-            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if isinstance(self.p_init, tuple):
+            self.p_init = list(self.p_init)
+        if isinstance(self.eval_lengths, tuple):
+            self.eval_lengths = list(self.eval_lengths)
+        if type(self.device).__name__ == "device":  # a torch.device: stored by name (JSON, comparisons)
+            self.device = str(self.device)
+        _check(self)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     def replace(self, **changes) -> "TrainConfig":
         return make_config(**{**self.to_dict(), **changes})
+
+
+def _fail(key: str, value, allowed: str):
+    raise ValueError(f"TrainConfig.{key} must be {allowed}; got {value!r}")
+
+
+def _pos_int(v) -> bool:
+    return _is_int(v) and v >= 1
+
+
+def _opt(check):
+    return lambda v: v is None or check(v)
+
+
+# field: (check, what is allowed). The model fields are checked by the model configs (_check_model).
+_FIELDS = {
+    "seed": (lambda v: _is_int(v) and v >= 0, "an int >= 0"),
+    "seq_len": (_pos_int, "a positive int"),
+    "split_seed": (lambda v: _is_int(v) and v >= 0, "an int >= 0"),
+    "val_fraction": (lambda v: _is_real(v) and 0 <= v < 1, "a number in [0, 1)"),
+    "data_root": (_opt(lambda v: isinstance(v, str) and v != ""), "None or a folder path"),
+    "dataset": (lambda v: v in ("wikitext-2", "wikitext-103"), "'wikitext-2' or 'wikitext-103'"),
+    "min_count": (_pos_int, "a positive int"),
+    "n_train": (_pos_int, "a positive int"),
+    "n_val": (_pos_int, "a positive int"),
+    "n_test": (_pos_int, "a positive int"),
+    "eval_lengths": (lambda v: isinstance(v, list) and all(_is_int(n) and n >= 2 for n in v),
+                     "a list of ints >= 2"),
+    "batch_size": (_pos_int, "a positive int"),
+    "lr": (lambda v: _is_real(v) and v > 0, "a finite number > 0"),
+    "weight_decay": (lambda v: _is_real(v) and v >= 0, "a finite number >= 0"),
+    "warmup_frac": (lambda v: _is_real(v) and 0 < v < 1, "a number in (0, 1) (the warm-up share of the steps)"),
+    "epochs": (lambda v: _is_real(v) and v > 0, "a finite number > 0"),
+    "max_steps": (_opt(_pos_int), "None (use epochs) or a positive int"),
+    "grad_clip": (lambda v: _is_real(v) and v >= 0, "a finite number >= 0 (0: no clipping)"),
+    "eval_every": (_pos_int, "a positive int (steps between evaluations)"),
+    "ckpt_every": (_pos_int, "a positive int (steps between checkpoints)"),
+    "eval_batches": (_opt(_pos_int), "None (the whole split) or a positive int"),
+    "amp": (lambda v: isinstance(v, bool), "true or false"),
+    "p_init": (lambda v: isinstance(v, list) and len(v) == 2, "a pair [low, high] with 0 < low <= high < 1"),
+    "train_split": (lambda v: isinstance(v, str) and v != "", "a split name"),
+    "eval_split": (lambda v: isinstance(v, str) and v != "", "a split name"),
+}
+
+
+def _check(cfg: TrainConfig) -> None:
+    if cfg.task not in PRESETS:
+        _fail("task", cfg.task, f"one of {tuple(PRESETS)}")
+    if cfg.model not in MODELS:
+        _fail("model", cfg.model, f"one of {MODELS}")
+    if cfg.preset not in PRESETS[cfg.task]:
+        _fail("preset", cfg.preset, f"one of {tuple(PRESETS[cfg.task])}")
+    for key, (ok, allowed) in _FIELDS.items():
+        if not ok(getattr(cfg, key)):
+            _fail(key, getattr(cfg, key), allowed)
+    pairs = SPLITS.get(cfg.task)
+    if pairs and (cfg.train_split, cfg.eval_split) not in pairs:
+        _fail("train_split, eval_split", (cfg.train_split, cfg.eval_split),
+              f"one of the pairs {list(pairs)} for task {cfg.task!r}")
+    if cfg.device is not None:
+        _check_device(cfg.device)
+    _check_extra(cfg)
+    _check_model(cfg)
+
+
+def _check_device(device) -> None:
+    import torch
+
+    try:
+        torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        _fail("device", device, "None (CUDA when present, else the CPU) or a device name such as 'cpu', "
+              "'cuda' or 'cuda:1'")
+
+
+def _check_extra(cfg: TrainConfig) -> None:
+    if not isinstance(cfg.extra, dict):
+        _fail("extra", cfg.extra, "a dict of task options")
+    valid = EXTRA_KEYS.get(cfg.task, ())
+    unknown = sorted(set(cfg.extra) - set(valid))
+    if unknown:
+        raise ValueError(f"TrainConfig.extra has unknown keys {unknown} for task {cfg.task!r}; valid keys: "
+                         f"{list(valid) or 'none'}")
+    if cfg.task == "needle" and cfg.extra:
+        from ..data.needle import make_needle_task
+
+        r = cfg.extra.get("needle_range", (0.0, 0.1))
+        if not (isinstance(r, (list, tuple)) and len(r) == 2 and all(_is_real(x) for x in r)):
+            _fail("extra['needle_range']", r, "a pair [a, b] of fractions of the length")
+        for length in (cfg.seq_len, *cfg.eval_lengths):  # the generator's own checks, on one sequence
+            try:
+                make_needle_task(1, length, **cfg.extra)
+            except ValueError as err:
+                raise ValueError(f"TrainConfig.extra={cfg.extra!r} (length {length}): {err}") from None
+
+
+def _check_model(cfg: TrainConfig) -> None:
+    """Build both model configs from the fields (placeholder vocabulary: the data supplies it)."""
+    for model in MODELS:
+        try:
+            model_config(cfg, cfg.vocab_size, None, model=model)
+        except ValueError as err:
+            found = re.search(r"(?:MIPTConfig|TransformerConfig)\.(\w+)", str(err))
+            key = _MODEL_FIELD.get(found.group(1), found.group(1)) if found else None
+            where = f"TrainConfig.{key}={getattr(cfg, key)!r}" if hasattr(cfg, key or "") else "TrainConfig"
+            raise ValueError(f"{where} is refused by the model: {err}") from None
+
+
+def model_config(cfg: TrainConfig, vocab_size: int, n_classes: int | None, pad_id: int = 0,
+                 max_len: int | None = None, *, model: str | None = None) -> MIPTConfig | TransformerConfig:
+    """The model config a training config asks for: MIPT or the same-size Transformer (``model``,
+    default ``cfg.model``), classifier (``n_classes``) or language model (``n_classes=None``)."""
+    common = dict(vocab_size=vocab_size, d_model=cfg.d_model, n_layers=cfg.n_layers, ffn_mult=cfg.ffn_mult,
+                  dropout=cfg.dropout, max_len=max_len or cfg.seq_len,
+                  n_classes=n_classes, pad_id=None if n_classes is None else pad_id)
+    if (model or cfg.model) == "mipt":
+        return MIPTConfig(**common, cache_slots=cfg.cache_slots, cache_heads=cfg.n_heads,
+                          write_threshold=cfg.write_threshold, write_penalty=cfg.write_penalty,
+                          cache_method=cfg.cache_method, d_state=cfg.d_state, phase=cfg.phase, readout=cfg.readout,
+                          scan_method=cfg.scan_method, p_init=tuple(cfg.p_init), theta_init=cfg.theta_init,
+                          fused_mixer=cfg.fused_mixer, pos_embedding=cfg.pos_embedding)
+    return TransformerConfig(**common, n_heads=cfg.n_heads, attention=cfg.attention)
 
 
 _AG_MODEL = dict(d_model=128, n_layers=2, n_heads=4, seq_len=512)

@@ -23,26 +23,10 @@ import torch.nn.functional as F
 from ..config import MIPTConfig, TransformerConfig
 from ..models import MIPTClassifier, MIPTLM
 from ..transformer import TransformerClassifier, TransformerLM
-from .config import TrainConfig
+from .config import TrainConfig, model_config
 from .distributed import DistInfo
 
 __all__ = ["Task", "ClassificationTask", "LMTask", "build_task", "build_model", "model_config"]
-
-
-def model_config(cfg: TrainConfig, vocab_size: int, n_classes: int | None, pad_id: int = 0,
-                 max_len: int | None = None) -> MIPTConfig | TransformerConfig:
-    """The model config a training config asks for: MIPT or the same-size Transformer, classifier
-    (``n_classes``) or language model (``n_classes=None``)."""
-    common = dict(vocab_size=vocab_size, d_model=cfg.d_model, n_layers=cfg.n_layers, ffn_mult=cfg.ffn_mult,
-                  dropout=cfg.dropout, max_len=max_len or cfg.seq_len, n_classes=n_classes,
-                  pad_id=None if n_classes is None else pad_id)
-    if cfg.model == "mipt":
-        return MIPTConfig(**common, cache_slots=cfg.cache_slots, cache_heads=cfg.n_heads,
-                          write_threshold=cfg.write_threshold, write_penalty=cfg.write_penalty,
-                          cache_method=cfg.cache_method, d_state=cfg.d_state, phase=cfg.phase, readout=cfg.readout,
-                          scan_method=cfg.scan_method, p_init=tuple(cfg.p_init), theta_init=cfg.theta_init,
-                          fused_mixer=cfg.fused_mixer, pos_embedding=cfg.pos_embedding)
-    return TransformerConfig(**common, n_heads=cfg.n_heads, attention=cfg.attention)
 
 
 def build_model(cfg: TrainConfig, vocab_size: int, n_classes: int | None, pad_id: int = 0,
