@@ -20,7 +20,7 @@ def pytest_configure(config):
     os.environ["HF_DATASETS_OFFLINE"] = "1"
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     for var, sub in (("HF_HOME", "hf"), ("MPLCONFIGDIR", "mpl"), ("JUPYTER_RUNTIME_DIR", "jupyter-runtime"),
-                     ("IPYTHONDIR", "ipython")):
+                     ("IPYTHONDIR", "ipython"), ("HYPOTHESIS_STORAGE_DIRECTORY", "hypothesis")):
         path = os.path.join(cache, sub)
         os.makedirs(path, exist_ok=True)
         os.environ[var] = path
