@@ -85,7 +85,7 @@ def plot_tradeoff(result: dict, threshold: float | None = 0.9) -> Figure:
     fig, ax = _figure(width=5.6, height=4.2)
     rec, cur = np.array(result["recall"]), np.array(result["current"])
     ax.plot(rec, cur, "-", color="0.6", lw=1, zorder=1)
-    sc = ax.scatter(rec, cur, c=result["decay"], cmap="viridis", zorder=2, label="fixed λ (LTI)")
+    sc = ax.scatter(rec, cur, c=result["decay"], cmap="viridis", zorder=2, label="constant gate, decay |λ| (fixed operator)")
     fig.colorbar(sc, ax=ax, label="decay |λ|")
     ax.scatter([result["gate_recall"]], [result["gate_current"]], marker="*", s=250, color="C3",
                zorder=3, label="input-dependent gate p_t")

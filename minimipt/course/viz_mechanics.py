@@ -187,16 +187,24 @@ def plot_chunk_tradeoff(chunk: int = 16, dtype: str = "float32", L: int = 1024, 
     r = analysis.chunk_tradeoff(chunks, dtypes[dtype], L=L, B=B, D=D, repeats=repeats)
     i = r["chunk"].index(int(chunk))
     fig, (ax, ax2) = _figure(ncols=2, width=10.5, height=3.6)
-    ax.plot(r["chunk"], r["error"], "o-", color="C0")
-    ax.plot([chunk], [r["error"][i]], "o", ms=12, mfc="none", mec="C3", mew=2)
+    err = np.array(r["error"])
+    floor = err[err > 0].min() / 10 if (err > 0).any() else torch.finfo(dtypes[dtype]).eps
+    shown = np.where(err > 0, err, floor)  # an error of exactly 0 cannot sit on a log axis: drawn at the floor
+    ax.plot(r["chunk"], shown, "-", color="C0")
+    ax.plot(np.array(r["chunk"])[err > 0], err[err > 0], "o", color="C0", label="relative error")
+    if (err == 0).any():
+        ax.plot(np.array(r["chunk"])[err == 0], shown[err == 0], "v", color="C0", ms=8, label="0 (the loop's bits)")
+    ax.plot([chunk], [shown[i]], "o", ms=12, mfc="none", mec="C3", mew=2)
     ax.set(xscale="log", yscale="log", xlabel="chunk length C", ylabel="relative error vs float64 loop",
-           title=f"{dtype}, L = {L}: error {r['error'][i]:.1e} at C = {chunk}")
+           ylim=(floor / 3, shown.max() * 10), title=f"{dtype}, L = {L}: error {r['error'][i]:.1e} at C = {chunk}")
+    ax.legend(fontsize=8)
     ax.set_xticks(r["chunk"], [str(c) for c in r["chunk"]])
     ax.minorticks_off()
     ax2.plot(r["chunk"], r["ms"], "o-", color="C1", label="chunked forward")
     ax2.axhline(r["sequential_ms"], color="k", ls=":", label=f"loop forward ({r['sequential_ms']:.1f} ms)")
     ax2.plot([chunk], [r["ms"][i]], "o", ms=12, mfc="none", mec="C3", mew=2)
-    ax2.set(xscale="log", yscale="log", xlabel="chunk length C", ylabel="ms on this CPU (median)",
+    ax2.set(xscale="log", ylim=(0, 1.1 * max(max(r["ms"]), r["sequential_ms"])), xlabel="chunk length C",
+            ylabel="ms on this CPU (median)",
             title=f"B = {B}, D = {D}: {r['ms'][i]:.2f} ms at C = {chunk}")
     ax2.set_xticks(r["chunk"], [str(c) for c in r["chunk"]])
     ax2.minorticks_off()
