@@ -3,8 +3,8 @@
     python scripts/time_notebooks.py                          # every notebook in notebooks/
     python scripts/time_notebooks.py notebooks/07_ag_news.ipynb notebooks/08_needle.ipynb   # re-measure some
 
-Each notebook is executed by ``python -m pytest -q -p no:cacheprovider NOTEBOOK`` from the repository root, so
-with the repository's pytest configuration (nbval, ``MINIMIPT_SMOKE=1`` from ``conftest.py``). The wall time
+Each notebook is executed by ``python -m pytest -q -p no:cacheprovider -c pyproject.toml NOTEBOOK`` from the
+repository root, so with the repository's pytest configuration (nbval, ``MINIMIPT_SMOKE=1`` from ``conftest.py``). The wall time
 around that command is recorded: it includes starting Python, pytest and the kernel. Entries of notebooks not
 named on the command line are kept, so the file can be updated one notebook at a time; each entry records the
 commit, versions and processor it was measured with. ``00_start_here`` reads the file.
@@ -51,7 +51,7 @@ def time_notebook(path: Path, python: str = sys.executable, timeout: float = 600
     """Run one notebook under pytest (nbval, smoke mode) and return ``{"seconds", "cpu_seconds", "passed",
     "load_average"}``: wall time, CPU time of pytest and the kernel (user + system), and the machine's
     1-minute load average when the run ended (a shared machine's other work shows up there)."""
-    command = [python, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(path)]
+    command = [python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-c", str(ROOT / "pyproject.toml"), str(path)]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
@@ -65,7 +65,7 @@ def time_notebook(path: Path, python: str = sys.executable, timeout: float = 600
 def update(paths: list[Path], results: Path = RESULTS, python: str = sys.executable) -> dict:
     """Time ``paths`` and merge the entries into ``results`` (created if missing); returns the new content."""
     data = json.loads(results.read_text()) if results.exists() else {}
-    data["command"] = "python -m pytest -q -p no:cacheprovider NOTEBOOK (from the repository root; smoke mode)"
+    data["command"] = "python -m pytest -q -p no:cacheprovider -c pyproject.toml NOTEBOOK (from the repository root; smoke mode)"
     entries = data.setdefault("notebooks", {})
     where = machine()
     for path in paths:
