@@ -4,10 +4,12 @@
     python scripts/time_notebooks.py notebooks/07_ag_news.ipynb notebooks/08_needle.ipynb   # re-measure some
 
 Each notebook is executed by ``python -m pytest -q -p no:cacheprovider -c pyproject.toml NOTEBOOK`` from the
-repository root, so with the repository's pytest configuration (nbval, ``MINIMIPT_SMOKE=1`` from ``conftest.py``). The wall time
-around that command is recorded: it includes starting Python, pytest and the kernel. Entries of notebooks not
-named on the command line are kept, so the file can be updated one notebook at a time; each entry records the
-commit, versions and processor it was measured with. ``00_start_here`` reads the file.
+repository root, so with the repository's pytest configuration (nbval, ``MINIMIPT_SMOKE=1`` from
+``conftest.py``). Recorded per notebook: the wall time around that command (it includes starting Python, pytest
+and the kernel), the CPU time of pytest and the kernel, and the machine's load average (a shared machine's other
+work slows the wall time, much less the CPU time), with the commit, versions and processor. Entries of notebooks
+not named on the command line are kept, so the file can be updated one notebook at a time. ``00_start_here``
+reads the file.
 """
 
 from __future__ import annotations
