@@ -99,6 +99,25 @@ def test_time_scan_returns_milliseconds():
         A.time_scan("chunked", 1, 8, 2, repeats=0)
 
 
+def test_chunk_tradeoff_error_is_flat_in_the_chunk_length():
+    r = A.chunk_tradeoff([2, 8, 64], torch.float32, L=256, B=1, D=4, repeats=1)
+    assert r["chunk"] == [2, 8, 64] and len(r["ms"]) == 3 and r["sequential_ms"] > 0
+    assert all(e < 1e-5 for e in r["error"]) and all(m > 0 for m in r["ms"])
+    r64 = A.chunk_tradeoff([4, 16], torch.float64, L=100, B=1, D=2, repeats=1)
+    assert all(e < 1e-13 for e in r64["error"])
+    with pytest.raises(ValueError, match="chunks"):
+        A.chunk_tradeoff([1])
+    with pytest.raises(ValueError, match="dtype"):
+        A.chunk_tradeoff([4], torch.float16)
+
+
+def test_chunked_launches_counts_far_fewer_steps_than_the_loop():
+    n = A.chunked_launches(4096)
+    assert 0 < n < 4096 / 20
+    assert A.chunked_launches(4096, chunk=256) > n  # long chunks: more Horner steps in a row
+    assert A.chunked_launches(8, chunk=16) == 7  # too short to chunk: the loop, one step per token after the first
+
+
 def test_load_bench_and_table(tmp_path):
     assert A.load_bench(tmp_path) == []
     assert A.load_bench(tmp_path / "missing") == []
@@ -127,8 +146,27 @@ def test_synthetic_log_p():
     lp = A.synthetic_log_p(50, 6, seed=3)
     assert lp.shape == (1, 50, 6) and (lp < 0).all()
     assert torch.equal(lp, A.synthetic_log_p(50, 6, seed=3))
+    assert torch.equal(lp, A.synthetic_log_p(50, 6, noise=0.5, seed=3))  # the default channel noise
     with pytest.raises(ValueError, match="L and D"):
         A.synthetic_log_p(0, 4)
+    with pytest.raises(ValueError, match="noise"):
+        A.synthetic_log_p(4, 4, noise=-1.0)
+
+
+@pytest.mark.parametrize("K", [1, 4, 8])
+def test_no_contrast_and_no_noise_is_a_sliding_window(K):
+    """contrast = 0, noise = 0: every token has the same score, ties go to the recent: the last K tokens."""
+    L = 40
+    lp = A.synthetic_log_p(L, 16, contrast=0.0, noise=0.0, seed=1)
+    assert torch.equal(lp, lp[:, :1].expand_as(lp))
+    held = A.cache_membership(lp, K)["held"][0]
+    t = torch.arange(L)[:, None]
+    s = torch.arange(L)[None, :]
+    assert torch.equal(held, (s <= t) & (s > t - K))
+    # with the channel noise the scores differ at random and the cache is not a window
+    noisy = A.cache_membership(A.synthetic_log_p(L, 16, contrast=0.0, noise=0.5, seed=1), K)["held"][0]
+    if K > 1:
+        assert not torch.equal(noisy, held)
 
 
 @pytest.mark.parametrize("K,tau", [(1, 0.0), (4, 0.0), (4, 0.03), (None, 0.03), (None, 0.0)])
@@ -209,5 +247,18 @@ def test_plot_cache_membership_changes_with_K_and_threshold():
     c = V.plot_cache_membership(K=4, threshold=0.05, L=32, D=8)
     assert png(a) != png(b) and png(a) != png(c)
     V.plot_cache_membership(K=None, threshold=0.02, L=16, D=4)
+    window = V.plot_cache_membership(K=4, threshold=0.0, L=32, D=8, contrast=0.0, noise=0.0)
+    img = window.axes[1].get_images()[0].get_array()
+    assert int(img[31].sum()) == 4 and img[31, 28:].all()  # the last K tokens
     with pytest.raises(ValueError, match="K must"):
         V.plot_cache_membership(K=0)
+
+
+def test_plot_chunk_tradeoff_marks_the_chosen_chunk():
+    a = V.plot_chunk_tradeoff(chunk=8, dtype="float32", L=128, B=1, D=4, chunks=(4, 8, 32), repeats=1)
+    assert len(a.axes) == 2 and a.axes[0].get_xscale() == "log"
+    assert "C = 8" in a.axes[0].get_title() and "float32" in a.axes[0].get_title()
+    b = V.plot_chunk_tradeoff(chunk=32, dtype="float64", L=128, B=1, D=4, chunks=(4, 8, 32), repeats=1)
+    assert "C = 32" in b.axes[0].get_title() and "float64" in b.axes[0].get_title()
+    with pytest.raises(ValueError, match="dtype"):
+        V.plot_chunk_tradeoff(dtype="bfloat16")

@@ -1,4 +1,4 @@
-"""minimipt.viz: every plotting function runs headless and returns the figure it promises."""
+"""minimipt.course.viz: every plotting function runs headless and returns the figure it promises."""
 
 from __future__ import annotations
 
@@ -47,11 +47,30 @@ def test_plot_tradeoff():
     png(fig)
 
 
+def test_plot_tradeoff_explorer_changes_with_D_and_k():
+    a = viz.plot_tradeoff_explorer(D=8, k=2, L=8, V=16, trials=8)
+    assert isinstance(a, Figure) and "D=8" in a.axes[0].get_title() and "2 steps back" in a.axes[0].get_xlabel()
+    b = viz.plot_tradeoff_explorer(D=16, k=2, L=8, V=16, trials=8)
+    c = viz.plot_tradeoff_explorer(D=8, k=12, L=8, V=16, trials=8)  # L grows to k + 2
+    assert png(a) != png(b) and png(a) != png(c)
+
+
+def test_plot_selective_copy():
+    fig = viz.plot_selective_copy(D=4, Ls=(2, 8), ps=(0.1,), trials=16)
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log" and "marked token" in ax.get_ylabel()
+    bound = [line for line in ax.get_lines() if "bound" in line.get_label()][0]
+    assert list(bound.get_ydata()) == [1.0, 0.5]
+    png(fig)
+
+
 def test_plot_phase_memory_changes_with_its_controls():
     small = viz.plot_phase_memory(D=16, N=8, noise=0.0, trials=2, ratios=(0.5, 1.0, 2.0))
     assert isinstance(small, Figure) and len(small.axes) == 2
     left, right = small.axes
-    assert len(left.get_lines()) >= 4 and left.get_xscale() == "log"
+    assert len(left.get_lines()) >= 6 and left.get_xscale() == "log"  # three decoders: theory and measured
+    labels = " ".join(line.get_label() for line in left.get_lines())
+    assert "complex-linear" in labels and "real-linear" in labels
     assert "N = 8" in right.get_title()
     big = viz.plot_phase_memory(D=16, N=48, noise=0.0, trials=2, ratios=(0.5, 1.0, 2.0))
     noisy = viz.plot_phase_memory(D=16, N=8, noise=2.0, trials=2, ratios=(0.5, 1.0, 2.0))
@@ -77,9 +96,12 @@ def test_plot_entropy_vs_p():
 
 
 def test_plot_particle_state():
-    a = viz.plot_particle_state(p=0.02, D=16, L=32, active=2)
-    b = viz.plot_particle_state(p=0.9, D=16, L=32, active=2)
-    assert isinstance(a, Figure) and len(a.axes) == 2
+    a = viz.plot_particle_state(p=0.02, D=16, L=32, active=2, trials=2, grid=(0.01, 0.1, 1.0))
+    b = viz.plot_particle_state(p=0.9, D=16, L=32, active=2, trials=2, grid=(0.01, 0.1, 1.0))
+    assert isinstance(a, Figure) and len(a.axes) == 3
     assert a.axes[0].get_title() != b.axes[0].get_title()
+    star = [line for line in a.axes[2].get_lines() if line.get_label() == "this state"][0]
+    assert list(star.get_xdata()) == [0.02, 0.02]  # the entropy panel marks the current p
+    assert png(a) != png(b)
     with pytest.raises(ValueError, match="p must"):
         viz.plot_particle_state(p=0.0)

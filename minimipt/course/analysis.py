@@ -34,6 +34,8 @@ __all__ = [
     "random_scan_inputs",
     "scan_error_vs_length",
     "time_scan",
+    "chunk_tradeoff",
+    "chunked_launches",
     "load_bench",
     "bench_table",
     "synthetic_log_p",
@@ -235,6 +237,63 @@ def time_scan(method: str, B: int, L: int, D: int, backward: bool = True, repeat
     return statistics.median(times)
 
 
+def chunk_tradeoff(chunks: Sequence[int], dtype: torch.dtype = torch.float32, L: int = 1024, B: int = 2,
+                   D: int = 32, p_range: tuple[float, float] = (1e-3, 0.1), repeats: int = 3, seed: int = 0) -> dict:
+    """Error and CPU time of :func:`minimipt.ops.scan_chunked` against its chunk length ``C``.
+
+    For each ``C`` in ``chunks``: the relative error ``‖h − h_ref‖ / ‖h_ref‖`` in ``dtype`` against the float64
+    ``"sequential"`` scan of the same inputs (:func:`random_scan_inputs`), and the median forward time in
+    milliseconds over ``repeats`` calls after one warm-up (``time.perf_counter``, this machine), with the
+    sequential loop's time for scale. Returns ``{"chunk", "error", "ms", "sequential_ms", ...}``.
+    """
+    from ..ops import scan_chunked, scan_sequential
+
+    chunks = [int(c) for c in chunks]
+    if not chunks or min(chunks) < 2:
+        raise ValueError(f"chunks must be ints >= 2 (chunk lengths), got {chunks}")
+    if dtype not in _COMPLEX:
+        raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    p, theta, u = random_scan_inputs(B, L, D, p_range, torch.float64, seed)
+    ref = scan_sequential(p, theta, u)  # (B, L, D) complex128
+    pd, td, ud = p.to(dtype), theta.to(dtype), u.to(_COMPLEX[dtype])
+
+    def timed(fn):
+        with torch.no_grad():
+            out = fn()
+            times = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                fn()
+                times.append((time.perf_counter() - t0) * 1e3)
+        return out, statistics.median(times)
+
+    errors, ms = [], []
+    for c in chunks:
+        h, t = timed(lambda: scan_chunked(pd, td, ud, chunk=c))
+        errors.append(float((h.to(torch.complex128) - ref).abs().norm() / ref.abs().norm()))
+        ms.append(t)
+    _, seq_ms = timed(lambda: scan_sequential(pd, td, ud))
+    return {"chunk": chunks, "error": errors, "ms": ms, "sequential_ms": seq_ms,
+            "dtype": str(dtype).replace("torch.", ""), "L": L, "B": B, "D": D, "p_range": tuple(p_range)}
+
+
+def chunked_launches(L: int, chunk: int | None = None, B: int = 1, D: int = 4) -> int:
+    """How many multiply-add kernels (``torch.addcmul`` calls) one forward of the package's chunked scan
+    launches at length ``L``, counted while it runs. Each is one step of a dependent chain (a Horner step
+    over all chunks at once, or a step of a carry recurrence), so this is the scan's sequential depth in
+    launches; the loop needs ``L``."""
+    from unittest import mock
+
+    from ..ops import CHUNK, scan_chunked
+
+    p, theta, u = random_scan_inputs(B, L, D, dtype=torch.float32)
+    with mock.patch.object(torch, "addcmul", wraps=torch.addcmul) as counted, torch.no_grad():
+        scan_chunked(p, theta, u, chunk=CHUNK if chunk is None else chunk)
+    return counted.call_count
+
+
 def load_bench(folder: str | Path | None = None, pattern: str = "scan_*.json") -> list[dict]:
     """The scan benchmark results (``python -m minimipt.bench scan``) in ``folder`` (default
     ``results/bench`` of the repository) that hold timing rows, in file-name order, each with its
@@ -273,17 +332,25 @@ def bench_table(result: dict) -> str:
 # the cache
 # --------------------------------------------------------------------------------------------
 
-def synthetic_log_p(L: int, D: int, contrast: float = 2.0, bias: float = -4.0, seed: int = 0) -> torch.Tensor:
+def synthetic_log_p(L: int, D: int, contrast: float = 2.0, bias: float = -4.0, noise: float = 0.5,
+                    seed: int = 0) -> torch.Tensor:
     """``log p`` ``(1, L, D)`` of a gate with per-token salience (a stand-in for a trained layer).
 
-    ``z_{t,d} = bias + contrast · n_t + 0.5 ε_{t,d}`` with ``n_t, ε_{t,d} ~ N(0, 1)``: every
-    channel "measures" the salient tokens (large ``n_t``) more. ``log p = logsigmoid(z)``.
+    ``z_{t,d} = bias + contrast · n_t + noise · ε_{t,d}`` with ``n_t, ε_{t,d} ~ N(0, 1)``: every channel
+    "measures" the salient tokens (large ``n_t``) more, and each channel adds its own noise.
+    ``log p = logsigmoid(z)``. With ``contrast = 0`` and ``noise = 0`` every token has the same rates,
+    hence the same write score; with ``contrast = 0`` and ``noise > 0`` the scores still differ from token
+    to token (through the channel noise), at random.
     """
     if L < 1 or D < 1:
         raise ValueError(f"L and D must be >= 1, got L={L}, D={D}")
+    for name, value in (("contrast", contrast), ("noise", noise)):
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
     g = torch.Generator().manual_seed(seed)
-    z = bias + contrast * torch.randn(1, L, 1, generator=g) + 0.5 * torch.randn(1, L, D, generator=g)
-    return F.logsigmoid(z)
+    salience = torch.randn(1, L, 1, generator=g)  # (1, L, 1)
+    eps = torch.randn(1, L, D, generator=g)  # (1, L, D); drawn even when unused, so that seeds agree
+    return F.logsigmoid(bias + contrast * salience + noise * eps)
 
 
 def cache_membership(log_p: torch.Tensor, slots: int | None, threshold: float = 0.0) -> dict:

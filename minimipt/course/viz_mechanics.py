@@ -24,6 +24,7 @@ __all__ = [
     "plot_gate_numerics",
     "plot_scan_error",
     "plot_cache_membership",
+    "plot_chunk_tradeoff",
 ]
 
 
@@ -133,17 +134,18 @@ def plot_scan_error(result: dict) -> Figure:
 
 
 def plot_cache_membership(K: int | None = 8, threshold: float = 0.0, L: int = 64, D: int = 32,
-                          contrast: float = 2.0, seed: int = 0) -> Figure:
+                          contrast: float = 2.0, noise: float = 0.5, seed: int = 0) -> Figure:
     """Which keys each query reads in the causal sparse cache (notebook 06's widget).
 
-    A synthetic gate (:func:`minimipt.course.analysis.synthetic_log_p`) gives write scores ``w_t``
+    A synthetic gate (:func:`minimipt.course.analysis.synthetic_log_p` with ``contrast`` and channel
+    ``noise``) gives write scores ``w_t``
     (top panel, eligible tokens ``w ≥ τ`` filled). Middle: the membership mask
     (:func:`minimipt.course.analysis.cache_membership`), row t = query, column s = key, dark = readable.
     Bottom: slots in use at each t (``≤ K``).
     """
     if K is not None and (not isinstance(K, int) or K < 1):
         raise ValueError(f"K must be an int >= 1 or None (unbounded), got {K!r}")
-    log_p = analysis.synthetic_log_p(L, D, contrast=contrast, seed=seed)
+    log_p = analysis.synthetic_log_p(L, D, contrast=contrast, noise=noise, seed=seed)
     m = analysis.cache_membership(log_p, K, threshold)
     w = m["log_w"][0].exp().numpy()
     el = m["eligible"][0].numpy()
@@ -167,4 +169,44 @@ def plot_cache_membership(K: int | None = 8, threshold: float = 0.0, L: int = 64
     if K is not None:
         ax2.axhline(K, color="k", ls=":", lw=1)
     ax2.set(xlabel="key position s  (and t for the slot count)", ylabel="slots used")
+    return fig
+
+
+def plot_chunk_tradeoff(chunk: int = 16, dtype: str = "float32", L: int = 1024, B: int = 2, D: int = 32,
+                        chunks: Sequence[int] = (2, 4, 8, 16, 32, 64, 128, 256), repeats: int = 3) -> Figure:
+    """The chunk length ``C`` of the chunked scan against its error and its CPU time (notebook 05's widget).
+
+    Both panels come from :func:`minimipt.course.analysis.chunk_tradeoff` over ``chunks`` (which must hold
+    ``chunk``) in ``dtype`` (``"float32"`` or ``"float64"``): left, the relative error against a float64
+    loop; right, the forward time on this machine with the loop's for scale. The chosen ``C`` is marked.
+    """
+    dtypes = {"float32": torch.float32, "float64": torch.float64}
+    if dtype not in dtypes:
+        raise ValueError(f"dtype must be one of {sorted(dtypes)}, got {dtype!r}")
+    chunks = sorted({int(c) for c in chunks} | {int(chunk)})
+    r = analysis.chunk_tradeoff(chunks, dtypes[dtype], L=L, B=B, D=D, repeats=repeats)
+    i = r["chunk"].index(int(chunk))
+    fig, (ax, ax2) = _figure(ncols=2, width=10.5, height=3.6)
+    err = np.array(r["error"])
+    floor = err[err > 0].min() / 10 if (err > 0).any() else torch.finfo(dtypes[dtype]).eps
+    shown = np.where(err > 0, err, floor)  # an error of exactly 0 cannot sit on a log axis: drawn at the floor
+    ax.plot(r["chunk"], shown, "-", color="C0")
+    ax.plot(np.array(r["chunk"])[err > 0], err[err > 0], "o", color="C0", label="relative error")
+    if (err == 0).any():
+        ax.plot(np.array(r["chunk"])[err == 0], shown[err == 0], "v", color="C0", ms=8, label="0 (the loop's bits)")
+    ax.plot([chunk], [shown[i]], "o", ms=12, mfc="none", mec="C3", mew=2)
+    ax.set(xscale="log", yscale="log", xlabel="chunk length C", ylabel="relative error vs float64 loop",
+           ylim=(floor / 3, shown.max() * 10), title=f"{dtype}, L = {L}: error {r['error'][i]:.1e} at C = {chunk}")
+    ax.legend(fontsize=8)
+    ax.set_xticks(r["chunk"], [str(c) for c in r["chunk"]])
+    ax.minorticks_off()
+    ax2.plot(r["chunk"], r["ms"], "o-", color="C1", label="chunked forward")
+    ax2.axhline(r["sequential_ms"], color="k", ls=":", label=f"loop forward ({r['sequential_ms']:.1f} ms)")
+    ax2.plot([chunk], [r["ms"][i]], "o", ms=12, mfc="none", mec="C3", mew=2)
+    ax2.set(xscale="log", ylim=(0, 1.1 * max(max(r["ms"]), r["sequential_ms"])), xlabel="chunk length C",
+            ylabel="ms on this CPU (median)",
+            title=f"B = {B}, D = {D}: {r['ms'][i]:.2f} ms at C = {chunk}")
+    ax2.set_xticks(r["chunk"], [str(c) for c in r["chunk"]])
+    ax2.minorticks_off()
+    ax2.legend(fontsize=8)
     return fig
