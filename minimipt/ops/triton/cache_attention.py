@@ -8,9 +8,10 @@ It computes what :func:`minimipt.ops.eviction.eviction_times` and
    positions held before each block; writes ``e`` ``(B, L)`` and the held sets ``(B, n, K)``
    (``n = ⌈L/C⌉``; :mod:`~minimipt.ops.triton.cache_kernels` says how);
 2. the forward: per (block, sequence, head), attention over the held positions and the block
-   itself with the null sink; saves only ``lse`` ``(B, H, L)`` besides its inputs and output;
-3. the backward: recomputes the probabilities from ``lse`` (no ``(B, L, K)`` tables are kept)
-   and returns gradients for q, k, v *and* log w (the write score learns through the cache).
+   itself with the null sink; keeps only ``lse`` ``(B, H, L)`` besides its inputs for backward;
+3. the backward: recomputes the probabilities from ``lse`` and the output from them (no
+   ``(B, L, K)`` tables are kept) and returns gradients for q, k, v *and* log w (the write score
+   learns through the cache).
 
 Availability mirrors the scan kernel's (:mod:`minimipt.ops.triton`): the path is used on a CUDA
 device where Triton imports and a first-use self-check on that device (eviction times against the
@@ -31,15 +32,21 @@ from ._tl import triton
 __all__ = ["cache_attention_triton", "evict_blocks_triton", "fused_available", "fused_self_check",
            "fused_supports", "FUSED_MAX_SLOTS", "block_size"]
 
-FUSED_MAX_SLOTS = 128  # BK·C and BK² tiles per program: beyond this "blocked" is used
-EVICT_WARPS = 4
-ATTN_WARPS = 4
+FUSED_MAX_SLOTS = 128  # BK·C tiles per program: beyond this "blocked" is used
+# launch configuration (sm_90, Triton 3.9 for GPUTarget("cuda", 90, 32), docs/cache_kernels.md):
+# the eviction kernel at C = BK = 64 takes 207 registers and no spills with 8 warps (255 and spills
+# with 4); the forward 255 with 4 warps, the backward 255 and 72 B of stack with 8.
+# minimipt.bench.cache --sweep times the alternatives.
+EVICT_WARPS = 8
+FWD_WARPS = 4
+BWD_WARPS = 8
+BLOCK_MAX = 64  # the largest block C
 _CHECKED: dict[str, bool] = {}
 
 
 def block_size(slots: int) -> int:
-    """Queries per block C for K slots: K rounded up to a power of two, within [16, 64]."""
-    return max(16, min(64, _pow2(slots)))
+    """Queries per block C for K slots: K rounded up to a power of two, within [16, :data:`BLOCK_MAX`]."""
+    return max(16, min(BLOCK_MAX, _pow2(slots)))
 
 
 def _pow2(n: int) -> int:
@@ -89,12 +96,11 @@ class FusedCacheAttention(torch.autograd.Function):
         lw = log_w.detach().float().contiguous()
         o = torch.empty(B, L, H, dh, dtype=v.dtype, device=q.device)
         lse = torch.empty(B, H, L, dtype=torch.float32, device=q.device)
-        meta = dict(C=block, BK=max(16, _pow2(K)), BD=max(16, _pow2(dh)), IEEE=q.dtype == torch.float32,
-                    num_warps=ATTN_WARPS)
+        meta = dict(C=block, BK=max(16, _pow2(K)), BD=max(16, _pow2(dh)), IEEE=q.dtype == torch.float32)
         _attn_fwd_kernel[(n, B * H)](q, k, v, lw, evict, held, o, lse,
                                      q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
-                                     o.stride(0), o.stride(1), L, H, K, n, dh, dh ** -0.5, **meta)
-        ctx.save_for_backward(q, k, v, lw, evict, held, o, lse)
+                                     o.stride(0), o.stride(1), L, H, K, n, dh, dh ** -0.5, num_warps=FWD_WARPS, **meta)
+        ctx.save_for_backward(q, k, v, lw, evict, held, lse)  # o is recomputed in the backward
         ctx.meta, ctx.lw_dtype = meta, log_w.dtype
         return o
 
@@ -102,18 +108,18 @@ class FusedCacheAttention(torch.autograd.Function):
     def backward(ctx, do):
         from .cache_kernels import _attn_bwd_kernel
 
-        q, k, v, lw, evict, held, o, lse = ctx.saved_tensors
+        q, k, v, lw, evict, held, lse = ctx.saved_tensors
         B, L, H, dh = q.shape
         n, K = held.shape[1], held.shape[2]
-        do = _rows(do.to(o.dtype))
+        do = _rows(do.to(v.dtype))
         dq = torch.empty(B, L, H, dh, dtype=q.dtype, device=q.device)
         dk = torch.zeros(B, L, H, dh, dtype=torch.float32, device=q.device)
         dv = torch.zeros(B, L, H, dh, dtype=torch.float32, device=q.device)
         dlw = torch.zeros(B, L, dtype=torch.float32, device=q.device)
-        _attn_bwd_kernel[(n, B * H)](q, k, v, lw, evict, held, o, do, lse, dq, dk, dv, dlw,
+        _attn_bwd_kernel[(n, B * H)](q, k, v, lw, evict, held, do, lse, dq, dk, dv, dlw,
                                      q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
-                                     o.stride(0), o.stride(1), do.stride(0), do.stride(1),
-                                     L, H, K, n, dh, dh ** -0.5, **ctx.meta)
+                                     do.stride(0), do.stride(1),
+                                     L, H, K, n, dh, dh ** -0.5, num_warps=BWD_WARPS, **ctx.meta)
         return dq, dk.to(k.dtype), dv.to(v.dtype), dlw.to(ctx.lw_dtype), None, None, None
 
 

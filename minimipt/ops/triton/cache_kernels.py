@@ -23,7 +23,15 @@ from __future__ import annotations
 
 from ._tl import _jit, tl
 
-_NEG_INF = float("-inf")
+_NEG_INF = tl.constexpr(float("-inf")) if tl is not None else float("-inf")  # a kernel reads only constexpr globals
+
+
+@_jit
+def _evict_loads(LW, EL, row, t, L):
+    """log w (float32, −inf past L) and eligibility (False past L) at positions ``t``."""
+    inb = t < L
+    w = tl.load(LW + row + t, mask=inb, other=_NEG_INF).to(tl.float32)
+    return w, (tl.load(EL + row + t, mask=inb, other=0) != 0) & inb
 
 
 @_jit
@@ -35,8 +43,10 @@ def _evict_kernel(LW, EL, EVICT, HELD, L, n_blocks, K, C: tl.constexpr, BK: tl.c
     block's own; for each, the count of beaters at every t of the block is its count among the
     held ones plus a cumulative sum over the block, and ``e_x`` is the first t where it reaches K.
     A position beaten by one that is not held is beaten by all K held ones, so counting among the
-    held ones decides the same. Held positions keep their slot; the block's survivors fill the
-    free slots in order.
+    held ones decides the same. Every beater of a position still held at the block's end is held
+    too (it has fewer beaters), so a held position's count among the held ones is carried from
+    block to block (``hn``) instead of recounted. Held positions keep their slot; the block's
+    survivors fill the free slots in order.
     """
     b = tl.program_id(0).to(tl.int64)
     row = b * L
@@ -45,22 +55,24 @@ def _evict_kernel(LW, EL, EVICT, HELD, L, n_blocks, K, C: tl.constexpr, BK: tl.c
     never = L + C  # "not within this block"
     hpos = tl.full([BK], -1, tl.int32)  # positions held before the block, −1 = empty
     hw = tl.full([BK], _NEG_INF, tl.float32)  # their log w
+    hn = tl.zeros([BK], tl.int32)  # how many held positions beat each
+    w_next, el_next = _evict_loads(LW, EL, row, tl.arange(0, C), L)
     for i in range(0, n_blocks):
         tl.store(HELD + (b * n_blocks + i) * K + slot, hpos, mask=slot_ok)
         t = i * C + tl.arange(0, C)  # (C,) the block's positions
         inb = t < L
-        w = tl.load(LW + row + t, mask=inb, other=_NEG_INF).to(tl.float32)
-        el = (tl.load(EL + row + t, mask=inb, other=0) != 0) & inb
+        w, el = w_next, el_next
+        w_next, el_next = _evict_loads(LW, EL, row, t + C, L)  # the next block's, in flight meanwhile
         hok = hpos >= 0
-        # held x (rows) against held y and block y (columns); block y is later, so ties beat x
-        n_h = tl.sum((((hw[None, :] > hw[:, None]) | ((hw[None, :] == hw[:, None]) & (hpos[None, :] > hpos[:, None])))
-                      & hok[None, :]).to(tl.int32), axis=1)  # (BK,)
-        cnt = tl.cumsum(((w[None, :] >= hw[:, None]) & el[None, :]).to(tl.int32), axis=1) + n_h[:, None]
+        # held x (rows) against block y (columns): y is later, so a tie beats x
+        beat_h = ((w[None, :] >= hw[:, None]) & el[None, :]).to(tl.int32)  # (BK, C)
+        cnt = tl.cumsum(beat_h, axis=1) + hn[:, None]
         e_h = tl.min(tl.where(cnt >= K, t[None, :], never), axis=1)  # (BK,) first t with K beaters
         # block x (rows) against held y (earlier: must be strictly larger) and block y
         n_b = tl.sum(((hw[None, :] > w[:, None]) & hok[None, :]).to(tl.int32), axis=1)  # (C,)
         beat = (w[None, :] > w[:, None]) | ((w[None, :] == w[:, None]) & (t[None, :] > t[:, None]))
-        cnt_b = tl.cumsum((beat & el[None, :]).to(tl.int32), axis=1) + n_b[:, None]
+        beat_b = (beat & el[None, :]).to(tl.int32)  # (C, C)
+        cnt_b = tl.cumsum(beat_b, axis=1) + n_b[:, None]
         e_b = tl.maximum(tl.min(tl.where(cnt_b >= K, t[None, :], never), axis=1), t)  # (C,) e = t: never written
         stays = el & (e_b >= never)
         tl.store(EVICT + row + t, tl.where(el, e_b, t).to(tl.int64), mask=inb & ~stays)
@@ -74,6 +86,8 @@ def _evict_kernel(LW, EL, EVICT, HELD, L, n_blocks, K, C: tl.constexpr, BK: tl.c
         got = tl.sum(match.to(tl.int32), axis=0) > 0
         new_pos = tl.sum(tl.where(match, t[:, None], 0), axis=0)
         new_w = tl.sum(tl.where(match, w[:, None], 0.0), axis=0)
+        new_n = tl.sum(tl.where(match, (n_b + tl.sum(beat_b, axis=1))[:, None], 0), axis=0)
+        hn = tl.where(keep, hn + tl.sum(beat_h, axis=1), tl.where(got, new_n, 0))
         hpos = tl.where(keep, hpos, tl.where(got, new_pos, -1))
         hw = tl.where(keep, hw, tl.where(got, new_w, _NEG_INF))
     tl.store(EVICT + row + tl.where(hpos >= 0, hpos, 0), tl.full([BK], 0, tl.int64) + L, mask=hpos >= 0)
@@ -81,9 +95,10 @@ def _evict_kernel(LW, EL, EVICT, HELD, L, n_blocks, K, C: tl.constexpr, BK: tl.c
 
 @_jit
 def _mm(a, b, IEEE: tl.constexpr):
-    """``a @ b`` with a float32 accumulator; float32 operands in full precision (no TF32)."""
+    """``a @ b`` with a float32 accumulator; float32 operands as three TF32 products (float32 accuracy
+    on the tensor cores; plain TF32 would lose 3 decimal digits)."""
     if IEEE:
-        return tl.dot(a, b, input_precision="ieee")
+        return tl.dot(a, b, input_precision="tf32x3")
     else:
         return tl.dot(a, b)
 
@@ -145,12 +160,13 @@ def _logits(Q, K_, V, LW, EVICT, HELD, b, h, i, t, d, L, K, n_blocks, scale,
 
 
 @_jit
-def _attn_bwd_kernel(Q, K_, V, LW, EVICT, HELD, O, DO, LSE, DQ, DK, DV, DLW,
-                     sq_b, sq_l, sk_b, sk_l, sv_b, sv_l, so_b, so_l, sdo_b, sdo_l,
+def _attn_bwd_kernel(Q, K_, V, LW, EVICT, HELD, DO, LSE, DQ, DK, DV, DLW,
+                     sq_b, sq_l, sk_b, sk_l, sv_b, sv_l, sdo_b, sdo_l,
                      L, H, K, n_blocks, DH, scale,
                      C: tl.constexpr, BK: tl.constexpr, BD: tl.constexpr, IEEE: tl.constexpr):
     """Gradients of one (block, sequence, head) from the recomputed probabilities
-    ``P = exp(x − lse)``: ``∂x = P ⊙ (∂o·vᵀ − δ)`` with ``δ_t = ∂o_t · o_t``; ``∂q = ∂x k / √d_h``,
+    ``P = exp(x − lse)``: ``∂x = P ⊙ (∂o·vᵀ − δ)`` with ``δ_t = ∂o_t · o_t`` (``o = P v`` recomputed
+    too, so the forward keeps only ``lse``); ``∂q = ∂x k / √d_h``,
     ``∂k = ∂xᵀ q / √d_h``, ``∂v = Pᵀ ∂o``, ``∂log w_s = Σ_t ∂x_{t,s}``. ``∂q`` is stored (``DQ``
     contiguous ``(B, L, H, d_h)``); ``∂k``, ``∂v`` (float32, contiguous) and ``∂log w`` ``(B, L)``
     are accumulated with atomic adds."""
@@ -166,29 +182,30 @@ def _attn_bwd_kernel(Q, K_, V, LW, EVICT, HELD, O, DO, LSE, DQ, DK, DV, DLW,
                                         sq_b, sq_l, sk_b, sk_l, sv_b, sv_l, DH, BK, IEEE)
     bmask = tin[:, None] & dok[None, :]
     do = tl.load(DO + b * sdo_b + tq * sdo_l + h * DH + d[None, :], mask=bmask, other=0.0)
-    o = tl.load(O + b * so_b + tq * so_l + h * DH + d[None, :], mask=bmask, other=0.0)
-    delta = tl.sum(do.to(tl.float32) * o.to(tl.float32), axis=1)  # (C,)
     lse = tl.load(LSE + (b * H + h) * L + t, mask=tin, other=0.0)
     p1 = tl.exp(x1 - lse[:, None])  # (C, BK); 0 where masked (lse is finite: the sink)
     p2 = tl.exp(x2 - lse[:, None])  # (C, C)
-    ds1 = p1 * (_mm(do, tl.trans(vh), IEEE) - delta[:, None])
-    ds2 = p2 * (_mm(do, tl.trans(vb), IEEE) - delta[:, None])
-    dq = (_mm(ds1.to(kh.dtype), kh, IEEE) + _mm(ds2.to(kb.dtype), kb, IEEE)) * scale
-    tl.store(DQ + ((b * L + tq) * H + h) * DH + d[None, :], dq.to(DQ.dtype.element_ty), mask=bmask)
+    o = _mm(p1.to(vh.dtype), vh, IEEE) + _mm(p2.to(vb.dtype), vb, IEEE)  # the output again, not kept from the forward
+    delta = tl.sum(do.to(tl.float32) * o, axis=1)  # (C,)
     # the held positions' share
+    ds1 = p1 * (_mm(do, tl.trans(vh), IEEE) - delta[:, None])  # (C, BK)
+    dq = _mm(ds1.to(kh.dtype), kh, IEEE)
     slot = tl.arange(0, BK)
     s_h = tl.load(HELD + (b * n_blocks + i) * K + slot, mask=slot < K, other=-1)
     hok = s_h >= 0
-    sh = tl.where(hok, s_h, 0).to(tl.int64)[:, None]
+    sh = tl.where(hok, s_h, 0).to(tl.int64)
     hmask = hok[:, None] & dok[None, :]
     dkh = _mm(tl.trans(ds1).to(q.dtype), q, IEEE) * scale  # (BK, BD)
+    tl.atomic_add(DK + ((b * L + sh[:, None]) * H + h) * DH + d[None, :], dkh, mask=hmask)
     dvh = _mm(tl.trans(p1).to(do.dtype), do, IEEE)
-    tl.atomic_add(DK + ((b * L + sh) * H + h) * DH + d[None, :], dkh, mask=hmask)
-    tl.atomic_add(DV + ((b * L + sh) * H + h) * DH + d[None, :], dvh, mask=hmask)
-    tl.atomic_add(DLW + b * L + tl.where(hok, s_h, 0), tl.sum(ds1, axis=0), mask=hok)
+    tl.atomic_add(DV + ((b * L + sh[:, None]) * H + h) * DH + d[None, :], dvh, mask=hmask)
+    tl.atomic_add(DLW + b * L + sh, tl.sum(ds1, axis=0), mask=hok)
     # the block's own positions' share
+    ds2 = p2 * (_mm(do, tl.trans(vb), IEEE) - delta[:, None])  # (C, C)
+    dq = (dq + _mm(ds2.to(kb.dtype), kb, IEEE)) * scale
+    tl.store(DQ + ((b * L + tq) * H + h) * DH + d[None, :], dq.to(DQ.dtype.element_ty), mask=bmask)
     dkb = _mm(tl.trans(ds2).to(q.dtype), q, IEEE) * scale  # (C, BD)
-    dvb = _mm(tl.trans(p2).to(do.dtype), do, IEEE)
     tl.atomic_add(DK + ((b * L + tq) * H + h) * DH + d[None, :], dkb, mask=bmask)
+    dvb = _mm(tl.trans(p2).to(do.dtype), do, IEEE)
     tl.atomic_add(DV + ((b * L + tq) * H + h) * DH + d[None, :], dvb, mask=bmask)
     tl.atomic_add(DLW + b * L + t, tl.sum(ds2, axis=0), mask=tin)
