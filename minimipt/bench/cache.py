@@ -12,8 +12,9 @@ q, k, v as under autocast) it times (median of ``triton.testing.do_bench`` on CU
   fused                 the fused path (eviction kernel + attention kernels), forward / forward+backward
 
 and the peak memory of one forward+backward of "blocked" and "fused" above what the inputs hold.
-``--sweep`` also times the fused path's launch configurations (block C, warps of the three kernels)
-and records the fastest; the defaults live in :mod:`minimipt.ops.triton.cache_attention`.
+``--sweep`` also times the fused path's launch configurations (block C and the warps of the
+eviction kernel alone; block C and the forward's and backward's warps for the whole path) and
+records the fastest of each; the defaults live in :mod:`minimipt.ops.triton.cache_attention`.
 """
 
 from __future__ import annotations
@@ -74,22 +75,32 @@ def _path(method, q, k, v, log_w, eligible, K, gout):
     return fwd, fwd_bwd
 
 
-def _sweep(args, bench) -> list[dict]:
+def _sweep(prob, K, gout, bench) -> list[dict]:
+    """Launch configurations of the fused path: the eviction kernel alone over (C, its warps), and
+    the attention forward+backward (eviction included) over (C, forward warps, backward warps)."""
     from ..ops.triton import cache_attention as tca
 
     saved = (tca.BLOCK_MAX, tca.EVICT_WARPS, tca.FWD_WARPS, tca.BWD_WARPS)
+    q, k, v, log_w, eligible = prob
     rows = []
+
+    def timed(row, fn):
+        try:
+            row["ms"] = round(bench(fn), 4)
+        except Exception as err:  # noqa: BLE001 - a configuration that does not compile is recorded
+            row["error"] = f"{type(err).__name__}: {err}"[:200]
+        rows.append(row)
+        print(f"  sweep {row}", flush=True)
+
     try:
-        for C, ew, fw, bw in itertools.product((32, 64), (4, 8), (4, 8), (4, 8)):
-            tca.BLOCK_MAX, tca.EVICT_WARPS, tca.FWD_WARPS, tca.BWD_WARPS = C, ew, fw, bw
-            _, fwd_bwd = _path("fused", *args)
-            try:
-                ms = bench(fwd_bwd)
-            except Exception as err:  # noqa: BLE001 - a configuration that does not compile is recorded
-                rows.append({"C": C, "evict_warps": ew, "fwd_warps": fw, "bwd_warps": bw, "error": str(err)[:200]})
-                continue
-            rows.append({"C": C, "evict_warps": ew, "fwd_warps": fw, "bwd_warps": bw, "fwd_bwd_ms": round(ms, 4)})
-            print(f"  sweep C={C} warps evict {ew} fwd {fw} bwd {bw}: {ms:.3f} ms", flush=True)
+        for C, ew in itertools.product((32, 64), (4, 8, 16)):
+            tca.BLOCK_MAX, tca.EVICT_WARPS = C, ew
+            timed({"part": "evict", "C": C, "evict_warps": ew},
+                  lambda: tca.evict_blocks_triton(log_w.detach(), eligible, K))
+        tca.EVICT_WARPS = saved[1]
+        for C, fw, bw in itertools.product((32, 64), (4, 8), (4, 8)):
+            tca.BLOCK_MAX, tca.FWD_WARPS, tca.BWD_WARPS = C, fw, bw
+            timed({"part": "fused_fwd_bwd", "C": C, "fwd_warps": fw, "bwd_warps": bw}, _path("fused", *prob, K, gout)[1])
     finally:
         tca.BLOCK_MAX, tca.EVICT_WARPS, tca.FWD_WARPS, tca.BWD_WARPS = saved
     return rows
@@ -125,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
         rows["fused_fwd"], rows["fused_fwd_bwd"] = bench(fwd), bench(fwd_bwd)
         peak["fused"] = _peak_mb(fwd_bwd, device)
         if args.sweep:
-            sweep = _sweep((*prob[:5], K, gout), bench)
+            sweep = _sweep(prob[:5], K, gout, bench)
     else:
         print(f"the fused path does not run on {device}: its rows are skipped")
     rows = {name: round(ms, 4) for name, ms in rows.items()}
@@ -136,7 +147,8 @@ def run(args: argparse.Namespace) -> int:
     hw = torch.cuda.get_device_name(device).replace(" ", "_") if device.type == "cuda" else "cpu"
     out = Path(args.out or f"results/bench/cache_{hw}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    best = min((r for r in sweep if "fwd_bwd_ms" in r), key=lambda r: r["fwd_bwd_ms"], default=None)
+    best = {part: min((r for r in sweep if r["part"] == part and "ms" in r), key=lambda r: r["ms"], default=None)
+            for part in ("evict", "fused_fwd_bwd")}
     out.write_text(json.dumps({"benchmark": "cache", "config": {"B": B, "L": L, "H": H, "d_h": dh, "K": K,
                                                                 "dtype": str(dtype), "eligible": "all"},
                                "ms": rows, "peak_mb": peak, "sweep": sweep, "sweep_best": best,

@@ -196,16 +196,16 @@ def _attn_bwd_kernel(Q, K_, V, LW, EVICT, HELD, DO, LSE, DQ, DK, DV, DLW,
     sh = tl.where(hok, s_h, 0).to(tl.int64)
     hmask = hok[:, None] & dok[None, :]
     dkh = _mm(tl.trans(ds1).to(q.dtype), q, IEEE) * scale  # (BK, BD)
-    tl.atomic_add(DK + ((b * L + sh[:, None]) * H + h) * DH + d[None, :], dkh, mask=hmask)
+    tl.atomic_add(DK + ((b * L + sh[:, None]) * H + h) * DH + d[None, :], dkh, mask=hmask, sem="relaxed")
     dvh = _mm(tl.trans(p1).to(do.dtype), do, IEEE)
-    tl.atomic_add(DV + ((b * L + sh[:, None]) * H + h) * DH + d[None, :], dvh, mask=hmask)
-    tl.atomic_add(DLW + b * L + sh, tl.sum(ds1, axis=0), mask=hok)
+    tl.atomic_add(DV + ((b * L + sh[:, None]) * H + h) * DH + d[None, :], dvh, mask=hmask, sem="relaxed")
+    tl.atomic_add(DLW + b * L + sh, tl.sum(ds1, axis=0), mask=hok, sem="relaxed")
     # the block's own positions' share
     ds2 = p2 * (_mm(do, tl.trans(vb), IEEE) - delta[:, None])  # (C, C)
     dq = (dq + _mm(ds2.to(kb.dtype), kb, IEEE)) * scale
     tl.store(DQ + ((b * L + tq) * H + h) * DH + d[None, :], dq.to(DQ.dtype.element_ty), mask=bmask)
     dkb = _mm(tl.trans(ds2).to(q.dtype), q, IEEE) * scale  # (C, BD)
-    tl.atomic_add(DK + ((b * L + tq) * H + h) * DH + d[None, :], dkb, mask=bmask)
+    tl.atomic_add(DK + ((b * L + tq) * H + h) * DH + d[None, :], dkb, mask=bmask, sem="relaxed")
     dvb = _mm(tl.trans(p2).to(do.dtype), do, IEEE)
-    tl.atomic_add(DV + ((b * L + tq) * H + h) * DH + d[None, :], dvb, mask=bmask)
-    tl.atomic_add(DLW + b * L + t, tl.sum(ds2, axis=0), mask=tin)
+    tl.atomic_add(DV + ((b * L + tq) * H + h) * DH + d[None, :], dvb, mask=bmask, sem="relaxed")
+    tl.atomic_add(DLW + b * L + t, tl.sum(ds2, axis=0), mask=tin, sem="relaxed")
