@@ -63,6 +63,7 @@ def test_conjugated_views_equal_their_resolved_values():
                                    mipt_scan(p, theta, u, h0, method=method))
 
 
+@pytest.mark.filterwarnings("ignore:ComplexHalf support is experimental")
 def test_complex32_is_refused_with_the_fix():
     p, theta, u, h0 = _inputs()
     with pytest.raises(ValueError, match="u has dtype complex32.*u.to\\(torch.complex64\\)"):
