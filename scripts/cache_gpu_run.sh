@@ -2,8 +2,8 @@
 # One GPU call for the fused cache path, mipt_scan's entry check and the HGRN peer (about 6-7 minutes
 # on one H200; each step has its own time limit and a failed step does not stop the next):
 #   1. the GPU tests of the fused cache and of mipt_scan's inputs (pytest -m gpu)
-#   2. python -m minimipt.bench.cache --sweep   (the cache's pieces per layer, launch configurations)
-#   3. python -m minimipt.bench.entry           (mipt_scan's defaults against the raw kernel)
+#   2. python -m minimipt.bench cache --sweep   (the cache's pieces per layer, launch configurations)
+#   3. python -m minimipt.bench entry           (mipt_scan's defaults against the raw kernel)
 #   4. python -m minimipt.bench scaling --cuda-graphs, models mipt, mipt-K64, mipt-K64-blocked, sdpa,
 #      naive, hgrn -> results/bench/scaling_h200.json
 # flash-linear-attention for the hgrn row: put its wheels (fla_core-0.6.0, flash_linear_attention-0.6.0
@@ -44,7 +44,7 @@ python -c "import fla.models" 2>&1 | tail -1 | sed 's/^/fla import: /' | tee -a 
 step tests 150 python -m pytest -o addopts="" -p no:cacheprovider -m gpu -q -rs \
   tests/test_cache_fused.py tests/test_scan_inputs.py
 files+=("$dir/cache_$hw.json" "$dir/entry_$hw.json" "$dir/scaling_$hw.json")
-step cache 75 python -m minimipt.bench.cache --sweep --out "$dir/cache_$hw.json"
-step entry 40 python -m minimipt.bench.entry --out "$dir/entry_$hw.json"
+step cache 75 python -m minimipt.bench cache --sweep --out "$dir/cache_$hw.json"
+step entry 40 python -m minimipt.bench entry --out "$dir/entry_$hw.json"
 step scaling 200 python -m minimipt.bench scaling --cuda-graphs \
   --models mipt,mipt-K64,mipt-K64-blocked,sdpa,naive,hgrn --out "$dir/scaling_$hw.json"

@@ -22,24 +22,7 @@ from minimipt.cache import CausalSparseCache
 from minimipt.ops.cache_attention import evict_and_attend, fused_usable
 from minimipt.ops.eviction import eviction_times
 from minimipt.ops.reference import cache_attention_dense
-
-
-def _has_triton() -> bool:
-    try:
-        import triton  # noqa: F401
-    except Exception:
-        return False
-    return True
-
-
-needs_gpu = pytest.mark.skipif(not (torch.cuda.is_available() and _has_triton()),
-                               reason="needs a CUDA device and Triton")
-DEV = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
-
-
-def _rel(x: torch.Tensor, ref: torch.Tensor) -> float:
-    x, ref = x.detach().to(ref.dtype), ref.detach()
-    return float((x - ref).norm() / ref.norm().clamp_min(1e-300))
+from tests.test_triton_scan import DEV, _has_triton, _rel, needs_gpu
 
 
 def problem(B, L, H, dh, threshold=0.0, ties=False, seed=0, device="cpu"):
@@ -204,10 +187,11 @@ def test_auto_takes_fused_on_cuda():
 
 @pytest.mark.gpu
 @needs_gpu
-@pytest.mark.parametrize("K", [1, 5, 64, 128])
-@pytest.mark.parametrize("L", [1, 77, 1000, 4099])
+@pytest.mark.parametrize("K,L", [(1, 77), (5, 1000), (64, 1), (64, 77), (64, 4099), (128, 1000), (128, 4099)])
 @pytest.mark.parametrize("threshold,ties", [(0.0, False), (0.3, True)])
 def test_float32_values_and_grads_on_gpu(K, L, threshold, ties):
+    """float32 against the dense form in float64 (one block, padding, many blocks; K from 1 to the
+    largest the kernels take; with and without a threshold and ties)."""
     same_e, errs = fused_against_dense(2, L, 4, 32, K, threshold, ties, seed=K + L, device=DEV)
     assert same_e
     assert max(errs) < 1e-5, errs

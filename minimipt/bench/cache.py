@@ -1,6 +1,6 @@
 """The cache's pieces, per layer: eviction times, held sets and attention, PyTorch forms vs the fused kernels.
 
-``python -m minimipt.bench.cache [--shape 8x8192x4x32x64] [--sweep] [--out results/bench/cache_<hw>.json]``
+``python -m minimipt.bench cache [--shape 8x8192x4x32x64] [--sweep] [--out results/bench/cache_<hw>.json]``
 
 At one shape ``B×L×H×d_h×K`` (default the language model's: 8 × 8,192, 4 heads of 32, K = 64, bf16
 q, k, v as under autocast) it times (median of ``triton.testing.do_bench`` on CUDA):
@@ -32,7 +32,7 @@ from ..ops.cache_attention import cache_attention_blocked, evict_and_attend
 from ..ops.eviction import eviction_times, slot_table
 from .scan import _timer
 
-__all__ = ["add_arguments", "run", "main"]
+__all__ = ["add_arguments", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -156,13 +156,3 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {out}")
     return 0
 
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m minimipt.bench.cache", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,6 +1,6 @@
 """What the public entry point costs: ``mipt_scan`` with its default value check against the kernel.
 
-``python -m minimipt.bench.entry [--shapes 32x512x8192] [--out results/bench/entry_<hw>.json]``
+``python -m minimipt.bench entry [--shapes 32x512x8192] [--out results/bench/entry_<hw>.json]``
 
 Rows, each timed forward and forward+backward (median of ``triton.testing.do_bench`` on CUDA, of
 ``perf_counter`` repeats on the CPU), float32 inputs in our layout ``(B, L, D)``:
@@ -33,7 +33,7 @@ from ..ops.checks import check_scan_values, flag_invalid_values
 from ..ops.scan import _REGISTRY, resolve_method
 from .scan import _inputs, _parse_shapes, _timer
 
-__all__ = ["add_arguments", "run", "main"]
+__all__ = ["add_arguments", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -99,13 +99,3 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {out}")
     return 0
 
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m minimipt.bench.entry", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

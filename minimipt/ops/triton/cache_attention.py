@@ -36,7 +36,7 @@ FUSED_MAX_SLOTS = 128  # BK·C tiles per program: beyond this "blocked" is used
 # launch configuration (sm_90, Triton 3.9 for GPUTarget("cuda", 90, 32), docs/cache_kernels.md):
 # the eviction kernel at C = BK = 64 takes 207 registers and no spills with 8 warps (255 and spills
 # with 4); the forward 255 with 4 warps, the backward 255 and 72 B of stack with 8.
-# minimipt.bench.cache --sweep times the alternatives.
+# `python -m minimipt.bench cache --sweep` times the alternatives.
 EVICT_WARPS = 8
 FWD_WARPS = 4
 BWD_WARPS = 8
