@@ -175,7 +175,8 @@ def fused_self_check(device: torch.device) -> tuple[bool, str]:
     if triton is None:
         return False, "Triton could not be imported"
     try:
-        with torch.enable_grad(), torch.autocast(device.type, enabled=False):
+        # inference_mode(False): a first use under torch.inference_mode() must not fail the check
+        with torch.inference_mode(False), torch.enable_grad(), torch.autocast(device.type, enabled=False):
             gen = torch.Generator(device="cpu").manual_seed(0)
             B, L, H, dh, K = 2, 77, 2, 8, 5
             q, k, v = (torch.randn(B, L, H, dh, generator=gen, dtype=torch.float64) for _ in range(3))
