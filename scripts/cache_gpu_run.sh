@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One GPU call for the fused cache path, mipt_scan's entry check and the HGRN peer (about 6-7 minutes
 # on one H200; each step has its own time limit and a failed step does not stop the next):
-#   1. the GPU tests of the fused cache and of mipt_scan's inputs (pytest -m gpu)
+#   1. the GPU tests of the fused cache and of mipt_scan's inputs (pytest -m gpu, three files)
 #   2. python -m minimipt.bench cache --sweep   (the cache's pieces per layer, launch configurations)
 #   3. python -m minimipt.bench entry           (mipt_scan's defaults against the raw kernel)
 #   4. python -m minimipt.bench scaling --cuda-graphs, models mipt, mipt-K64, mipt-K64-blocked, sdpa,
@@ -42,7 +42,7 @@ fi
 python -c "import fla.models" 2>&1 | tail -1 | sed 's/^/fla import: /' | tee -a "$dir/cache_gpu_${hw}_status.txt"
 
 step tests 150 python -m pytest -o addopts="" -p no:cacheprovider -m gpu -q -rs \
-  tests/test_cache_fused.py tests/test_scan_inputs.py
+  tests/test_cache_fused.py tests/test_scan_inputs.py tests/test_scan_properties.py
 files+=("$dir/cache_$hw.json" "$dir/entry_$hw.json" "$dir/scaling_$hw.json")
 step cache 75 python -m minimipt.bench cache --sweep --out "$dir/cache_$hw.json"
 step entry 40 python -m minimipt.bench entry --out "$dir/entry_$hw.json"

@@ -109,7 +109,8 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 @st.composite
 def cuda_scan_calls(draw):
-    B, L, D = draw(st.integers(0, 3)), draw(st.integers(1, 40)), draw(st.integers(0, 9))
+    # lengths and widths that are neither 1 nor multiples of 16: Triton compiles a kernel per such class
+    B, L, D = draw(st.integers(0, 3)), draw(st.sampled_from([2, 7, 15, 33, 77])), draw(st.sampled_from([0, 5, 9]))
     narrow = draw(st.booleans())
     layout = draw(st.sampled_from(["contiguous", "permuted", "strided", "conj"]))
     special = draw(st.sampled_from(["none", "none", "nan", "p_high", "extreme"]))
