@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# One GPU call for the fused cache path, mipt_scan's entry check and the HGRN peer (about 6-7 minutes
-# on one H200; each step has its own time limit and a failed step does not stop the next):
+# One GPU call for the fused cache path, mipt_scan's entry check and the HGRN peer (at most 7.8 minutes
+# on one H200: each step has its own time limit, 460 s in all, and a failed step does not stop the next):
 #   1. the GPU tests of the fused cache and of mipt_scan's inputs (pytest -m gpu, three files)
-#   2. python -m minimipt.bench cache --sweep   (the cache's pieces per layer, launch configurations)
-#   3. python -m minimipt.bench entry           (mipt_scan's defaults against the raw kernel)
-#   4. python -m minimipt.bench scaling --cuda-graphs, models mipt, mipt-K64, mipt-K64-blocked, sdpa,
+#   2. python -m minimipt.bench scaling --cuda-graphs, models mipt, mipt-K64, mipt-K64-blocked, sdpa,
 #      naive, hgrn -> results/bench/scaling_h200.json
+#   3. python -m minimipt.bench cache --sweep   (the cache's pieces per layer, launch configurations)
+#   4. python -m minimipt.bench entry           (mipt_scan's defaults against the raw kernel)
 # flash-linear-attention for the hgrn row: put its wheels (fla_core-0.6.0, flash_linear_attention-0.6.0
 # and einops, all pure Python) in .whl/; they are installed into /tmp/fla-site, not into the environment.
 # MINIMIPT_SMOKE=1 runs the same steps at tiny sizes, writing to $TMPDIR/cache_gpu_smoke (on a CPU:
@@ -39,12 +39,12 @@ if compgen -G ".whl/*.whl" > /dev/null; then
   python -m pip install --no-deps --no-index --target /tmp/fla-site .whl/*.whl -q \
     && export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}/tmp/fla-site"
 fi
-python -c "import fla.models" 2>&1 | tail -1 | sed 's/^/fla import: /' | tee -a "$dir/cache_gpu_${hw}_status.txt"
+python -c "import fla.models; print('ok')" 2>&1 | tail -1 | sed 's/^/fla import: /' | tee -a "$dir/cache_gpu_${hw}_status.txt"
 
-step tests 150 python -m pytest -o addopts="" -p no:cacheprovider -m gpu -q -rs \
+step tests 170 python -m pytest -o addopts="" -p no:cacheprovider -m gpu -q -rs \
   tests/test_cache_fused.py tests/test_scan_inputs.py tests/test_scan_properties.py
-files+=("$dir/cache_$hw.json" "$dir/entry_$hw.json" "$dir/scaling_$hw.json")
-step cache 75 python -m minimipt.bench cache --sweep --out "$dir/cache_$hw.json"
-step entry 40 python -m minimipt.bench entry --out "$dir/entry_$hw.json"
+files+=("$dir/scaling_$hw.json" "$dir/cache_$hw.json" "$dir/entry_$hw.json")
 step scaling 200 python -m minimipt.bench scaling --cuda-graphs \
   --models mipt,mipt-K64,mipt-K64-blocked,sdpa,naive,hgrn --out "$dir/scaling_$hw.json"
+step cache 60 python -m minimipt.bench cache --sweep --out "$dir/cache_$hw.json"
+step entry 30 python -m minimipt.bench entry --out "$dir/entry_$hw.json"
