@@ -158,7 +158,8 @@ class CausalSparseCache(nn.Module):
         K = self.slots
         if K is None:
             return "dense"
-        if device is not None and torch.device(device).type == "cuda" and fused_usable(device, torch.float32, length, K):
+        on_cuda = device is not None and torch.device(device).type == "cuda"
+        if on_cuda and fused_usable(device, torch.float32, length, K):
             return "fused"
         if length <= K + max(K, 16):
             return "dense"
@@ -182,7 +183,8 @@ class CausalSparseCache(nn.Module):
         log_w = write_scores(log_p)  # (B, L)
         eligible = eligible_mask(log_w, self.write_threshold)
         q, k, v = self._qkv(xh)  # (B, L, H, d_h)
-        evict, attn = evict_and_attend(q, k, v, log_w, eligible, self.slots, self.path(L, xh.device))  # (B, L), (B, L, H, d_h)
+        # e (B, L): which positions are held when; attn (B, L, H, d_h)
+        evict, attn = evict_and_attend(q, k, v, log_w, eligible, self.slots, self.path(L, xh.device))
         self._record(log_w, eligible, evict, lengths)
         return self._read_out(xh, attn)
 

@@ -101,7 +101,8 @@ def _sweep(prob, K, gout, bench) -> list[dict]:
         tca.EVICT_WARPS = saved[1]
         for C, (fw, bw) in itertools.product((32, 64), ((4, 8), (8, 8), (4, 4))):
             tca.BLOCK_MAX, tca.FWD_WARPS, tca.BWD_WARPS = C, fw, bw
-            timed({"part": "fused_fwd_bwd", "C": C, "fwd_warps": fw, "bwd_warps": bw}, _path("fused", *prob, K, gout)[1])
+            timed({"part": "fused_fwd_bwd", "C": C, "fwd_warps": fw, "bwd_warps": bw},
+                  _path("fused", *prob, K, gout)[1])
     finally:
         tca.BLOCK_MAX, tca.EVICT_WARPS, tca.FWD_WARPS, tca.BWD_WARPS = saved
     return rows

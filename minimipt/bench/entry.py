@@ -63,7 +63,8 @@ def _rows(B: int, D: int, L: int, device: torch.device, bench) -> list[dict]:
         def fwd_bwd(fn=fn, leaves=leaves):
             return torch.autograd.grad(fn(*leaves), leaves, gh)
 
-        out.append({"row": name, "method": method, "fwd_ms": round(bench(fwd), 4), "fwd_bwd_ms": round(bench(fwd_bwd), 4)})
+        out.append({"row": name, "method": method, "fwd_ms": round(bench(fwd), 4),
+                    "fwd_bwd_ms": round(bench(fwd_bwd), 4)})
     out.append({"row": "check", "fwd_ms": round(bench(lambda: check_scan_values(p, theta, u)), 4)})
     out.append({"row": "flag", "fwd_ms": round(bench(lambda: flag_invalid_values(p, theta, u, None, bad)), 4)})
     k = out[0]

@@ -153,8 +153,8 @@ def _train_point(make, B, N, device, repeats):
             base = torch.cuda.memory_allocated(device)
         ms = _median_ms(step, device, repeats)
         peak = (torch.cuda.max_memory_allocated(device) - base) / 2**20 if device.type == "cuda" else None
-        return {"ms_per_step": round(ms, 3), "tokens_per_s": round(B * N / ms * 1e3), "peak_mb": peak and round(peak, 1),
-                "params": opt.n_params}
+        return {"ms_per_step": round(ms, 3), "tokens_per_s": round(B * N / ms * 1e3),
+                "peak_mb": peak and round(peak, 1), "params": opt.n_params}
     except torch.OutOfMemoryError:
         return {"oom": True}
     finally:

@@ -58,8 +58,8 @@ def register_scan_method(name: str, fn: ScanFn, *, available: Callable[[torch.de
     highest ``priority``. ``pairs``: ``fn`` also accepts ``u`` as real ``(re, im)`` pairs
     ``(B, L, D, 2)`` (e.g. bf16, read as float32); otherwise :func:`mipt_scan` converts them to complex.
     ``checks_values``: ``fn`` also takes a keyword ``bad`` (default None: no check), an int32 tensor of
-    one element (0) on the inputs' device, and sets it nonzero when some p lies outside ``[0, 1]`` or some p, θ, u, h0 is
-    NaN or inf (e.g. one atomic or per program of its kernel;
+    one element (0) on the inputs' device, and sets it nonzero when some p lies outside ``[0, 1]`` or
+    some p, θ, u, h0 is NaN or inf (e.g. one atomic or per program of its kernel;
     :func:`~minimipt.ops.checks.flag_invalid_values` for inputs it hands elsewhere). ``mipt_scan``
     then reads ``bad`` after the call instead of making its own pass over the inputs.
     """
