@@ -48,12 +48,15 @@ forms: a row with no entry reads 0 instead of NaN, and the weight of the cache r
 itself is discrete and gets none). ``write_penalty`` (optional) is an L1 penalty
 ``λ · mean_t w_t`` that a training loop can add (:attr:`CausalSparseCache.last_write_rate`).
 
-Three batched attention paths compute the same function (tests compare values and gradients):
+Four batched attention paths compute the same function (tests compare values and gradients):
 :func:`~minimipt.ops.reference.cache_attention_dense` (materialised ``(B, H, L, L)`` logits; any K, the reference),
 :func:`~minimipt.ops.cache_attention.cache_attention_blocked` (blocks of C queries over the ≤ K slots held before the block plus
-the block itself: O(L·(K + C)), finite K) and :func:`~minimipt.ops.cache_attention.cache_attention_slots` (gathers the K slots of
-every position: O(L·K·d_h), time-chunked with recomputation in the backward pass when long).
-``method="auto"`` takes dense while ``L ≤ K + C`` (and for unbounded K), blocked beyond.
+the block itself: O(L·(K + C)), finite K), :func:`~minimipt.ops.cache_attention.cache_attention_slots` (gathers the K slots of
+every position: O(L·K·d_h), time-chunked with recomputation in the backward pass when long) and
+:func:`~minimipt.ops.triton.cache_attention.cache_attention_triton` (``"fused"``: the eviction times, the
+slots held before each block and the blocked attention in three Triton kernels, recomputing in the
+backward; CUDA only, ``"blocked"`` elsewhere). ``method="auto"`` takes ``"fused"`` on CUDA where it works;
+elsewhere dense while ``L ≤ K + C`` (and for unbounded K), blocked beyond.
 """
 
 from __future__ import annotations
@@ -64,9 +67,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from .ops.cache_attention import cache_attention_blocked, cache_attention_slots
-from .ops.eviction import eviction_times
-from .ops.reference import cache_attention_dense, eligible_mask, softmax_with_sink, write_scores
+from .ops.cache_attention import CACHE_METHODS, evict_and_attend, fused_usable
+from .ops.reference import eligible_mask, softmax_with_sink, write_scores
 
 __all__ = ["CausalSparseCache", "CacheStats", "check_cache_slots"]
 
@@ -81,7 +83,7 @@ def check_cache_slots(cache_slots) -> None:
                          f"got {cache_slots!r}")
 
 
-_METHODS = {"dense": cache_attention_dense, "slots": cache_attention_slots, "blocked": cache_attention_blocked}
+_METHODS = CACHE_METHODS  # the batched attention paths (minimipt.ops.cache_attention.evict_and_attend)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -110,8 +112,8 @@ class CausalSparseCache(nn.Module):
         slots: K ≥ 1, or ``None`` for unbounded.
         heads: H (must divide ``d_model``).
         write_threshold: τ ∈ [0, 1]; tokens with ``w < τ`` are never written.
-        method: batched attention path: ``"auto"`` (the cheaper for the length, see :meth:`path`),
-            ``"blocked"``, ``"slots"`` or ``"dense"``.
+        method: batched attention path: ``"auto"`` (see :meth:`path`), ``"fused"`` (Triton kernels on
+            CUDA, ``"blocked"`` elsewhere), ``"blocked"``, ``"slots"`` or ``"dense"``.
         gate_bias: initial ``b_g`` of the read-out gate.
     """
 
@@ -127,8 +129,8 @@ class CausalSparseCache(nn.Module):
         if not 0.0 <= float(write_threshold) <= 1.0:
             raise ValueError(f"write_threshold must lie in [0, 1] (a bound on the mean rate w); got {write_threshold}")
         if method not in ("auto", *_METHODS):
-            raise ValueError(f"method must be 'auto', 'blocked', 'slots' or 'dense'; got {method!r}")
-        if method in ("slots", "blocked") and slots is None:
+            raise ValueError(f"method must be 'auto', 'fused', 'blocked', 'slots' or 'dense'; got {method!r}")
+        if method in ("slots", "blocked", "fused") and slots is None:
             raise ValueError(f"method={method!r} needs a finite number of slots; use 'dense' or 'auto' for slots=None")
         self.d_model, self.slots, self.heads = d_model, slots, heads
         self.head_dim = d_model // heads
@@ -141,18 +143,25 @@ class CausalSparseCache(nn.Module):
         self.last_stats: CacheStats | None = None
         self.last_write_rate: torch.Tensor | None = None  # mean w of the last forward (with gradient)
 
-    def path(self, length: int) -> str:
-        """The batched attention path used for sequences of ``length`` tokens.
+    def path(self, length: int, device: torch.device | str | None = None) -> str:
+        """The batched attention path used for sequences of ``length`` tokens on ``device``.
 
-        ``"auto"``: ``"dense"`` for unbounded K, and while its ``L²`` logits per head are no more than
-        the blocked path's ``L·(K + C)`` (``C = max(K, 16)``), i.e. ``L ≤ K + C``; ``"blocked"``
-        beyond (O(L·(K + C)), batched matrix products). ``"slots"`` (a gather of K keys per
-        position) is only taken when asked for. All three compute the same function (tests compare
-        them)."""
+        ``"auto"``: ``"dense"`` for unbounded K; on a CUDA device where the fused kernels work
+        (:func:`~minimipt.ops.cache_attention.fused_usable`, K ≤ 128) ``"fused"`` (three launches, no
+        ``(B, L, K)`` tables kept for backward); elsewhere ``"dense"`` while its ``L²`` logits per
+        head are no more than the blocked path's ``L·(K + C)`` (``C = max(K, 16)``), i.e.
+        ``L ≤ K + C``, and ``"blocked"`` beyond (O(L·(K + C)), batched matrix products). ``"slots"``
+        (a gather of K keys per position) is only taken when asked for. All compute the same
+        function (tests compare them)."""
         if self.method != "auto":
             return self.method
         K = self.slots
-        if K is None or length <= K + max(K, 16):
+        if K is None:
+            return "dense"
+        on_cuda = device is not None and torch.device(device).type == "cuda"
+        if on_cuda and fused_usable(device, torch.float32, length, K):
+            return "fused"
+        if length <= K + max(K, 16):
             return "dense"
         return "blocked"
 
@@ -173,9 +182,9 @@ class CausalSparseCache(nn.Module):
         B, L, _ = xh.shape
         log_w = write_scores(log_p)  # (B, L)
         eligible = eligible_mask(log_w, self.write_threshold)
-        evict = eviction_times(log_w.detach(), eligible, self.slots)  # (B, L)
         q, k, v = self._qkv(xh)  # (B, L, H, d_h)
-        attn = _METHODS[self.path(L)](q, k, v, log_w, evict, self.slots)  # (B, L, H, d_h)
+        # e (B, L): which positions are held when; attn (B, L, H, d_h)
+        evict, attn = evict_and_attend(q, k, v, log_w, eligible, self.slots, self.path(L, xh.device))
         self._record(log_w, eligible, evict, lengths)
         return self._read_out(xh, attn)
 

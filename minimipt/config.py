@@ -142,9 +142,9 @@ class MIPTConfig(_Config):
             _fail(name, "write_threshold", self.write_threshold, "a number in [0, 1] (a bound on the mean rate w)")
         if not _is_real(self.write_penalty) or self.write_penalty < 0:
             _fail(name, "write_penalty", self.write_penalty, "a number >= 0")
-        if self.cache_method not in ("auto", "blocked", "slots", "dense"):
-            _fail(name, "cache_method", self.cache_method, "one of 'auto', 'blocked', 'slots', 'dense'")
-        if self.cache_method in ("blocked", "slots") and K is None:
+        if self.cache_method not in ("auto", "fused", "blocked", "slots", "dense"):
+            _fail(name, "cache_method", self.cache_method, "one of 'auto', 'fused', 'blocked', 'slots', 'dense'")
+        if self.cache_method in ("fused", "blocked", "slots") and K is None:
             _fail(name, "cache_method", self.cache_method, "'auto' or 'dense' with an unbounded cache (cache_slots=None)")
         if self.d_state is not None and (not _is_int(self.d_state) or self.d_state <= 0):
             _fail(name, "d_state", self.d_state, "None (= d_model) or a positive int")

@@ -1,10 +1,16 @@
-"""Memory and speed against sequence length: MIPT vs Transformer (SDPA and naive attention).
+"""Memory and speed against sequence length: MIPT vs Transformer (SDPA and naive attention) and HGRN.
 
 Training: peak device memory of one forward + backward step and training tokens/s, for language
 models of identical width, depth and batch (default d_model 128, 2 layers, batch 8, as in the
 reference anchors), a 256-token vocabulary so that embeddings do not dominate, bf16 autocast on
 CUDA. ``naive`` attention materialises the (B, H, N, N) softmax, as the paper's baseline did;
-``sdpa`` is PyTorch's fused attention. Lengths that run out of memory are recorded as ``OOM``.
+``sdpa`` is PyTorch's fused attention; ``hgrn`` is flash-linear-attention's ``HGRNForCausalLM``
+(its chunked Triton kernels; the optional ``bench`` extra, skipped with a note when not installed),
+the nearest production model. ``mipt-K<k>`` has a K-slot cache (its batched path by
+``method="auto"``), ``mipt-K<k>-<method>`` forces one (e.g. ``mipt-K64-blocked``). Lengths that run
+out of memory are recorded as ``OOM``. Every row records the model's parameter count; the
+``ratios`` section compares each cached model with ``mipt`` (step time and peak memory) and every
+MIPT model's tokens/s with HGRN's, at every length.
 
 Decoding: per-token latency and the streaming state's memory after a context of n tokens, for MIPT
 (a complex state per layer plus K cache slots: constant) and the Transformer (a KV cache that grows
@@ -32,12 +38,41 @@ def add_arguments(p) -> None:
     p.add_argument("--d-model", type=int, default=128)
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--models", default="mipt,mipt-K64,sdpa,naive")
+    p.add_argument("--models", default="mipt,mipt-K64,sdpa,naive,hgrn")
     p.add_argument("--out", default=None)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--cuda-graphs", action="store_true",
                    help="also time each training step captured once as a CUDA graph and replayed (every model "
                         "alike): the step's GPU time without Python and launch overhead")
+
+
+class _LogitsOnly(torch.nn.Module):
+    """A Hugging Face causal LM as ``tokens (B, N) → logits (B, N, V)`` (no KV cache while training)."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids=x, use_cache=False).logits
+
+
+def _hgrn(V: int, d: int, layers: int) -> torch.nn.Module:
+    """flash-linear-attention's HGRN language model of the same width, depth and vocabulary (chunk mode)."""
+    from fla.models import HGRNConfig, HGRNForCausalLM
+
+    return _LogitsOnly(HGRNForCausalLM(HGRNConfig(hidden_size=d, num_hidden_layers=layers, vocab_size=V,
+                                                  attn_mode="chunk", fuse_cross_entropy=False)))
+
+
+def hgrn_missing() -> str | None:
+    """Why the ``hgrn`` row cannot run here (None when flash-linear-attention imports)."""
+    try:
+        import fla.models  # noqa: F401
+    except Exception as err:  # noqa: BLE001 - not installed, or a broken install: the row is skipped
+        return (f"flash-linear-attention is not importable ({type(err).__name__}: {str(err)[:120]}); "
+                f"pip install 'minimipt[bench]'")
+    return None
 
 
 def _models(names, d, layers, max_len):
@@ -52,12 +87,15 @@ def _models(names, d, layers, max_len):
         elif name == "mipt-fused":  # the fused Triton mixer (minimipt.ops.triton.mixer) on CUDA
             out[name] = lambda: MIPTLM(V, d, layers, cache_slots=0, fused_mixer=True)
         elif name.startswith("mipt-K"):
-            k = int(name[6:])
-            out[name] = lambda k=k: MIPTLM(V, d, layers, cache_slots=k)
+            k, _, method = name[6:].partition("-")
+            out[name] = lambda k=int(k), m=method or "auto": MIPTLM(V, d, layers, cache_slots=k, cache_method=m)
         elif name in ("sdpa", "naive"):
             out[name] = lambda a=name: TransformerLM(V, d, layers, n_heads=4, attention=a, max_len=max_len)
+        elif name == "hgrn":
+            out[name] = lambda: _hgrn(V, d, layers)
         else:
-            raise ValueError(f"unknown model {name!r}; use mipt, mipt-fused, mipt-K<k>, sdpa, naive")
+            raise ValueError(f"unknown model {name!r}; use mipt, mipt-fused, mipt-K<k>[-<cache method>], sdpa, "
+                             f"naive, hgrn")
     return out
 
 
@@ -73,6 +111,7 @@ def _setup(make, B, N, device, capturable=False):
     torch.manual_seed(0)
     model = make().to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, capturable=capturable)
+    opt.n_params = sum(q.numel() for q in model.parameters())
     x = torch.randint(0, 256, (B, N + 1), device=device)
 
     def update():
@@ -114,7 +153,8 @@ def _train_point(make, B, N, device, repeats):
             base = torch.cuda.memory_allocated(device)
         ms = _median_ms(step, device, repeats)
         peak = (torch.cuda.max_memory_allocated(device) - base) / 2**20 if device.type == "cuda" else None
-        return {"ms_per_step": round(ms, 3), "tokens_per_s": round(B * N / ms * 1e3), "peak_mb": peak and round(peak, 1)}
+        return {"ms_per_step": round(ms, 3), "tokens_per_s": round(B * N / ms * 1e3),
+                "peak_mb": peak and round(peak, 1), "params": opt.n_params}
     except torch.OutOfMemoryError:
         return {"oom": True}
     finally:
@@ -219,6 +259,55 @@ def _decode_point(make, name, n, device, repeats):
             "peak_mb": peak and round(peak, 1)}
 
 
+def _train_table(names, makers, args, lengths, device, max_len) -> list[dict]:
+    """One training row per (length, model); a model that fails records its error and the others go on."""
+    graphs = args.cuda_graphs and device.type == "cuda"
+    if args.cuda_graphs and not graphs:
+        print("--cuda-graphs needs a CUDA device: timing eager steps only")
+    print(f"{'model':16s} {'N':>7s} {'ms/step':>9s} {'tokens/s':>11s} {'peak MB':>9s}"
+          + (f" {'graph ms':>9s} {'graph tok/s':>12s}" if graphs else ""))
+    graph_rows = _graph_points(names, args, lengths, max_len, device) if graphs else {}
+    train = []
+    for N in lengths:
+        for name in names:
+            try:
+                r = {"model": name, "N": N, **_train_point(makers[name], args.batch, N, device, args.repeats)}
+            except Exception as err:  # noqa: BLE001 - recorded in the results file, the benchmark goes on
+                r = {"model": name, "N": N, "error": f"{type(err).__name__}: {err}"[:300]}
+            if not (r.get("oom") or r.get("error")):
+                r.update(graph_rows.get((name, N), {}))
+            train.append(r)
+            line = ("      OOM" if r.get("oom") else f"  error: {r['error']}" if r.get("error") else
+                    f"{r['ms_per_step']:9.2f} {r['tokens_per_s']:11,d} {r['peak_mb'] or float('nan'):9.1f}")
+            if "graph_ms_per_step" in r:
+                line += f" {r['graph_ms_per_step']:9.2f} {r['graph_tokens_per_s']:12,d}"
+            elif "graph_error" in r or "graph_oom" in r or "graph_skipped" in r:
+                line += f" graph: {r.get('graph_error') or r.get('graph_skipped') or 'OOM'}"
+            print(f"{name:16s} {N:7d} " + line, flush=True)
+    return train
+
+
+def _ratios(train: list[dict]) -> list[dict]:
+    """At every length: each cached MIPT model against ``mipt`` (step time, peak memory, replayed-graph
+    step), and each MIPT model's training tokens/s against HGRN's (where both ran)."""
+    rows = {(r["model"], r["N"]): r for r in train if "ms_per_step" in r}
+    out = []
+    for (name, N), r in sorted(rows.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        base, peer = rows.get(("mipt", N)), rows.get(("hgrn", N))
+        entry = {"model": name, "N": N}
+        if name.startswith("mipt-K") and base:
+            entry["step_vs_mipt"] = round(r["ms_per_step"] / base["ms_per_step"], 3)
+            if r.get("peak_mb") and base.get("peak_mb"):
+                entry["peak_vs_mipt"] = round(r["peak_mb"] / base["peak_mb"], 3)
+            if r.get("graph_ms_per_step") and base.get("graph_ms_per_step"):
+                entry["graph_step_vs_mipt"] = round(r["graph_ms_per_step"] / base["graph_ms_per_step"], 3)
+        if name.startswith("mipt") and peer:
+            entry["tokens_per_s_vs_hgrn"] = round(r["tokens_per_s"] / peer["tokens_per_s"], 3)
+        if len(entry) > 2:
+            out.append(entry)
+    return out
+
+
 def run(args) -> int:
     from ..env import get_device, smoke_mode
     from ..train.provenance import provenance
@@ -229,32 +318,38 @@ def run(args) -> int:
     dec = [int(x) for x in (args.decode_lengths or ("1,64,256" if small else "1,1024,4096,16384,65536")).split(",")]
     names = args.models.split(",")
     makers = _models(names, args.d_model, args.layers, max(dec + lengths) + 1)
+    why = hgrn_missing() if "hgrn" in names else None
+    skipped = {"hgrn": why} if why else {}
     t0 = time.time()
-    train, decode = [], []
     print(f"training step, d_model {args.d_model}, {args.layers} layers, batch {args.batch}, device {device}")
-    graphs = args.cuda_graphs and device.type == "cuda"
-    if args.cuda_graphs and not graphs:
-        print("--cuda-graphs needs a CUDA device: timing eager steps only")
-    print(f"{'model':10s} {'N':>7s} {'ms/step':>9s} {'tokens/s':>11s} {'peak MB':>9s}"
-          + (f" {'graph ms':>9s} {'graph tok/s':>12s}" if graphs else ""))
-    graph_rows = _graph_points(names, args, lengths, max(dec + lengths) + 1, device) if graphs else {}
-    for N in lengths:
-        for name in names:
-            r = {"model": name, "N": N, **_train_point(makers[name], args.batch, N, device, args.repeats)}
-            if not r.get("oom"):
-                r.update(graph_rows.get((name, N), {}))
-            train.append(r)
-            line = ("      OOM" if r.get("oom") else
-                    f"{r['ms_per_step']:9.2f} {r['tokens_per_s']:11,d} {r['peak_mb'] or float('nan'):9.1f}")
-            if "graph_ms_per_step" in r:
-                line += f" {r['graph_ms_per_step']:9.2f} {r['graph_tokens_per_s']:12,d}"
-            elif "graph_error" in r or "graph_oom" in r or "graph_skipped" in r:
-                line += f" graph: {r.get('graph_error') or r.get('graph_skipped') or 'OOM'}"
-            print(f"{name:10s} {N:7d} " + line, flush=True)
+    train = _train_table([n for n in names if n not in skipped], makers, args, lengths, device, max(dec + lengths) + 1)
+    for name, why in skipped.items():
+        print(f"{name}: skipped, {why}")
+        train += [{"model": name, "N": N, "skipped": why} for N in lengths]
+    ratios = _ratios(train)
+    for r in ratios:
+        print("  ".join(f"{k} {v}" for k, v in r.items()))
+    hw = torch.cuda.get_device_name(device).replace(" ", "_") if device.type == "cuda" else "cpu"
+    out = Path(args.out or f"results/bench/scaling_{hw}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(decode: list[dict], partial: bool) -> None:
+        res = {"benchmark": "scaling", "config": {"d_model": args.d_model, "layers": args.layers, "batch": args.batch,
+                                                  "vocab": 256, "amp": "bf16" if device.type == "cuda" else None,
+                                                  "models": names, "lengths": lengths, "decode_lengths": dec,
+                                                  "cuda_graphs": args.cuda_graphs and device.type == "cuda"},
+               "train": train, "ratios": ratios, "decode": decode, "wall_time_s": round(time.time() - t0, 1),
+               **({"partial": "training only: the decoding part had not finished"} if partial else {}),
+               **provenance(device)}
+        out.write_text(json.dumps(res, indent=1) + "\n")
+
+    write([], partial=True)  # the training results survive a decoding part that fails or is cut short
+    decode = []
     print("\ndecoding one token after n tokens of context (batch 1)")
     print(f"{'model':10s} {'n':>7s} {'ms/token':>9s} {'state MB':>9s} {'peak MB':>9s}")
     for n in dec:
-        for name in names:
+        # the peer is timed in training only; a forced batched cache path does not change decoding
+        for name in (m for m in names if m != "hgrn" and not (m.startswith("mipt-K") and "-" in m[6:])):
             try:
                 r = {"model": name, "n": n, **_decode_point(makers[name], name, n, device, max(10, args.repeats))}
             except torch.OutOfMemoryError:
@@ -262,14 +357,6 @@ def run(args) -> int:
             decode.append(r)
             print(f"{name:10s} {n:7d} " + ("      OOM" if r.get("oom") else
                   f"{r['ms_per_token']:9.3f} {r['state_mb']:9.3f} {r['peak_mb'] or float('nan'):9.1f}"), flush=True)
-    hw = torch.cuda.get_device_name(device).replace(" ", "_") if device.type == "cuda" else "cpu"
-    out = Path(args.out or f"results/bench/scaling_{hw}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    res = {"benchmark": "scaling", "config": {"d_model": args.d_model, "layers": args.layers, "batch": args.batch,
-                                              "vocab": 256, "amp": "bf16" if device.type == "cuda" else None,
-                                              "models": names, "lengths": lengths, "decode_lengths": dec,
-                                              "cuda_graphs": graphs},
-           "train": train, "decode": decode, "wall_time_s": round(time.time() - t0, 1), **provenance(device)}
-    out.write_text(json.dumps(res, indent=1) + "\n")
+    write(decode, partial=False)
     print(f"wrote {out}")
     return 0

@@ -1,19 +1,29 @@
 """Fast batched forms of the cache attention (:func:`minimipt.ops.reference.cache_attention_dense`
 defines it): each computes the same ``(B, L, H, d_h)`` output from ``q, k, v``, the write scores
 and the eviction times, and the tests compare values and gradients with the dense form.
+
+:func:`evict_and_attend` is the cache's entry point: the eviction times and the attention by one of
+:data:`CACHE_METHODS`. ``"fused"`` computes both in Triton kernels
+(:mod:`minimipt.ops.triton.cache_attention`) and falls back to ``"blocked"`` where they are not
+available (no CUDA device, no Triton, a failed first-use self-check) or do not apply (K above
+:data:`~minimipt.ops.triton.cache_attention.FUSED_MAX_SLOTS`, float64).
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from .eviction import slot_table
-from .reference import softmax_with_sink
+from .eviction import eviction_times, slot_table
+from .reference import cache_attention_dense, softmax_with_sink
 
-__all__ = ["cache_attention_slots", "cache_attention_blocked"]
+__all__ = ["cache_attention_slots", "cache_attention_blocked", "evict_and_attend", "fused_usable", "CACHE_METHODS"]
+
+CACHE_METHODS = ("dense", "slots", "blocked", "fused")
+_WARNED: set[str] = set()
 
 _NEG_INF = float("-inf")
 
@@ -98,3 +108,38 @@ def cache_attention_blocked(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, l
     a = softmax_with_sink(logits).to(v.dtype)
     out = torch.einsum("bnhcj,bnjhd->bnchd", a, pick(v))  # (B, n, C, H, d_h)
     return out.reshape(B, n * C, H, dh)[:, :L]
+
+
+def fused_usable(device: torch.device | str, dtype: torch.dtype, length: int, slots: int | None) -> bool:
+    """Whether method ``"fused"`` runs for q, k, v of ``dtype`` and ``length`` with ``slots``: its
+    kernels take them, and they work on ``device`` (a CUDA device; checked once per device)."""
+    from .triton.cache_attention import fused_available, fused_supports
+
+    return fused_supports(dtype, length, slots) and fused_available(torch.device(device))
+
+
+def evict_and_attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, log_w: torch.Tensor,
+                     eligible: torch.Tensor, slots: int | None, method: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(e, attn)``: eviction times ``(B, L)`` and the cache's attention ``(B, L, H, d_h)`` by ``method``.
+
+    ``"dense"``, ``"slots"``, ``"blocked"``: :func:`~minimipt.ops.eviction.eviction_times`, then the
+    attention form of that name. ``"fused"``: both in Triton kernels when :func:`fused_usable`, else
+    ``"blocked"`` (a warning once per device when the kernels cannot run there at all).
+    """
+    if method == "fused":
+        if q.numel() and fused_usable(q.device, q.dtype, q.shape[1], slots):
+            from .triton.cache_attention import cache_attention_triton
+
+            return cache_attention_triton(q, k, v, log_w, eligible, slots)
+        if q.device.type != "cuda" and str(q.device) not in _WARNED:
+            _WARNED.add(str(q.device))
+            warnings.warn(f"minimipt: cache method 'fused' needs a CUDA device and Triton; using 'blocked' on "
+                          f"{q.device}", RuntimeWarning, stacklevel=3)
+        method = "blocked"
+    if method not in _FORMS:
+        raise ValueError(f"method must be one of {CACHE_METHODS}; got {method!r}")
+    evict = eviction_times(log_w.detach(), eligible, slots)  # (B, L)
+    return evict, _FORMS[method](q, k, v, log_w, evict, slots)
+
+
+_FORMS = {"dense": cache_attention_dense, "slots": cache_attention_slots, "blocked": cache_attention_blocked}
