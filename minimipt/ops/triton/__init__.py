@@ -91,13 +91,22 @@ def _compare(fn, reference, inputs: list, gout: torch.Tensor, names: tuple, devi
                     out = f(*xs)
                     loss = (out * gout.to(device, out.dtype).conj()).real.sum()
                     results.append((out, *torch.autograd.grad(loss, xs)))
-                for name, x, ref in zip(names, results[1], results[0]):
-                    err = ((x.to(ref.dtype) - ref).abs().norm() / ref.abs().norm()).item()
-                    if not err <= _SELF_CHECK_TOL:  # also catches NaN
-                        return False, f"self-check mismatch in {name}{suffix}: relative error {err:.2e}"
+                bad = _mismatch(names, results[1], results[0], suffix)
+                if bad:
+                    return False, bad
     except Exception as err:  # a compile or launch failure
         return False, f"{what} failed on {device} ({type(err).__name__}: {err})"
     return True, "ok"
+
+
+def _mismatch(names, ours, refs, suffix: str = "") -> str | None:
+    """The first of ``ours`` whose relative error to ``refs`` exceeds the self-check tolerance (NaN
+    included), as a message; None when all agree."""
+    for name, x, ref in zip(names, ours, refs):
+        err = ((x.to(ref.dtype) - ref).abs().norm() / ref.abs().norm()).item()
+        if not err <= _SELF_CHECK_TOL:  # also catches NaN
+            return f"self-check mismatch in {name}{suffix}: relative error {err:.2e}"
+    return None
 
 
 def _checked_once(cache: dict[str, bool], device: torch.device, check, disabled: str, instead: str) -> bool:
