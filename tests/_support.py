@@ -31,10 +31,10 @@ def assert_causal(model, vocab_size: int, batch: int, length: int, positions, se
 @torch.no_grad()
 def assert_greedy_generation_matches_forward(model, vocab_size: int, batch: int, prompt_len: int,
                                              new_tokens: int, seed: int = 4):
-    """``generate(temperature=0)`` (through ``step``) appends, at each position, the argmax of the
-    parallel forward's logits there; returns the prompt used."""
+    """``generate(do_sample=False)`` (parallel prefill, then ``step``) appends, at each position, the
+    argmax of the parallel forward's logits there; returns the prompt used."""
     prompt = torch.randint(0, vocab_size, (batch, prompt_len), generator=torch.Generator().manual_seed(seed))
-    out = model.generate(prompt, new_tokens, temperature=0)
+    out = model.generate(prompt, new_tokens, do_sample=False)
     total = prompt_len + new_tokens
     assert out.shape == (batch, total) and torch.equal(out[:, :prompt_len], prompt)
     for t in range(prompt_len, total):

@@ -60,7 +60,8 @@ def test_step_equals_forward(cache_slots, write_threshold):
         streamed, state = _stream(model, tokens)
     torch.testing.assert_close(streamed, full, atol=1e-4, rtol=1e-4)
     if write_threshold == "split":  # the threshold really excluded tokens, and really let some in
-        stats = model.cache_stats()
+        with torch.no_grad():
+            stats = model(tokens, return_aux=True)[1].cache_stats
         assert any((s.eligible < 24).any() for s in stats) and any((s.written > 0).any() for s in stats)
 
 
@@ -95,8 +96,8 @@ def test_streaming_state_size_is_constant(cache_slots, one_thread):
             if t + 1 in (10, 5000):
                 sizes[t + 1] = state_nbytes(state)
     assert torch.isfinite(logits).all()
-    assert sizes[10] == sizes[5000] == state_nbytes(model.init_state(2)) > 0
-    assert state["t"] == 5000
+    assert sizes[10] == sizes[5000] == state_nbytes(model.init_state(2)) == state.nbytes > 0
+    assert int(state.t) == 5000
 
 
 def test_unbounded_cache_state_grows():
@@ -150,10 +151,10 @@ def test_classifier_shapes_padding_and_stats():
     tokens = torch.randint(1, V, (2, 10))
     with torch.no_grad():
         logits = clf(tokens)
-        padded = clf(torch.cat([tokens, torch.zeros(2, 5, dtype=torch.long)], 1))  # right padding
+        padded, aux = clf(torch.cat([tokens, torch.zeros(2, 5, dtype=torch.long)], 1), return_aux=True)  # right padding
     assert logits.shape == (2, 4)
     torch.testing.assert_close(padded, logits, atol=1e-5, rtol=1e-5)
-    stats = clf.cache_stats()
+    stats = aux.cache_stats
     assert len(stats) == 2 and all(s.length.tolist() == [10, 10] for s in stats)
     assert all(((s.held <= 3) & (s.held <= s.written) & (s.written <= 10)).all() for s in stats)
 
@@ -198,12 +199,15 @@ def test_gate_gets_gradient_through_cache_alone():
 
 def test_write_penalty_aux_loss():
     model = _lm(2, write_penalty=0.1)
-    model(torch.randint(0, V, (2, 8)))
-    loss = model.aux_loss()
-    assert loss.item() > 0
-    loss.backward()
+    tokens = torch.randint(0, V, (2, 8))
+    logits, aux = model(tokens, return_aux=True)
+    assert torch.equal(logits, model(tokens))  # the aux output changes nothing else
+    assert aux.loss.item() > 0
+    aux.loss.backward()
     assert model.blocks[0].mixer.in_proj.bias.grad.abs().sum() > 0
-    assert _lm(0).aux_loss().item() == 0
+    unused = _lm(0)(tokens, return_aux=True)[1]
+    assert unused.loss.item() == 0 and unused.cache_stats == []
+    assert not hasattr(model.blocks[0].cache, "last_stats")  # statistics are returned, not stored
 
 
 def test_count_parameters_with_and_without_embeddings():
@@ -231,8 +235,8 @@ def test_generate_ignores_dropout_and_restores_the_mode():
     lm = MIPTLM(50, 16, 1, dropout=0.5)
     lm.train()
     prompt = torch.tensor([1, 2, 3])
-    a = lm.generate(prompt, 8, temperature=0)
-    b = lm.generate(prompt, 8, temperature=0)
+    a = lm.generate(prompt, 8, do_sample=False)
+    b = lm.generate(prompt, 8, do_sample=False)
     assert torch.equal(a, b) and lm.training
 
 
