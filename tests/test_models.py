@@ -7,10 +7,9 @@ import pytest
 import torch
 
 import minimipt
-from _support import assert_causal, assert_greedy_generation_matches_forward
+from _support import assert_causal, assert_greedy_generation_matches_forward, small_lm, stream
 from minimipt import MIPTLM, MIPTClassifier, MIPTConfig, count_parameters, state_nbytes
 from minimipt.blocks import MIPTBlock
-from minimipt.ops.reference import write_scores
 
 V = 37
 # (cache_slots, write_threshold): no cache, K = 1, K = 4, unbounded, unbounded with a threshold
@@ -18,32 +17,11 @@ CACHES = [(0, 0.0), (1, 0.0), (4, 0.0), (None, 0.0), (None, "split"), (3, "split
 
 
 def _lm(cache_slots=0, write_threshold=0.0, **kw):
-    """A small LM; ``write_threshold="split"`` sets each layer's τ between the two middle write
-    scores of a probe batch, so that the threshold really excludes about half of the tokens."""
-    torch.manual_seed(0)
-    split = write_threshold == "split"
-    model = MIPTLM(V, 16, 2, cache_slots=cache_slots, write_threshold=0.0 if split else write_threshold,
-                   cache_heads=2, **kw).eval()
-    if split:
-        with torch.no_grad():
-            x = model.embed(torch.randint(0, V, (3, 20), generator=torch.Generator().manual_seed(99)))
-            for block in model.blocks:
-                D = block.mixer.d_state
-                block.mixer.in_proj.weight[:D] *= 30  # spread the rates so that w varies by token
-                xh = block.norm(x)
-                w = write_scores(block.mixer(xh, return_aux=True)[1].log_p).exp().flatten().sort().values
-                block.cache.write_threshold = float(w[len(w) // 2 - 1:len(w) // 2 + 1].mean())
-                x = block(x)
-    return model
+    return small_lm(V, cache_slots, write_threshold, **kw)
 
 
 def _stream(model, tokens):
-    state = model.init_state(tokens.shape[0])
-    out = []
-    for t in range(tokens.shape[1]):
-        logits, state = model.step(tokens[:, t], state)
-        out.append(logits)
-    return torch.stack(out, 1), state
+    return stream(model, tokens)
 
 
 @pytest.mark.parametrize("cache_slots,write_threshold", CACHES)
