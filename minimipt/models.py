@@ -90,7 +90,7 @@ class _MIPTStack(PretrainedMixin, nn.Module):
     def check_state(self, state, batch_size: int) -> None:
         """``ValueError`` unless ``state`` is this model's kind of state for ``batch_size`` sequences."""
         name = type(self).__name__
-        if not isinstance(state, self.state_class):
+        if type(state) is not self.state_class:  # a classifier's pooled state is not an LM's, nor the reverse
             raise ValueError(f"{name} needs a {self.state_class.__name__} (from its init_state, step or "
                              f"forward(..., return_state=True)); got {type(state).__name__}")
         if len(state.layers) != self.n_layers:

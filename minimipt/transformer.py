@@ -232,7 +232,9 @@ class TransformerLM(GenerateMixin, _TransformerStack):
         if len(state.layers) != self.n_layers:
             raise ValueError(f"the state has {len(state.layers)} layers; this TransformerLM has {self.n_layers}")
         k = state.layers[0].k
-        if k.shape[0] != batch_size or (k.shape[1], k.shape[3]) != (att.n_heads, att.head_dim):
+        if k.shape[0] != batch_size:
+            raise ValueError(f"the state was made for batch {k.shape[0]}, the tokens have batch {batch_size}")
+        if (k.shape[1], k.shape[3]) != (att.n_heads, att.head_dim):
             raise ValueError(f"the state holds keys of shape {tuple(k.shape)}; this TransformerLM needs "
                              f"(B={batch_size}, H={att.n_heads}, T, d_h={att.head_dim})")
 
