@@ -7,9 +7,9 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    from . import scaling, scan
+    from . import generate, scaling, scan
 
-    benches = {"scan": scan, "scaling": scaling}
+    benches = {"scan": scan, "scaling": scaling, "generate": generate}
     parser = argparse.ArgumentParser(prog="python -m minimipt.bench", description=__doc__)
     sub = parser.add_subparsers(dest="bench", metavar="BENCHMARK", required=True)
     for name, module in benches.items():
