@@ -10,9 +10,9 @@ cache or a finite one), the step can be recorded once and replayed:
   on a side stream, then capture).
 * ``"compile"``: the in-place step compiled by ``torch.compile`` (fused kernels); on CUDA the compiled
   step is captured as a CUDA graph too. The first call compiles (seconds).
-* ``"auto"``: ``"graph"`` on CUDA for a fixed-shape state when at least ``MIN_GRAPH_STEPS`` steps are
-  asked for (a capture costs a few steps), else ``"eager"``. A capture that fails falls back to
-  ``"eager"`` with a warning.
+* ``"auto"``: ``AUTO_CUDA_MODE`` on CUDA for a fixed-shape state when at least ``MIN_GRAPH_STEPS``
+  steps are asked for (a capture costs a few steps), else ``"eager"``. A capture that fails falls
+  back to ``"eager"`` with a warning.
 
 All modes compute the same logits and states (tests compare them with ``"eager"``). The replayed
 step does not check token ids against the vocabulary (that would wait for the device every token):
@@ -28,9 +28,10 @@ import torch
 
 from .state import MIPTState
 
-__all__ = ["Decoder", "MODES", "MIN_GRAPH_STEPS", "fixed_shape"]
+__all__ = ["Decoder", "MODES", "AUTO_CUDA_MODE", "MIN_GRAPH_STEPS", "fixed_shape"]
 
 MODES = ("auto", "eager", "graph", "compile")
+AUTO_CUDA_MODE = "graph"  # what "auto" takes on CUDA: the faster of "graph" and "compile" (bench generate)
 MIN_GRAPH_STEPS = 16
 _WARMUP = 3  # eager runs on a side stream before a capture (allocator, lazy initialisation, compilation)
 
@@ -56,7 +57,7 @@ class Decoder:
         static = fixed_shape(state) and hasattr(model, "_step")
         requested = mode
         if mode == "auto":
-            mode = "graph" if (device.type == "cuda" and static and (steps is None or steps >= MIN_GRAPH_STEPS)) \
+            mode = AUTO_CUDA_MODE if (device.type == "cuda" and static and (steps is None or steps >= MIN_GRAPH_STEPS)) \
                 else "eager"
         if mode in ("graph", "compile") and not static:
             raise ValueError(f"decode mode {mode!r} needs a state of fixed shapes (a MIPT model with cache_slots "
@@ -79,7 +80,7 @@ class Decoder:
             except Exception as err:  # noqa: BLE001 - "auto" falls back, an explicit mode reports it
                 if requested != "auto":
                     raise
-                warnings.warn(f"CUDA graph capture of the decoding step failed ({type(err).__name__}: {err}); "
+                warnings.warn(f"capturing the decoding step as a CUDA graph failed ({type(err).__name__}: {err}); "
                               "decoding eagerly", RuntimeWarning, stacklevel=2)
                 self.mode, self.state = "eager", state
 

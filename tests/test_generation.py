@@ -170,7 +170,7 @@ def test_cuda_decoding_equals_eager_step(cache_slots, mode):
     batch 1 and 64, through the cache filling up; and greedy generate through the graph."""
     torch.manual_seed(0)
     model = MIPTLM(256, 128, 2, cache_slots=cache_slots).cuda().eval()
-    for B in (1, 64):
+    for B in (1, 64) if mode == "graph" else (1,):  # a compilation per batch size: one is enough
         with torch.no_grad():
             _, state = model(torch.randint(0, 256, (B, 40), device="cuda"), return_state=True)
         tokens = torch.randint(0, 256, (B, 80), device="cuda")
