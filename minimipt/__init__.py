@@ -22,11 +22,13 @@ from .config import MIPTConfig, TransformerConfig
 from .env import get_device, seed_everything, setup, smoke_mode
 from .layer import MIPTLayer
 from .cache import CausalSparseCache
-from .generation import state_nbytes
+from .state import CacheState, MIPTState, ModelAux, PooledMIPTState, TransformerState, state_nbytes
 from .models import MIPTClassifier, MIPTLM
 from .transformer import TransformerClassifier, TransformerLM
 from .optim import count_parameters, param_groups
 from .ops import mipt_scan, register_scan_method, scan_methods
+from .pretrained import from_pretrained
+from .decoding import Decoder
 
 __all__ = [
     "__version__",
@@ -34,5 +36,6 @@ __all__ = [
     "mipt_scan", "register_scan_method", "scan_methods",
     "MIPTConfig", "TransformerConfig", "MIPTLayer",
     "CausalSparseCache", "MIPTClassifier", "MIPTLM", "TransformerClassifier", "TransformerLM", "state_nbytes",
+    "MIPTState", "PooledMIPTState", "CacheState", "TransformerState", "ModelAux", "from_pretrained", "Decoder",
     "param_groups", "count_parameters",
 ]

@@ -46,7 +46,8 @@ and the block adds ``r_t`` to ``Re h_t``. The null sink (zero key, zero value, l
 forms: a row with no entry reads 0 instead of NaN, and the weight of the cache relative to
 "nothing" depends on ``log w_s`` — so ``p_t`` gets a gradient through the cache (the top-K choice
 itself is discrete and gets none). ``write_penalty`` (optional) is an L1 penalty
-``λ · mean_t w_t`` that a training loop can add (:attr:`CausalSparseCache.last_write_rate`).
+``λ · mean_t w_t`` that a training loop can add (:attr:`~minimipt.state.CacheAux.write_rate`, returned
+with ``return_aux=True``).
 
 Four batched attention paths compute the same function (tests compare values and gradients):
 :func:`~minimipt.ops.reference.cache_attention_dense` (materialised ``(B, H, L, L)`` logits; any K, the reference),
@@ -57,20 +58,26 @@ every position: O(L·K·d_h), time-chunked with recomputation in the backward pa
 slots held before each block and the blocked attention in three Triton kernels, recomputing in the
 backward; CUDA only, ``"blocked"`` elsewhere). ``method="auto"`` takes ``"fused"`` on CUDA where it works;
 elsewhere dense while ``L ≤ K + C`` (and for unbounded K), blocked beyond.
+
+**Continuing from a state.** ``forward(..., state=s)`` reads the slots held in ``s`` as well as the
+new tokens, and ``return_state=True`` returns the slots held after the last token, slot for slot as
+``step`` would hold them (:mod:`minimipt.cache_continue`: the held slots become a prefix of the
+sequence). Both forms carry a :class:`~minimipt.state.CacheState`.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 
+from .cache_continue import Prefix, slot_table_from, state_as_prefix, state_from_table
 from .ops.cache_attention import CACHE_METHODS, evict_and_attend, fused_usable
 from .ops.reference import eligible_mask, softmax_with_sink, write_scores
+from .state import CacheAux, CacheState, CacheStats, outputs
 
-__all__ = ["CausalSparseCache", "CacheStats", "check_cache_slots"]
+__all__ = ["CausalSparseCache", "CacheStats", "check_cache_slots"]  # CacheStats: see minimipt.state
 
 _NEG_INF = float("-inf")
 
@@ -89,20 +96,6 @@ _METHODS = CACHE_METHODS  # the batched attention paths (minimipt.ops.cache_atte
 # ----------------------------------------------------------------------------------------------
 # the module
 # ----------------------------------------------------------------------------------------------
-
-@dataclass
-class CacheStats:
-    """Per-sequence counts from the last batched forward (long tensors of shape ``(B,)``).
-
-    ``written``: tokens that entered the cache; ``held``: slots occupied at the last (non-pad)
-    position; ``eligible``: tokens with ``w ≥ τ``; ``length``: tokens counted.
-    """
-
-    written: torch.Tensor
-    held: torch.Tensor
-    eligible: torch.Tensor
-    length: torch.Tensor
-
 
 class CausalSparseCache(nn.Module):
     """A per-layer causal sparse KV cache of ``slots`` entries read by ``heads``-head attention.
@@ -140,8 +133,6 @@ class CausalSparseCache(nn.Module):
         self.gate = nn.Linear(d_model, d_model)
         with torch.no_grad():
             self.gate.bias.fill_(gate_bias)
-        self.last_stats: CacheStats | None = None
-        self.last_write_rate: torch.Tensor | None = None  # mean w of the last forward (with gradient)
 
     def path(self, length: int, device: torch.device | str | None = None) -> str:
         """The batched attention path used for sequences of ``length`` tokens on ``device``.
@@ -174,60 +165,123 @@ class CausalSparseCache(nn.Module):
         attn = attn.reshape(attn.shape[:-2] + (self.d_model,)).to(xh.dtype)
         return torch.sigmoid(self.gate(xh)) * self.out_proj(attn)
 
-    def forward(self, xh: torch.Tensor, log_p: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, xh: torch.Tensor, log_p: torch.Tensor, lengths: torch.Tensor | None = None,
+                state: CacheState | None = None, return_state: bool = False, return_aux: bool = False):
         """Batched form. ``xh``: ``(B, L, d)``; ``log_p``: ``(B, L, D)`` → ``r`` ``(B, L, d)``.
 
-        ``lengths`` ``(B,)`` (optional): real tokens per sequence (right padding), for the stats.
+        ``state``: continue after the tokens it holds (:meth:`init_state`, :meth:`step` or an earlier
+        ``return_state=True``). ``lengths`` ``(B,)`` (optional): real tokens per sequence (right
+        padding), for the statistics. Returns ``r``, then the :class:`~minimipt.state.CacheState`
+        after the last token if ``return_state``, then a :class:`~minimipt.state.CacheAux` if
+        ``return_aux``.
         """
         B, L, _ = xh.shape
+        K = self.slots
         log_w = write_scores(log_p)  # (B, L)
         eligible = eligible_mask(log_w, self.write_threshold)
         q, k, v = self._qkv(xh)  # (B, L, H, d_h)
-        # e (B, L): which positions are held when; attn (B, L, H, d_h)
-        evict, attn = evict_and_attend(q, k, v, log_w, eligible, self.slots, self.path(L, xh.device))
-        self._record(log_w, eligible, evict, lengths)
-        return self._read_out(xh, attn)
+        if state is not None:
+            self.check_state(state, B)
+        prefix = None if state is None else state_as_prefix(state)  # the held slots, in position order
+        P = 0 if prefix is None else prefix.log_w.shape[1]
+        if P:  # [held | new]: the prefix's queries are zeros, their outputs dropped
+            q = torch.cat([q.new_zeros(B, P, *q.shape[2:]), q], 1)
+            k, v = torch.cat([prefix.k.to(k.dtype), k], 1), torch.cat([prefix.v.to(v.dtype), v], 1)
+            log_w_all = torch.cat([prefix.log_w.to(log_w.dtype), log_w], 1)
+            eligible_all = torch.cat([prefix.eligible, eligible], 1)
+        else:
+            log_w_all, eligible_all = log_w, eligible
+        # evict (B, P + L): which positions are held when; attn (B, L, H, d_h)
+        evict, attn = evict_and_attend(q, k, v, log_w_all, eligible_all, K, self.path(P + L, xh.device))
+        attn = attn[:, P:]
+        r = self._read_out(xh, attn)
+        new_state = aux = None
+        if return_state:
+            new_state = self._state_after(state, prefix, k, v, log_w_all, eligible, evict, L)
+        if return_aux:
+            aux = self._aux(log_w, eligible, evict, P, lengths)
+        return outputs(r, new_state, aux, return_state, return_aux)
 
-    def _record(self, log_w, eligible, evict, lengths):
+    def _state_after(self, state, prefix: Prefix | None, k, v, log_w_all, eligible, evict, L) -> CacheState:
+        """The slots held after the last of the L new tokens (``k, v, log_w_all``: over ``[held | new]``)."""
+        B = k.shape[0]
+        t0 = torch.zeros((), dtype=torch.long, device=k.device) if state is None else state.t
+        dtype = self.qkv.weight.dtype
+        new_pos = t0 + torch.arange(L, device=k.device).expand(B, L)  # (B, L)
+        if self.slots is None:  # unbounded: slot j holds position j; one more slot per token
+            s = state if state is not None else self.init_state(B, device=k.device, dtype=dtype)
+            P = s.log_w.shape[1]
+            return CacheState(k=torch.cat([s.k, k[:, P:].to(dtype)], 1), v=torch.cat([s.v, v[:, P:].to(dtype)], 1),
+                              log_w=torch.cat([s.log_w, log_w_all[:, P:].to(s.log_w.dtype)], 1),
+                              valid=torch.cat([s.valid, eligible], 1), pos=torch.cat([s.pos, new_pos], 1),
+                              t=t0 + L, slots=None)
+        if prefix is None:
+            slot, held = evict.new_zeros(B, 0), eligible.new_zeros(B, 0)
+            pos_all = new_pos
+        else:
+            slot, held = prefix.slot, prefix.eligible
+            pos_all = torch.cat([prefix.pos, new_pos], 1)
+        row = slot_table_from(evict, self.slots, slot, held)[:, -1]  # (B, K): who holds each slot at the end
+        lw_dtype = dtype if dtype in (torch.float32, torch.float64) else torch.float32
+        return state_from_table(row, k.to(dtype), v.to(dtype), log_w_all.to(lw_dtype), pos_all, t0 + L, self.slots)
+
+    @staticmethod
+    def _aux(log_w, eligible, evict, P: int, lengths) -> CacheAux:
+        """Statistics of the L new tokens (the first ``P`` entries of ``evict`` are the held prefix)."""
         B, L = log_w.shape
-        pos = torch.arange(L, device=log_w.device)
-        n = torch.full((B,), L, device=log_w.device, dtype=torch.long) if lengths is None else lengths.long()
-        inside = pos[None, :] < n[:, None]  # (B, L)
-        last = (n - 1).clamp(min=0)[:, None]
-        self.last_write_rate = (log_w.exp() * inside).sum() / inside.sum().clamp(min=1)
+        dev = log_w.device
+        n = torch.full((B,), L, device=dev, dtype=torch.long) if lengths is None else lengths.long()
+        inside = torch.arange(L, device=dev)[None, :] < n[:, None]  # (B, L) counted tokens
+        comb = torch.arange(P + L, device=dev)[None, :]  # combined positions
+        last = (P + n - 1).clamp(min=0)[:, None]
         with torch.no_grad():
-            self.last_stats = CacheStats(
-                written=((evict > pos) & inside).sum(1),
-                held=((evict > pos) & (pos <= last) & (evict > last) & inside).sum(1),
+            stats = CacheStats(
+                written=((evict[:, P:] > comb[:, P:]) & inside).sum(1),
+                held=((evict > comb) & (comb <= last) & (evict > last)).sum(1),
                 eligible=(eligible & inside).sum(1),
                 length=n,
             )
+        return CacheAux(stats=stats, write_rate=(log_w.exp() * inside).sum() / inside.sum().clamp(min=1))
 
     # ------------------------------------------------------------------------------------------
-    def init_state(self, batch_size: int, device=None, dtype: torch.dtype | None = None) -> dict:
-        """Empty cache: K slots (0 entries that grow for ``slots=None``)."""
+    def init_state(self, batch_size: int, device=None, dtype: torch.dtype | None = None) -> CacheState:
+        """Empty cache: K slots (0 slots that grow by one per token for ``slots=None``)."""
         ref = self.qkv.weight
         device, dtype = device or ref.device, dtype or ref.dtype
         K = 0 if self.slots is None else self.slots
         B, H, dh = batch_size, self.heads, self.head_dim
-        return {"k": torch.zeros(B, K, H, dh, device=device, dtype=dtype),
-                "v": torch.zeros(B, K, H, dh, device=device, dtype=dtype),
-                "log_w": torch.zeros(B, K, device=device, dtype=torch.float32),
-                "valid": torch.zeros(B, K, device=device, dtype=torch.bool),
-                "pos": torch.full((B, K), -1, device=device, dtype=torch.long),
-                "t": 0}
+        lw_dtype = dtype if dtype in (torch.float32, torch.float64) else torch.float32
+        return CacheState(k=torch.zeros(B, K, H, dh, device=device, dtype=dtype),
+                          v=torch.zeros(B, K, H, dh, device=device, dtype=dtype),
+                          log_w=torch.zeros(B, K, device=device, dtype=lw_dtype),
+                          valid=torch.zeros(B, K, device=device, dtype=torch.bool),
+                          pos=torch.full((B, K), -1, device=device, dtype=torch.long),
+                          t=torch.zeros((), device=device, dtype=torch.long), slots=self.slots)
 
-    def step(self, xh_t: torch.Tensor, log_p_t: torch.Tensor, state: dict):
+    def check_state(self, state, batch_size: int) -> None:
+        """``ValueError`` unless ``state`` is a :class:`~minimipt.state.CacheState` of this cache's K,
+        heads and width, for ``batch_size`` sequences."""
+        if not isinstance(state, CacheState):
+            raise ValueError(f"a cache state must be a CacheState from cache.init_state(B); got {type(state).__name__}")
+        if state.slots != self.slots:
+            raise ValueError(f"the state was made for a cache with cache_slots={state.slots}, this cache has "
+                             f"cache_slots={self.slots}; make one with init_state(B)")
+        want = (self.heads, self.head_dim)
+        if tuple(state.k.shape[2:]) != want or state.k.shape[0] != batch_size:
+            raise ValueError(f"the cache state holds keys of shape {tuple(state.k.shape)}; this cache needs "
+                             f"(B={batch_size}, slots, H={self.heads}, d_h={self.head_dim})")
+
+    def step(self, xh_t: torch.Tensor, log_p_t: torch.Tensor, state: CacheState):
         """Streaming form. ``xh_t``: ``(B, d)``; ``log_p_t``: ``(B, D)`` → ``(r_t (B, d), new state)``.
 
         Write (or not) by the rule in the module docstring, then attend over valid slots + sink.
         """
+        self.check_state(state, xh_t.shape[0])
         q, k, v = self._qkv(xh_t)  # (B, H, d_h)
-        lw = write_scores(log_p_t).to(state["log_w"].dtype)  # (B,)
+        lw = write_scores(log_p_t).to(state.log_w.dtype)  # (B,)
         elig = eligible_mask(lw, self.write_threshold)  # (B,)
-        t = state["t"]
-        tpos = torch.full_like(lw, t, dtype=torch.long)
-        K_k, K_v, S_w, S_ok, S_pos = state["k"], state["v"], state["log_w"], state["valid"], state["pos"]
+        tpos = state.t.expand(lw.shape[0])  # (B,)
+        K_k, K_v, S_w, S_ok, S_pos = state.k, state.v, state.log_w, state.valid, state.pos
         if self.slots is None:  # unbounded: append (invalid when not eligible)
             K_k = torch.cat([K_k, k[:, None].to(K_k.dtype)], 1)
             K_v = torch.cat([K_v, v[:, None].to(K_v.dtype)], 1)
@@ -235,9 +289,8 @@ class CausalSparseCache(nn.Module):
             S_pos = torch.cat([S_pos, tpos[:, None]], 1)
         else:
             K = self.slots
-            free = ~S_ok  # (B, K)
-            has_free = free.any(1)
-            first_free = free.to(torch.int8).argmax(1)  # first empty slot
+            n = S_ok.sum(1)  # (B,) occupied slots: always slots 0 … n − 1, filled in order
+            has_free, first_free = n < K, n.clamp(max=K - 1)
             low = torch.where(S_ok, S_w, torch.full_like(S_w, float("inf"))).min(1).values  # (B,)
             tied = S_ok & (S_w == low[:, None])
             big = torch.iinfo(torch.long).max
@@ -254,7 +307,7 @@ class CausalSparseCache(nn.Module):
         logits = (logits + S_w[:, None, :]).masked_fill(~S_ok[:, None, :], _NEG_INF)  # (B, H, K)
         a = softmax_with_sink(logits).to(K_v.dtype)
         attn = torch.einsum("bhk,bkhd->bhd", a, K_v)  # (B, H, d_h)
-        new = {"k": K_k, "v": K_v, "log_w": S_w, "valid": S_ok, "pos": S_pos, "t": t + 1}
+        new = CacheState(k=K_k, v=K_v, log_w=S_w, valid=S_ok, pos=S_pos, t=state.t + 1, slots=self.slots)
         return self._read_out(xh_t, attn), new
 
     def extra_repr(self) -> str:

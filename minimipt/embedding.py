@@ -78,13 +78,18 @@ class TokenEmbedding(nn.Module):
                              f"max_len={self.max_len}; build the model with a larger max_len "
                              "(or pos_embedding='none' where the model allows it)")
 
-    def forward(self, tokens: torch.Tensor, start: int = 0) -> torch.Tensor:
-        """``tokens`` ``(B, L)`` (already checked) at positions ``start…`` → ``(B, L, d)``."""
+    def forward(self, tokens: torch.Tensor, start: int | torch.Tensor = 0, check: bool = True) -> torch.Tensor:
+        """``tokens`` ``(B, L)`` (already checked) at positions ``start…`` → ``(B, L, d)``.
+
+        ``start`` may be a 0-dim long tensor (a state's token count): reading its value for the
+        ``max_len`` check costs a host sync, so that check is skipped while a CUDA graph is captured
+        (:mod:`minimipt.decoding` checks positions on the host instead, with ``check=False``)."""
         x = self.tok(tokens)
         if self.pos is not None:
             L = tokens.shape[1]
-            self.check_length(start + L)
-            x = x + self.pos(torch.arange(start, start + L, device=tokens.device))
+            if check and not _capturing(tokens):
+                self.check_length(int(start) + L)
+            x = x + self.pos(start + torch.arange(L, device=tokens.device))
         return self.drop(x)
 
 

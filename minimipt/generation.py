@@ -1,66 +1,109 @@
-"""Sampling shared by every language model here (one implementation), and the size of a state.
+"""Generation shared by every language model here (one implementation): parallel prefill, then ``step``.
 
-A model streams with ``state = model.init_state(B)`` and ``logits_t, state = model.step(tokens_t, state)``
-(``tokens_t``: ``(B,)``, ``logits_t``: ``(B, V)``). Generation feeds the prompt token by token
-through ``step`` and then samples::
+A model streams with ``logits, state = model(prompt, return_state=True)`` (all prompt positions at
+once) and ``logits_t, state = model.step(tokens_t, state)`` (``tokens_t``: ``(B,)``, ``logits_t``:
+``(B, V)``). :func:`generate` reads the prompt in one parallel call, then draws each new token from
+the last logits and feeds it back through ``step`` (:class:`~minimipt.decoding.Decoder`: on CUDA a
+fixed-shape state is stepped by a captured CUDA graph)::
 
-    next ~ softmax(logits_t / temperature)  restricted to the top_k largest logits
-    (temperature = 0: argmax)
+    do_sample=True:   next ~ softmax(logits_t / temperature), restricted to the top_k largest logits
+                      and to the smallest set whose probability reaches top_p (nucleus sampling)
+    do_sample=False:  next = argmax logits_t  (greedy: temperature, top_k and top_p do not matter)
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 
-__all__ = ["generate", "sample_next", "state_nbytes", "GenerateMixin"]
+from .decoding import Decoder
+
+__all__ = ["generate", "sample_next", "check_sampling", "GenerateMixin"]
 
 
-def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
-                generator: torch.Generator | None = None) -> torch.Tensor:
-    """One token per row of ``logits`` ``(B, V)`` → long ``(B,)``."""
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0 (0 = greedy); got {temperature}")
+def check_sampling(temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None) -> None:
+    """``ValueError`` naming the argument unless ``temperature`` is a finite number > 0, ``top_k`` a
+    positive int or None and ``top_p`` a number in (0, 1] or None."""
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not math.isfinite(temperature) \
+            or temperature <= 0:
+        raise ValueError(f"temperature must be a finite number > 0; got {temperature!r} "
+                         "(for greedy decoding pass do_sample=False)")
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k <= 0):
         raise ValueError(f"top_k must be a positive int or None; got {top_k!r}")
+    if top_p is not None and (isinstance(top_p, bool) or not isinstance(top_p, (int, float))
+                              or not 0 < top_p <= 1):
+        raise ValueError(f"top_p must be a number in (0, 1] or None; got {top_p!r}")
+
+
+def sample_next(logits: torch.Tensor, do_sample: bool = True, temperature: float = 1.0, top_k: int | None = None,
+                top_p: float | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One token per row of ``logits`` ``(B, V)`` → long ``(B,)`` (arguments checked by :func:`check_sampling`)."""
     logits = logits.float()
-    if temperature == 0:
+    if not do_sample:
         return logits.argmax(-1)
     logits = logits / temperature
     if top_k is not None and top_k < logits.shape[-1]:
         kth = logits.topk(top_k, dim=-1).values[..., -1:]  # (B, 1)
         logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1:
+        sorted_logits, order = logits.sort(dim=-1, descending=True)  # (B, V)
+        probs = torch.softmax(sorted_logits, -1)
+        beyond = probs.cumsum(-1) - probs >= top_p  # the tokens after the nucleus (the first is always kept)
+        logits = logits.scatter(-1, order, sorted_logits.masked_fill(beyond, float("-inf")))
     return torch.multinomial(torch.softmax(logits, -1), 1, generator=generator)[:, 0]
 
 
 @torch.no_grad()
-def generate(model, prompt: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
-             top_k: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Continue ``prompt`` (``(B, L0)`` or ``(L0,)``) by ``max_new_tokens`` through ``model.step``.
+def generate(model, prompt: torch.Tensor, max_new_tokens: int, *, do_sample: bool = True, temperature: float = 1.0,
+             top_k: int | None = None, top_p: float | None = None, eos_token_id: int | None = None,
+             generator: torch.Generator | None = None, decode: str = "auto") -> torch.Tensor:
+    """Continue ``prompt`` (``(B, L0)`` or ``(L0,)``) by up to ``max_new_tokens`` tokens.
 
-    Returns the prompt followed by the new tokens: ``(B, L0 + max_new_tokens)`` (or 1-D for a 1-D
-    prompt). Time per token and memory do not grow with length for a model whose state does not.
+    The prompt is read in one parallel call (``model(prompt, return_state=True)``), then each token
+    is sampled (see the module docstring) and fed through ``step``. ``eos_token_id``: a row that
+    produced it is continued with it, and generation stops once every row has. ``generator``: a
+    ``torch.Generator`` on the model's device, for reproducible samples. ``decode``: how ``step``
+    runs (:class:`~minimipt.decoding.Decoder`: ``"auto"``, ``"eager"``, ``"graph"``, ``"compile"``).
+
+    Returns the prompt followed by the new tokens: ``(B, L0 + n)`` with ``n ≤ max_new_tokens`` (or
+    1-D for a 1-D prompt). The model is in eval mode meanwhile (no dropout) and its mode is restored.
     """
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be an int >= 0; got {max_new_tokens!r}")
+    check_sampling(temperature, top_k, top_p)
+    if eos_token_id is not None and (isinstance(eos_token_id, bool) or not isinstance(eos_token_id, int)
+                                     or not 0 <= eos_token_id < model.vocab_size):
+        raise ValueError(f"eos_token_id must be None or a token id in [0, vocab_size={model.vocab_size}); "
+                         f"got {eos_token_id!r}")
     squeeze = isinstance(prompt, torch.Tensor) and prompt.dim() == 1
     if squeeze:
         prompt = prompt[None]
     if not isinstance(prompt, torch.Tensor) or prompt.dim() != 2 or prompt.shape[1] == 0:
         got = tuple(prompt.shape) if isinstance(prompt, torch.Tensor) else type(prompt).__name__
         raise ValueError(f"prompt must be token ids of shape (B, L0) or (L0,) with L0 >= 1; got {got}")
+    embed = getattr(model, "embed", None)
+    if getattr(embed, "pos", None) is not None and prompt.shape[1] + max_new_tokens - 1 > embed.max_len:
+        raise ValueError(f"prompt ({prompt.shape[1]} tokens) + max_new_tokens ({max_new_tokens}) - 1 exceeds the "
+                         f"learned position embedding's max_len={embed.max_len}")
     was_training = getattr(model, "training", False)
     if was_training:
         model.eval()  # no dropout while generating; the mode is restored below
     try:
-        state = model.init_state(prompt.shape[0])
-        for t in range(prompt.shape[1]):
-            logits, state = model.step(prompt[:, t], state)
+        logits, state = model(prompt, return_state=True)  # parallel prefill
+        logits = logits[:, -1]  # (B, V)
+        decoder = Decoder(model, state, mode=decode, steps=max_new_tokens - 1)
         out = [prompt]
+        done = torch.zeros(prompt.shape[0], dtype=torch.bool, device=prompt.device)
         for i in range(max_new_tokens):
-            nxt = sample_next(logits, temperature, top_k, generator)  # (B,)
+            nxt = sample_next(logits, do_sample, temperature, top_k, top_p, generator)  # (B,)
+            if eos_token_id is not None:
+                nxt = torch.where(done, eos_token_id, nxt)
+                done = done | (nxt == eos_token_id)
             out.append(nxt[:, None].to(prompt.dtype))
-            if i + 1 < max_new_tokens:
-                logits, state = model.step(nxt, state)
+            if i + 1 == max_new_tokens or (eos_token_id is not None and bool(done.all())):
+                break
+            logits = decoder.step(nxt)
     finally:
         if was_training:
             model.train()
@@ -68,36 +111,10 @@ def generate(model, prompt: torch.Tensor, max_new_tokens: int, temperature: floa
     return result[0] if squeeze else result
 
 
-def state_nbytes(state) -> int:
-    """Bytes held by the tensors of a streaming state (nested dicts/lists/tuples; ints count 0)."""
-    if isinstance(state, torch.Tensor):
-        return state.nelement() * state.element_size()
-    if isinstance(state, dict):
-        return sum(state_nbytes(v) for v in state.values())
-    if isinstance(state, (list, tuple)):
-        return sum(state_nbytes(v) for v in state)
-    return 0
-
-
 class GenerateMixin:
-    """Adds ``generate`` to a model that has ``init_state`` and ``step`` (and the checks ``step`` shares)."""
+    """Adds :func:`generate` to a language model that has ``forward(..., return_state=True)`` and ``step``."""
 
-    def _check_step(self, tokens_t: torch.Tensor, state, batch_key: str) -> int:
-        """Validate one streaming step's inputs; returns the batch size B of the state.
-
-        ``batch_key``: a tensor of each layer's state whose first dimension is the batch.
-        """
-        from .embedding import check_tokens
-
-        check_tokens(tokens_t, self.vocab_size, ndim=1, name="tokens_t")
-        if not isinstance(state, dict) or "layers" not in state or len(state["layers"]) != self.n_layers:
-            raise ValueError("state must come from this model's init_state(batch_size)")
-        B = state["layers"][0][batch_key].shape[0]
-        if tokens_t.shape[0] != B:
-            raise ValueError(f"tokens_t has batch {tokens_t.shape[0]} but the state was made for batch {B}")
-        return B
-
-    def generate(self, prompt: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
-                 top_k: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
-        """See :func:`minimipt.generation.generate`."""
-        return generate(self, prompt, max_new_tokens, temperature=temperature, top_k=top_k, generator=generator)
+    def generate(self, prompt: torch.Tensor, max_new_tokens: int, **kw) -> torch.Tensor:
+        """See :func:`minimipt.generation.generate` (keyword arguments: ``do_sample``, ``temperature``,
+        ``top_k``, ``top_p``, ``eos_token_id``, ``generator``, ``decode``)."""
+        return generate(self, prompt, max_new_tokens, **kw)

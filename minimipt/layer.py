@@ -1,9 +1,9 @@
 """The MIPT layer: measurement gate, phase, complex input, scan, readout — and its O(1) step.
 
-For an input ``x`` of shape ``(B, L, d)`` the layer computes, per token t and state channel d
-(``D`` channels; ``D = d`` for the paper's ``Re(h)`` readout):
+For an input ``x̂`` of shape ``(B, L, d)`` (the block's pre-LayerNorm'd input: the norm belongs to
+:class:`~minimipt.blocks.MIPTBlock`, which feeds the same ``x̂`` to the cache) the layer computes, per
+token t and state channel d (``D`` channels; ``D = d`` for the paper's ``Re(h)`` readout):
 
-    x̂_t = LayerNorm(x_t)                                   (pre-norm)
     z_t = W_p x̂_t + b_p,        p_t = σ(z_t)              measurement rate, (0, 1)
     θ_t = W_θ x̂_t + b_θ          (phase="input", the paper)   or  θ_t = θ  (phase="static", HGRN-like)
     u_t = W_r x̂_t + i · W_i x̂_t                            complex input
@@ -17,7 +17,9 @@ available through :meth:`MIPTLayer.gates` computed with ``logsigmoid`` (never ``
 With ``fused_mixer=True`` the training forward under bf16/fp16 autocast computes ``p``, the scan and
 ``Re h`` in one Triton kernel from the projection output (:mod:`minimipt.ops.triton.mixer`): the
 same function, less memory kept for backward.
-The layer adds no residual: :class:`minimipt.models` blocks do ``x + layer(x)``.
+The layer adds neither the norm nor the residual: :class:`~minimipt.blocks.MIPTBlock` does
+``x + layer(LN(x))``. ``forward(x̂, h0)`` continues from a state ``h0`` and its aux output holds every
+``h_t`` (the last one is the state after the sequence); ``step`` is the same recurrence one token at a time.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ class LayerAux:
 
 
 class MIPTLayer(nn.Module):
-    """One MIPT-SSM mixing layer (pre-norm → gate/phase/input → complex scan → readout).
+    """One MIPT-SSM mixing layer (gate/phase/input → complex scan → readout) of a normalised input.
 
     Args:
         d_model: width ``d`` of the input and output.
@@ -61,7 +63,6 @@ class MIPTLayer(nn.Module):
         phase: ``"input"`` (θ depends on the token, as the paper) or ``"static"`` (a learned
             per-channel constant, as HGRN).
         readout: ``"real"`` (``y = Re h``, as the paper) or ``"proj"`` (a linear map of ``[Re h, Im h]``).
-        norm: apply the pre-LayerNorm inside the layer.
         scan_method: passed to :func:`minimipt.mipt_scan` (``"auto"`` picks the fastest correct one).
         p_init: range of the initial measurement rate ``σ(b_p)`` (log-uniform per channel); small
             values start the layer in the long-memory wave phase.
@@ -75,7 +76,7 @@ class MIPTLayer(nn.Module):
     """
 
     def __init__(self, d_model: int, d_state: int | None = None, *, phase: str = "input",
-                 readout: str = "real", norm: bool = True, scan_method: str = "auto",
+                 readout: str = "real", scan_method: str = "auto",
                  p_init: tuple[float, float] = (1e-3, 0.1), theta_init: float = math.pi / 2,
                  fused_mixer: bool = False):
         super().__init__()
@@ -100,7 +101,6 @@ class MIPTLayer(nn.Module):
         self.phase, self.readout, self.scan_method = phase, readout, scan_method
         self.fused_mixer = bool(fused_mixer)
         D = d_state
-        self.norm = nn.LayerNorm(d_model) if norm else nn.Identity()
         n_out = 4 * D if phase == "input" else 3 * D
         self.in_proj = nn.Linear(d_model, n_out)  # [z | θ | u_re | u_im]
         if phase == "static":
@@ -130,9 +130,9 @@ class MIPTLayer(nn.Module):
 
     # ------------------------------------------------------------------------------------------
     def _split(self, x: torch.Tensor):
-        """The fused projection of ``LayerNorm(x)`` split into ``(z, θ, u_re, u_im)``, each ``(..., D)``,
+        """The fused projection of ``x`` split into ``(z, θ, u_re, u_im)``, each ``(..., D)``,
         in the projection's dtype (bf16 under autocast); a static ``θ`` is broadcast."""
-        return self._split_out(self.in_proj(self.norm(x)))
+        return self._split_out(self.in_proj(x))
 
     def _split_out(self, out: torch.Tensor):
         """``(z, θ, u_re, u_im)`` of the projection output ``out`` ``(..., 4D)`` (``(..., 3D)`` static)."""
@@ -145,7 +145,7 @@ class MIPTLayer(nn.Module):
         return z, theta, u_re, u_im
 
     def projections(self, x: torch.Tensor):
-        """Split the fused projection of ``LayerNorm(x)`` into ``(z, θ, u)``.
+        """Split the fused projection of ``x`` into ``(z, θ, u)``.
 
         ``x``: ``(..., d)``; returns ``z``, ``θ`` real ``(..., D)`` and ``u`` complex ``(..., D)``,
         in float32 (or float64) even under autocast: the recurrence always runs in full precision.
@@ -169,7 +169,7 @@ class MIPTLayer(nn.Module):
     def forward(self, x: torch.Tensor, h0: torch.Tensor | None = None, return_aux: bool = False):
         """``x``: ``(B, L, d)`` → ``y``: ``(B, L, d)`` (and :class:`LayerAux` if ``return_aux``)."""
         self._check_input(x, 3, "(B, L, d_model)")
-        out = self.in_proj(self.norm(x))  # (B, L, 4D) [z | θ | u_re | u_im], bf16 under autocast
+        out = self.in_proj(x)  # (B, L, 4D) [z | θ | u_re | u_im], bf16 under autocast
         if not return_aux and self._use_fused(out):
             from .ops.triton.mixer import mixer_triton  # imports Triton: only here
 
@@ -221,7 +221,7 @@ class MIPTLayer(nn.Module):
             raise ValueError(f"state must be a complex tensor of shape (B, D) = {(x_t.shape[0], self.d_state)} "
                              f"from layer.init_state(B); got {got}")
         z, theta, u = self.projections(x_t)  # (B, D)
-        p, log_p, _ = self.gates(z)
+        p, log_p = torch.sigmoid(z), F.logsigmoid(z)  # as gates(z), without the unused log(1 − p)
         a, b = gate_and_input(p, theta, u.to(state.dtype))  # the scan's own gate and input, one token
         h = a * state + b
         y = self.read(h).to(x_t.dtype)

@@ -13,8 +13,13 @@ L — the kind of Transformer the paper's memory table reports). Both compute th
 
 The classifier is bidirectional by default (``causal=False``: the usual encoder baseline; pads
 are masked out as keys and out of the mean), the LM causal. :class:`TransformerLM` streams with a
-KV cache whose size grows with every token — the contrast to MIPT's O(1) state. Positions are a
-learned absolute embedding of ``max_len`` rows.
+KV cache whose size grows with every token — the contrast to MIPT's O(1) state: ``forward(tokens,
+state=None, return_state=False, return_aux=False)`` returns the :class:`~minimipt.state.TransformerState`
+(every token's keys and values) with ``return_state=True`` and continues from one with ``state=``;
+``step`` is that forward for one token. Positions are a learned absolute embedding of ``max_len`` rows.
+
+The classifier has no state: it is bidirectional by default, so a position's features depend on
+the tokens after it and nothing carried forward can stand in for the tokens already read.
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ from .feedforward import FeedForward
 from .config import TransformerConfig
 from .embedding import TokenEmbedding, check_tokens, masked_mean
 from .generation import GenerateMixin
+from .pretrained import PretrainedMixin
+from .state import KVCache, ModelAux, TransformerState, outputs
 
 __all__ = ["SelfAttention", "TransformerBlock", "TransformerClassifier", "TransformerLM", "attention_naive"]
 
@@ -75,20 +82,27 @@ class SelfAttention(nn.Module):
         B, H, L, dh = o.shape
         return self.drop(self.out_proj(o.transpose(1, 2).reshape(B, L, H * dh)))
 
-    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None, causal: bool = False) -> torch.Tensor:
-        """``x`` ``(B, L, d)``; ``key_mask`` bool ``(B, L)`` (True = real token) → ``(B, L, d)``."""
-        q, k, v = self._heads(x)
-        mask = None if key_mask is None else key_mask[:, None, None, :]  # (B, 1, 1, L)
-        if mask is not None and causal:
-            L = x.shape[1]
-            mask = mask & torch.ones(L, L, dtype=torch.bool, device=x.device).tril()
-        return self._merge(self._attend(q, k, v, mask, causal))
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None, causal: bool = False,
+                past: KVCache | None = None):
+        """``x`` ``(B, L, d)``; ``key_mask`` bool ``(B, L)`` (True = real token) → ``(B, L, d)``.
 
-    def step(self, x_t: torch.Tensor, kv: dict):
-        """One causal token: ``x_t`` ``(B, d)``, KV cache ``{"k", "v": (B, H, t, d_h)}`` grown by one."""
-        q, k, v = self._heads(x_t[:, None])  # (B, H, 1, d_h)
-        k, v = torch.cat([kv["k"], k], 2), torch.cat([kv["v"], v], 2)
-        return self._merge(self._attend(q, k, v, None, False))[:, 0], {"k": k, "v": v}
+        ``past``: the keys and values of earlier tokens (causal only); then returns ``(out, KVCache)``
+        with this call's keys and values appended, and query i (position T + i) sees keys 0 … T + i.
+        """
+        q, k, v = self._heads(x)  # (B, H, L, d_h)
+        if past is None:
+            mask = None if key_mask is None else key_mask[:, None, None, :]  # (B, 1, 1, L)
+            if mask is not None and causal:
+                L = x.shape[1]
+                mask = mask & torch.ones(L, L, dtype=torch.bool, device=x.device).tril()
+            return self._merge(self._attend(q, k, v, mask, causal))
+        if key_mask is not None or not causal:
+            raise ValueError("attention over a KV cache (past=) is causal and takes no key_mask")
+        k, v = torch.cat([past.k, k], 2), torch.cat([past.v, v], 2)  # (B, H, T + L, d_h)
+        Lq, Lk = q.shape[2], k.shape[2]
+        # queries end at the last key: row i keeps keys ≤ Lk − Lq + i (one query sees every key)
+        mask = None if Lq == 1 else torch.ones(Lq, Lk, dtype=torch.bool, device=x.device).tril(Lk - Lq)
+        return self._merge(self._attend(q, k, v, mask, False)), KVCache(k=k, v=v)
 
 
 class TransformerBlock(nn.Module):
@@ -101,17 +115,19 @@ class TransformerBlock(nn.Module):
         self.ffn_norm = nn.LayerNorm(d_model)
         self.ffn = FeedForward(d_model, ffn_mult, dropout)
 
-    def forward(self, x, key_mask=None, causal=False):
-        x = x + self.attn(self.norm(x), key_mask, causal)
-        return x + self.ffn(self.ffn_norm(x))
+    def forward(self, x, key_mask=None, causal=False, past: KVCache | None = None):
+        """``(B, L, d)`` → ``(B, L, d)``; with ``past`` (causal) also the grown :class:`KVCache`."""
+        if past is None:
+            x = x + self.attn(self.norm(x), key_mask, causal)
+            return x + self.ffn(self.ffn_norm(x))
+        a, kv = self.attn(self.norm(x), key_mask, causal, past)
+        x = x + a
+        return x + self.ffn(self.ffn_norm(x)), kv
 
-    def step(self, x_t, kv):
-        a, kv = self.attn.step(self.norm(x_t), kv)
-        x_t = x_t + a
-        return x_t + self.ffn(self.ffn_norm(x_t)), kv
 
+class _TransformerStack(PretrainedMixin, nn.Module):
+    config_class = TransformerConfig
 
-class _TransformerStack(nn.Module):
     def __init__(self, config: TransformerConfig):
         super().__init__()
         c = self.config = config
@@ -127,12 +143,9 @@ class _TransformerStack(nn.Module):
             x = block(x, key_mask, causal)
         return self.final_norm(x)
 
-    def aux_loss(self) -> torch.Tensor:
-        """No auxiliary loss (0): same training-loop interface as the MIPT models."""
-        return self.final_norm.weight.new_zeros(())
-
-    def cache_stats(self) -> list:
-        return []
+    def _aux(self) -> ModelAux:
+        """No cache statistics and no auxiliary loss: the same interface as the MIPT models."""
+        return ModelAux(cache_stats=[], loss=self.final_norm.weight.new_zeros(()))
 
 
 class TransformerClassifier(_TransformerStack):
@@ -153,14 +166,15 @@ class TransformerClassifier(_TransformerStack):
         self.n_classes, self.pad_id, self.causal = config.n_classes, config.pad_id, config.causal
         self.head = nn.Linear(config.d_model, config.n_classes)
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, return_aux: bool = False):
+        """``tokens`` ``(B, L)`` → logits ``(B, C)`` (and a :class:`~minimipt.state.ModelAux` if ``return_aux``)."""
         check_tokens(tokens, self.vocab_size)
         mask = None if self.pad_id is None else tokens != self.pad_id  # (B, L)
         if mask is not None and bool((~mask.any(1)).any()):
             raise ValueError(f"a sequence in the batch is all padding (pad_id={self.pad_id}); "
                              "every sequence needs at least one real token")
         x = self.features(tokens, mask, self.causal)
-        return self.head(masked_mean(x, mask))
+        return outputs(self.head(masked_mean(x, mask)), None, self._aux(), False, return_aux)
 
 
 class TransformerLM(GenerateMixin, _TransformerStack):
@@ -178,27 +192,55 @@ class TransformerLM(GenerateMixin, _TransformerStack):
                              f"{config.n_classes} (use TransformerClassifier)")
         super().__init__(config)
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, state: TransformerState | None = None, return_state: bool = False,
+                return_aux: bool = False):
+        """``tokens`` ``(B, L)`` → logits ``(B, L, V)``, then the state if ``return_state``, then a
+        :class:`~minimipt.state.ModelAux` if ``return_aux``. ``state``: continue after its tokens."""
         check_tokens(tokens, self.vocab_size)
-        return F.linear(self.features(tokens, None, True), self.embed.tok.weight)
+        if state is not None:
+            self.check_state(state, tokens.shape[0])
+        logits, new = self._run(tokens, state, return_state)
+        return outputs(logits, new, self._aux() if return_aux else None, return_state, return_aux)
 
-    def init_state(self, batch_size: int, device: torch.device | str | None = None) -> dict:
-        """``{"t": 0, "layers": [{"k", "v": (B, H, 0, d_h)}]}``: an empty KV cache per layer."""
+    def _run(self, tokens, state, return_state):
+        if state is None and not return_state:
+            return F.linear(self.features(tokens, None, True), self.embed.tok.weight), None
+        state = state or self.init_state(tokens.shape[0], tokens.device)
+        x = self.embed(tokens, start=state.t)  # (B, L, d)
+        layers = []
+        for block, kv in zip(self.blocks, state.layers):
+            x, kv = block(x, None, True, kv)
+            layers.append(kv)
+        return F.linear(self.final_norm(x), self.embed.tok.weight), TransformerState(layers=layers)
+
+    def init_state(self, batch_size: int, device: torch.device | str | None = None) -> TransformerState:
+        """An empty KV cache per layer: keys and values ``(B, H, 0, d_h)``."""
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
             raise ValueError(f"batch_size must be a positive int; got {batch_size!r}")
         ref = self.final_norm.weight
         att = self.blocks[0].attn
         empty = lambda: torch.zeros(batch_size, att.n_heads, 0, att.head_dim, device=device or ref.device,
                                     dtype=ref.dtype)
-        return {"t": 0, "layers": [{"k": empty(), "v": empty()} for _ in self.blocks]}
+        return TransformerState(layers=[KVCache(k=empty(), v=empty()) for _ in self.blocks])
 
-    def step(self, tokens_t: torch.Tensor, state: dict):
-        """``tokens_t`` ``(B,)`` → ``(logits_t (B, V), new state)``; raises past ``max_len``."""
-        self._check_step(tokens_t, state, "k")
-        t = state["t"]
-        x = self.embed(tokens_t[:, None], start=t)[:, 0]
-        layers = []
-        for block, kv in zip(self.blocks, state["layers"]):
-            x, kv = block.step(x, kv)
-            layers.append(kv)
-        return F.linear(self.final_norm(x), self.embed.tok.weight), {"t": t + 1, "layers": layers}
+    def check_state(self, state, batch_size: int) -> None:
+        """``ValueError`` unless ``state`` is a :class:`~minimipt.state.TransformerState` of this model."""
+        if not isinstance(state, TransformerState):
+            raise ValueError(f"TransformerLM needs a TransformerState (from its init_state, step or "
+                             f"forward(..., return_state=True)); got {type(state).__name__}")
+        att = self.blocks[0].attn
+        if len(state.layers) != self.n_layers:
+            raise ValueError(f"the state has {len(state.layers)} layers; this TransformerLM has {self.n_layers}")
+        k = state.layers[0].k
+        if k.shape[0] != batch_size:
+            raise ValueError(f"the state was made for batch {k.shape[0]}, the tokens have batch {batch_size}")
+        if (k.shape[1], k.shape[3]) != (att.n_heads, att.head_dim):
+            raise ValueError(f"the state holds keys of shape {tuple(k.shape)}; this TransformerLM needs "
+                             f"(B={batch_size}, H={att.n_heads}, T, d_h={att.head_dim})")
+
+    def step(self, tokens_t: torch.Tensor, state: TransformerState):
+        """``tokens_t`` ``(B,)`` → ``(logits_t (B, V), new state)``: the forward of one token; raises past ``max_len``."""
+        check_tokens(tokens_t, self.vocab_size, ndim=1, name="tokens_t")
+        self.check_state(state, tokens_t.shape[0])
+        logits, state = self._run(tokens_t[:, None], state, True)
+        return logits[:, 0], state

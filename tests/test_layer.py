@@ -26,17 +26,17 @@ def test_step_equals_forward(phase, readout, d_state):
 
 
 def test_forward_is_the_equations():
-    """The layer computes exactly PAPER.md §1 with the sequential reference scan."""
+    """The layer computes exactly PAPER.md §1 with the sequential reference scan (on its input x̂:
+    the pre-norm belongs to the block)."""
     torch.manual_seed(1)
     layer = MIPTLayer(6).double()
     x = torch.randn(2, 11, 6, dtype=torch.float64)
-    xn = torch.nn.functional.layer_norm(x, (6,), layer.norm.weight, layer.norm.bias)
     W, b = layer.in_proj.weight, layer.in_proj.bias
     Wp, Wt, Wr, Wi = W.chunk(4)
     bp, bt, br, bi = b.chunk(4)
-    p = torch.sigmoid(xn @ Wp.T + bp)
-    theta = xn @ Wt.T + bt
-    u = torch.complex(xn @ Wr.T + br, xn @ Wi.T + bi)
+    p = torch.sigmoid(x @ Wp.T + bp)
+    theta = x @ Wt.T + bt
+    u = torch.complex(x @ Wr.T + br, x @ Wi.T + bi)
     h = scan_sequential(p, theta, u)
     torch.testing.assert_close(layer(x), h.real)
 

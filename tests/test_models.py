@@ -7,10 +7,9 @@ import pytest
 import torch
 
 import minimipt
-from _support import assert_causal, assert_greedy_generation_matches_forward
+from _support import assert_causal, assert_greedy_generation_matches_forward, small_lm, stream
 from minimipt import MIPTLM, MIPTClassifier, MIPTConfig, count_parameters, state_nbytes
 from minimipt.blocks import MIPTBlock
-from minimipt.ops.reference import write_scores
 
 V = 37
 # (cache_slots, write_threshold): no cache, K = 1, K = 4, unbounded, unbounded with a threshold
@@ -18,32 +17,11 @@ CACHES = [(0, 0.0), (1, 0.0), (4, 0.0), (None, 0.0), (None, "split"), (3, "split
 
 
 def _lm(cache_slots=0, write_threshold=0.0, **kw):
-    """A small LM; ``write_threshold="split"`` sets each layer's τ between the two middle write
-    scores of a probe batch, so that the threshold really excludes about half of the tokens."""
-    torch.manual_seed(0)
-    split = write_threshold == "split"
-    model = MIPTLM(V, 16, 2, cache_slots=cache_slots, write_threshold=0.0 if split else write_threshold,
-                   cache_heads=2, **kw).eval()
-    if split:
-        with torch.no_grad():
-            x = model.embed(torch.randint(0, V, (3, 20), generator=torch.Generator().manual_seed(99)))
-            for block in model.blocks:
-                D = block.mixer.d_state
-                block.mixer.in_proj.weight[:D] *= 30  # spread the rates so that w varies by token
-                xh = block.norm(x)
-                w = write_scores(block.mixer(xh, return_aux=True)[1].log_p).exp().flatten().sort().values
-                block.cache.write_threshold = float(w[len(w) // 2 - 1:len(w) // 2 + 1].mean())
-                x = block(x)
-    return model
+    return small_lm(V, cache_slots, write_threshold, **kw)
 
 
 def _stream(model, tokens):
-    state = model.init_state(tokens.shape[0])
-    out = []
-    for t in range(tokens.shape[1]):
-        logits, state = model.step(tokens[:, t], state)
-        out.append(logits)
-    return torch.stack(out, 1), state
+    return stream(model, tokens)
 
 
 @pytest.mark.parametrize("cache_slots,write_threshold", CACHES)
@@ -60,7 +38,8 @@ def test_step_equals_forward(cache_slots, write_threshold):
         streamed, state = _stream(model, tokens)
     torch.testing.assert_close(streamed, full, atol=1e-4, rtol=1e-4)
     if write_threshold == "split":  # the threshold really excluded tokens, and really let some in
-        stats = model.cache_stats()
+        with torch.no_grad():
+            stats = model(tokens, return_aux=True)[1].cache_stats
         assert any((s.eligible < 24).any() for s in stats) and any((s.written > 0).any() for s in stats)
 
 
@@ -95,8 +74,8 @@ def test_streaming_state_size_is_constant(cache_slots, one_thread):
             if t + 1 in (10, 5000):
                 sizes[t + 1] = state_nbytes(state)
     assert torch.isfinite(logits).all()
-    assert sizes[10] == sizes[5000] == state_nbytes(model.init_state(2)) > 0
-    assert state["t"] == 5000
+    assert sizes[10] == sizes[5000] == state_nbytes(model.init_state(2)) == state.nbytes > 0
+    assert int(state.t) == 5000
 
 
 def test_unbounded_cache_state_grows():
@@ -150,10 +129,10 @@ def test_classifier_shapes_padding_and_stats():
     tokens = torch.randint(1, V, (2, 10))
     with torch.no_grad():
         logits = clf(tokens)
-        padded = clf(torch.cat([tokens, torch.zeros(2, 5, dtype=torch.long)], 1))  # right padding
+        padded, aux = clf(torch.cat([tokens, torch.zeros(2, 5, dtype=torch.long)], 1), return_aux=True)  # right padding
     assert logits.shape == (2, 4)
     torch.testing.assert_close(padded, logits, atol=1e-5, rtol=1e-5)
-    stats = clf.cache_stats()
+    stats = aux.cache_stats
     assert len(stats) == 2 and all(s.length.tolist() == [10, 10] for s in stats)
     assert all(((s.held <= 3) & (s.held <= s.written) & (s.written <= 10)).all() for s in stats)
 
@@ -198,12 +177,15 @@ def test_gate_gets_gradient_through_cache_alone():
 
 def test_write_penalty_aux_loss():
     model = _lm(2, write_penalty=0.1)
-    model(torch.randint(0, V, (2, 8)))
-    loss = model.aux_loss()
-    assert loss.item() > 0
-    loss.backward()
+    tokens = torch.randint(0, V, (2, 8))
+    logits, aux = model(tokens, return_aux=True)
+    assert torch.equal(logits, model(tokens))  # the aux output changes nothing else
+    assert aux.loss.item() > 0
+    aux.loss.backward()
     assert model.blocks[0].mixer.in_proj.bias.grad.abs().sum() > 0
-    assert _lm(0).aux_loss().item() == 0
+    unused = _lm(0)(tokens, return_aux=True)[1]
+    assert unused.loss.item() == 0 and unused.cache_stats == []
+    assert not hasattr(model.blocks[0].cache, "last_stats")  # statistics are returned, not stored
 
 
 def test_count_parameters_with_and_without_embeddings():
@@ -231,8 +213,8 @@ def test_generate_ignores_dropout_and_restores_the_mode():
     lm = MIPTLM(50, 16, 1, dropout=0.5)
     lm.train()
     prompt = torch.tensor([1, 2, 3])
-    a = lm.generate(prompt, 8, temperature=0)
-    b = lm.generate(prompt, 8, temperature=0)
+    a = lm.generate(prompt, 8, do_sample=False)
+    b = lm.generate(prompt, 8, do_sample=False)
     assert torch.equal(a, b) and lm.training
 
 

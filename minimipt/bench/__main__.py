@@ -7,9 +7,9 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    from . import cache, entry, scaling, scan
+    from . import cache, entry, generate, scaling, scan
 
-    benches = {"scan": scan, "scaling": scaling, "cache": cache, "entry": entry}
+    benches = {"scan": scan, "scaling": scaling, "generate": generate, "cache": cache, "entry": entry}
     parser = argparse.ArgumentParser(prog="python -m minimipt.bench", description=__doc__)
     sub = parser.add_subparsers(dest="bench", metavar="BENCHMARK", required=True)
     for name, module in benches.items():

@@ -15,7 +15,10 @@ MIPT model's tokens/s with HGRN's, at every length.
 Decoding: per-token latency and the streaming state's memory after a context of n tokens, for MIPT
 (a complex state per layer plus K cache slots: constant) and the Transformer (a KV cache that grows
 with n). The Transformer's KV cache is filled with random keys/values of the right shape (the
-latency of one step depends only on the shapes); MIPT's state is advanced through its cache first.
+latency of one step depends only on the shapes); MIPT reads the n-token context in one parallel call
+(``return_state=True``). ``ms_per_token`` is one eager ``step`` (waiting for the device after each);
+for MIPT on CUDA the other ``--decode-modes`` of :class:`~minimipt.decoding.Decoder` (``graph``: the
+step captured as a CUDA graph; ``compile``) are timed over 32 steps back to back (``<mode>_ms_per_token``).
 
 ``python -m minimipt.bench scaling [--lengths ...] [--out results/bench/scaling_<hw>.json]``
 """
@@ -35,6 +38,9 @@ __all__ = ["add_arguments", "run"]
 def add_arguments(p) -> None:
     p.add_argument("--lengths", default=None, help="comma-separated training lengths")
     p.add_argument("--decode-lengths", default=None, help="comma-separated context lengths for decoding")
+    p.add_argument("--decode-batch", type=int, default=1, help="batch size for decoding")
+    p.add_argument("--decode-modes", default=None,
+                   help="Decoder modes timed for MIPT besides one eager step (default graph on CUDA, none on a CPU)")
     p.add_argument("--d-model", type=int, default=128)
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--batch", type=int, default=8)
@@ -230,33 +236,39 @@ def _graph_points(names, args, lengths, max_len, device) -> dict[tuple[str, int]
 
 
 @torch.no_grad()
-def _decode_point(make, name, n, device, repeats):
-    from ..generation import state_nbytes
+def _decode_point(make, name, n, device, repeats, B=1, modes=()):
+    from ..decoding import Decoder
+    from ..state import KVCache, TransformerState
 
     torch.manual_seed(0)
     model = make().to(device).eval()
-    B = 1
-    state = model.init_state(B)
     tok = torch.randint(0, 256, (B,), device=device)
-    if name in ("sdpa", "naive"):
-        for layer in state["layers"]:  # a KV cache of n random entries, of the model's shape
-            for key in ("k", "v"):
-                s = layer[key].shape
-                layer[key] = torch.randn(s[0], s[1], n, s[3], device=device, dtype=layer[key].dtype)
-        state["t"] = n
-    else:
-        for _ in range(min(n, 128)):  # fill the cache slots; the state size no longer changes after K tokens
-            _, state = model.step(tok, state)
-    nbytes = state_nbytes(state)
+    if name in ("sdpa", "naive"):  # a KV cache of n random entries, of the model's shape
+        att = model.blocks[0].attn
+        kv = lambda: torch.randn(B, att.n_heads, n, att.head_dim, device=device)
+        state = TransformerState(layers=[KVCache(k=kv(), v=kv()) for _ in model.blocks])
+    else:  # the n-token context read in parallel
+        _, state = model(torch.randint(0, 256, (B, n), device=device), return_state=True)
+    nbytes = state.nbytes
     _, state2 = model.step(tok, state)  # warm-up
     _sync(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     ms = _median_ms(lambda: model.step(tok, state), device, repeats)
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+    out = {"ms_per_token": round(ms, 4), "state_mb": round(nbytes / 2**20, 4), "peak_mb": peak and round(peak, 1)}
+    for mode in modes if name.startswith("mipt") else ():
+        try:
+            dec = Decoder(model, state, mode=mode)
+            for _ in range(3):  # compilation, lazy initialisation
+                dec.step(tok)
+            steps = 32
+            block_ms = _median_ms(lambda: [dec.step(tok) for _ in range(steps)], device, repeats)
+            out[f"{mode}_ms_per_token"] = round(block_ms / steps, 4)
+        except Exception as err:  # noqa: BLE001 - recorded in the results file, the benchmark goes on
+            out[f"{mode}_error"] = f"{type(err).__name__}: {err}"[:300]
     del model, state, state2
-    return {"ms_per_token": round(ms, 4), "state_mb": round(nbytes / 2**20, 4),
-            "peak_mb": peak and round(peak, 1)}
+    return out
 
 
 def _train_table(names, makers, args, lengths, device, max_len) -> list[dict]:
@@ -337,26 +349,33 @@ def run(args) -> int:
         res = {"benchmark": "scaling", "config": {"d_model": args.d_model, "layers": args.layers, "batch": args.batch,
                                                   "vocab": 256, "amp": "bf16" if device.type == "cuda" else None,
                                                   "models": names, "lengths": lengths, "decode_lengths": dec,
+                                                  "decode_batch": B, "decode_modes": modes,
                                                   "cuda_graphs": args.cuda_graphs and device.type == "cuda"},
                "train": train, "ratios": ratios, "decode": decode, "wall_time_s": round(time.time() - t0, 1),
                **({"partial": "training only: the decoding part had not finished"} if partial else {}),
                **provenance(device)}
         out.write_text(json.dumps(res, indent=1) + "\n")
 
+    B = args.decode_batch
+    modes = [m for m in (args.decode_modes or ("graph" if device.type == "cuda" else "")).split(",") if m]
     write([], partial=True)  # the training results survive a decoding part that fails or is cut short
     decode = []
-    print("\ndecoding one token after n tokens of context (batch 1)")
-    print(f"{'model':10s} {'n':>7s} {'ms/token':>9s} {'state MB':>9s} {'peak MB':>9s}")
+    print(f"\ndecoding one token after n tokens of context (batch {B}; eager step" + "".join(f", {m}" for m in modes)
+          + ")")
+    print(f"{'model':10s} {'n':>7s} {'ms/token':>9s} {'state MB':>9s} {'peak MB':>9s}" + "".join(f" {m:>9s}" for m in modes))
     for n in dec:
         # the peer is timed in training only; a forced batched cache path does not change decoding
         for name in (m for m in names if m != "hgrn" and not (m.startswith("mipt-K") and "-" in m[6:])):
             try:
-                r = {"model": name, "n": n, **_decode_point(makers[name], name, n, device, max(10, args.repeats))}
+                r = {"model": name, "n": n, "batch": B,
+                     **_decode_point(makers[name], name, n, device, max(10, args.repeats), B, modes)}
             except torch.OutOfMemoryError:
-                r = {"model": name, "n": n, "oom": True}
+                r = {"model": name, "n": n, "batch": B, "oom": True}
             decode.append(r)
+            extra = "".join(f" {r[f'{m}_ms_per_token']:9.4f}" if f"{m}_ms_per_token" in r else f" {m}: error"
+                            for m in modes if name.startswith("mipt") and not r.get("oom"))
             print(f"{name:10s} {n:7d} " + ("      OOM" if r.get("oom") else
-                  f"{r['ms_per_token']:9.3f} {r['state_mb']:9.3f} {r['peak_mb'] or float('nan'):9.1f}"), flush=True)
+                  f"{r['ms_per_token']:9.3f} {r['state_mb']:9.3f} {r['peak_mb'] or float('nan'):9.1f}" + extra), flush=True)
     write(decode, partial=False)
     print(f"wrote {out}")
     return 0

@@ -65,7 +65,7 @@ def impulse_trajectory(p_bias: float, theta_bias: float, L: int = 64,
 
     if not isinstance(L, int) or L < 1:
         raise ValueError(f"L must be a positive int, got {L!r}")
-    layer = MIPTLayer(1, norm=False, scan_method="sequential").double()
+    layer = MIPTLayer(1, scan_method="sequential").double()
     with torch.no_grad():
         layer.in_proj.weight.zero_()
         layer.in_proj.weight[2, 0] = 1.0  # u_re = x

@@ -68,12 +68,6 @@ class Task:
         return None
 
 
-def _aux(model: nn.Module) -> torch.Tensor | float:
-    """The model's auxiliary loss (the cache's optional write penalty), if it has one."""
-    core = getattr(model, "module", model)  # DistributedDataParallel wraps the model
-    return core.aux_loss() if hasattr(core, "aux_loss") else 0.0
-
-
 def _shard(rows: torch.Tensor, info: DistInfo) -> torch.Tensor:
     return rows[info.rank::info.world_size]
 
@@ -115,7 +109,8 @@ class ClassificationTask(Task):
 
     def loss(self, model: nn.Module, batch) -> torch.Tensor:
         x, y = batch
-        return F.cross_entropy(model(x).float(), y) + _aux(model)
+        logits, aux = model(x, return_aux=True)  # aux.loss: the cache's optional write penalty
+        return F.cross_entropy(logits.float(), y) + aux.loss
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, split: str, device: torch.device, amp) -> dict:
@@ -128,11 +123,12 @@ class ClassificationTask(Task):
         for i in range(0, len(rows.y), bs):
             x, y = rows.x[i:i + bs].to(device), rows.y[i:i + bs].to(device)
             with amp():
-                logits = model(x).float()
+                logits, aux = model(x, return_aux=True)
+                logits = logits.float()
             correct += (logits.argmax(-1) == y).sum().item()
             nll += F.cross_entropy(logits, y, reduction="sum").item()
             n += len(y)
-            stats = model.cache_stats() if hasattr(model, "cache_stats") else []
+            stats = aux.cache_stats
             if stats:  # per sequence, averaged over layers
                 written.append(torch.stack([s.written for s in stats]).float().mean(0).cpu())
                 held.append(torch.stack([s.held for s in stats]).float().mean(0).cpu())
@@ -242,8 +238,8 @@ class LMTask(Task):
 
     def loss(self, model: nn.Module, batch) -> torch.Tensor:
         x, y = batch
-        logits = model(x)  # (B, L, V)
-        return F.cross_entropy(logits.float().flatten(0, 1), y.flatten()) + _aux(model)
+        logits, aux = model(x, return_aux=True)  # (B, L, V); aux.loss: the cache's optional write penalty
+        return F.cross_entropy(logits.float().flatten(0, 1), y.flatten()) + aux.loss
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, split: str, device: torch.device, amp) -> dict:
@@ -278,8 +274,9 @@ class LMTask(Task):
     @torch.no_grad()
     def sample(self, model: nn.Module, device: torch.device, prompt_tokens: int = 32, new_tokens: int = 64,
                temperature: float = 0.8, top_k: int = 40, seed: int = 0) -> dict:
-        """Continue the first ``prompt_tokens`` of the held-out split through the streaming ``step``
-        path (``model.generate``: O(1) state per token for MIPT, a KV cache for the Transformer)."""
+        """Continue the first ``prompt_tokens`` of the held-out split with ``model.generate`` (the
+        prompt in one parallel call, then ``step``: O(1) state per token for MIPT, a KV cache for the
+        Transformer)."""
         from ..data.tokenizer import load_tokenizer
 
         tokens = self.evals["eval"][0]
@@ -294,7 +291,7 @@ class LMTask(Task):
         ids = out.tolist()
         return {"prompt": tok.decode(ids[:prompt_tokens]), "continuation": tok.decode(ids[prompt_tokens:]),
                 "prompt_from": "the first tokens of the held-out split", "temperature": temperature,
-                "top_k": top_k, "seed": seed, "path": "model.generate (token-by-token step)"}
+                "top_k": top_k, "seed": seed, "path": "model.generate (parallel prefill, then step)"}
 
     def describe(self) -> dict:
         return {"protocol": self.protocol, "train_tokens": len(self.train_tokens), "vocab_size": self.vocab_size,
