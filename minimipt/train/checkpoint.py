@@ -113,7 +113,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
             f.seek(0)
         try:
             obj = torch.load(f, map_location=map_location, weights_only=True)
-        except (RuntimeError, EOFError, pickle.UnpicklingError, ValueError, KeyError, AttributeError) as err:
+        except Exception as err:  # damaged bytes surface as many exception types inside torch.load
             raise CheckpointError(f"{path} cannot be read as a checkpoint: {_diagnose(f, err)}; {_REDO}") from None
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a checkpoint dictionary; {_REDO}")
