@@ -319,9 +319,54 @@ def test_interpreted_other_configs(fwd, bwd):
     _assert_matches_reference(lambda *a: scan_triton(*a, **cfg), 1, 45, 19, "mixed", seed=4)
 
 
+def _check_flag_raised_by_the_kernel(device):
+    """The forward kernel's value flag: 0 for valid inputs (p at exactly 0 and 1 included, bf16 pairs),
+    1 for each kind of invalid value anywhere (last row, last channel, h0); mipt_scan turns it into
+    the same ValueError as its separate check, and does not run that check on valid inputs."""
+    from unittest import mock
+
+    from minimipt.ops import scan as scan_module
+    from minimipt.ops.triton.scan import scan_triton
+
+    p, theta, u, h0 = (_f32(t).to(device) for t in _problem(2, 37, 19, "mixed", seed=7)[:4])
+    p[0, 0, 0], p[1, 5, 3] = 0.0, 1.0
+
+    def flag(p, theta, u, h0):
+        bad = torch.zeros(1, dtype=torch.int32, device=device)
+        scan_triton(p, theta, u, h0, bad=bad)
+        return int(bad.item())
+
+    assert flag(p, theta, u, h0) == 0
+    assert flag(p.bfloat16(), theta.bfloat16(), torch.view_as_real(u).bfloat16(), None) == 0
+    nan, inf = float("nan"), float("inf")
+    for name, where, value in (("p", (1, 36, 18), 1.0001), ("p", (0, 20, 0), -1e-7), ("p", (1, 0, 9), nan),
+                               ("theta", (1, 36, 18), nan), ("theta", (0, 3, 4), -inf),
+                               ("u", (1, 36, 18), complex(inf, 0)), ("u", (0, 9, 1), complex(0, nan)),
+                               ("h0", (1, 18), complex(nan, 0))):
+        args = {"p": p, "theta": theta, "u": u, "h0": h0}
+        args[name] = args[name].clone()
+        args[name][where] = value
+        assert flag(*args.values()) == 1, (name, where, value)
+        with pytest.raises(ValueError, match=name if name != "theta" else "theta"):
+            minimipt.mipt_scan(*args.values(), method="triton")
+    with mock.patch.object(scan_module, "check_scan_values", side_effect=AssertionError("separate pass ran")):
+        minimipt.mipt_scan(p, theta, u, h0, method="triton")  # valid: the kernel's flag alone decides
+
+
+@interpreted
+def test_interpreted_kernel_flags_invalid_values():
+    _check_flag_raised_by_the_kernel(torch.device("cpu"))
+
+
 # ---------------------------------------------------------------------------------------------
 # GPU: the compiled kernels
 # ---------------------------------------------------------------------------------------------
+
+@pytest.mark.gpu
+@needs_gpu
+def test_kernel_flags_invalid_values():
+    _check_flag_raised_by_the_kernel(DEV)
+
 
 @pytest.mark.gpu
 @needs_gpu

@@ -88,7 +88,8 @@ def resolve_method(method: str, device: torch.device) -> str:
 register_scan_method("sequential", scan_sequential, priority=0)
 register_scan_method("closed_form", scan_closed_form, priority=5)
 register_scan_method("chunked", scan_chunked, priority=10)
-register_scan_method("triton", scan_triton_or_chunked, available=triton_available, priority=20, pairs=True)
+register_scan_method("triton", scan_triton_or_chunked, available=triton_available, priority=20, pairs=True,
+                     checks_values=True)
 
 
 def mipt_scan(p: torch.Tensor, theta: torch.Tensor, u: torch.Tensor, h0: torch.Tensor | None = None,

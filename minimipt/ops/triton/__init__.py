@@ -28,7 +28,7 @@ import warnings
 
 import torch
 
-from ..checks import is_pairs, pairs_to_complex
+from ..checks import flag_invalid_values, is_pairs, pairs_to_complex
 from ..chunked import scan_chunked
 from ..reference import scan_sequential
 
@@ -146,14 +146,17 @@ def mixer_available(device: torch.device) -> bool:
 
 
 def scan_triton_or_chunked(p: torch.Tensor, theta: torch.Tensor, u: torch.Tensor,
-                           h0: torch.Tensor | None = None) -> torch.Tensor:
+                           h0: torch.Tensor | None = None, *, bad: torch.Tensor | None = None) -> torch.Tensor:
     """Method ``"triton"``: the fused kernels for complex64 ``u`` or its ``(re, im)`` pairs
     ``(B, L, D, 2)`` (float32 or bf16: θ and u stay narrow in memory, the state is float32), else
-    ``"chunked"``."""
+    ``"chunked"``. ``bad`` (int32, one element, or None): set to 1 for invalid input values, by the
+    forward kernel itself or, on the ``"chunked"`` path, by :func:`~minimipt.ops.checks.flag_invalid_values`."""
     pairs = is_pairs(u)
     if not (pairs or u.dtype == torch.complex64) or not triton_available(u.device):
+        if bad is not None:
+            flag_invalid_values(p, theta, u, h0, bad)
         return scan_chunked(p, theta, pairs_to_complex(u) if pairs else u, h0)
     from .scan import scan_triton
 
-    return scan_triton(p, theta, u, h0)
+    return scan_triton(p, theta, u, h0, bad=bad)
 

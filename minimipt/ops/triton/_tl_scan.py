@@ -44,15 +44,17 @@ def _fwd_slab_loads(P, TH, U, j, base, cols, cmask, L, D, pid_d,
 
 
 @_jit
-def _scan_fwd_kernel(P, TH, U, H0, H, CKPT, L, D, n_tiles, n_ckpt,
+def _scan_fwd_kernel(P, TH, U, H0, H, CKPT, BAD, L, D, n_tiles, n_ckpt,
                      HAS_H0: tl.constexpr, LANES: tl.constexpr, R: tl.constexpr, BLOCK_D: tl.constexpr,
-                     PREFETCH: tl.constexpr, CKPT_EVERY: tl.constexpr):
+                     PREFETCH: tl.constexpr, CKPT_EVERY: tl.constexpr, CHECK: tl.constexpr):
     """``h_t = a_t h_{t−1} + p_t u_t``, ``a_t = (1 − p_t) e^{iθ_t}``: H (B, L, D) pairs from P, TH (B, L, D)
     and U (B, L, D) pairs (any float dtype; float32 state), ``h_{−1}`` = H0 (B, D) pairs or 0; if
     ``CKPT_EVERY`` > 0 also the checkpoints ``CKPT[b, j] = h_{j·CKPT_EVERY − 1}`` (B, n_ckpt, D) pairs.
 
     Step 3 stores h slab by slab; the carry and every checkpoint are the stored h of that row, bit
-    for bit. With ``PREFETCH`` the next tile's loads are issued before this tile's arithmetic."""
+    for bit. With ``PREFETCH`` the next tile's loads are issued before this tile's arithmetic.
+    With ``CHECK`` the kernel also sets ``BAD`` (one int32) to 1 if any p lies outside [0, 1] or any
+    p, θ, u, h0 is NaN or ±inf in float32, from the values it loads anyway (masked lanes load 0)."""
     pid_b = tl.program_id(0)
     pid_d = tl.program_id(1)
     cols = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)    # (BLOCK_D,)
@@ -61,6 +63,8 @@ def _scan_fwd_kernel(P, TH, U, H0, H, CKPT, L, D, n_tiles, n_ckpt,
     lane_rows = tl.arange(0, LANES) * R               # (LANES,) each thread's first row in the tile
     c_r, c_i = _initial_state(H0, CKPT, pid_b, cols, cmask, D, n_ckpt, HAS_H0, CKPT_EVERY, BLOCK_D)  # (BLOCK_D,)
     last_lane = (tl.arange(0, LANES) == LANES - 1)[:, None]
+    if CHECK:  # NaN fails every comparison, so `x < inf` is false for NaN and ±inf
+        bad = tl.where((tl.abs(c_r) < float("inf")) & (tl.abs(c_i) < float("inf")), 0, 1)  # (BLOCK_D,)
     if PREFETCH:
         nx = _fwd_slab_loads(P, TH, U, 0, base, cols, cmask, L, D, pid_d, LANES, R, BLOCK_D)
     for j in tl.range(0, n_tiles):
@@ -69,6 +73,11 @@ def _scan_fwd_kernel(P, TH, U, H0, H, CKPT, L, D, n_tiles, n_ckpt,
             nx = _fwd_slab_loads(P, TH, U, j + 1, base, cols, cmask, L, D, pid_d, LANES, R, BLOCK_D)
         else:
             ps, ths, urs, uis = _fwd_slab_loads(P, TH, U, j, base, cols, cmask, L, D, pid_d, LANES, R, BLOCK_D)
+        if CHECK:
+            for s in tl.static_range(R):
+                ok = ((ps[s] >= 0) & (ps[s] <= 1) & (tl.abs(ths[s]) < float("inf"))
+                      & (tl.abs(urs[s]) < float("inf")) & (tl.abs(uis[s]) < float("inf")))  # (LANES, BLOCK_D)
+                bad = bad | tl.max(tl.where(ok, 0, 1), axis=0)
         # 1. gates, and each thread's composition of its R maps (rows upward)  # (LANES, BLOCK_D) each
         _, _, ars, ais, A_r, A_i, B_r, B_i = _thread_maps(ps, ths, urs, uis, LANES, R, BLOCK_D)
         # 2. the state entering each thread's first row
@@ -92,6 +101,8 @@ def _scan_fwd_kernel(P, TH, U, H0, H, CKPT, L, D, n_tiles, n_ckpt,
         if CKPT_EVERY > 0 and CKPT_EVERY % (LANES * R) == 0:  # the carry itself, after every few tiles
             _store_ckpt_carry(CKPT, c_r, c_i, (j + 1) * (LANES * R), pid_b, cols, cmask, D, n_ckpt, CKPT_EVERY,
                               BLOCK_D)
+    if CHECK:
+        tl.atomic_or(BAD, tl.max(bad, axis=0), sem="relaxed")
 
 
 @_jit

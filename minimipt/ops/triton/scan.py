@@ -95,9 +95,10 @@ def _pairs(u: torch.Tensor) -> torch.Tensor:
     return u.contiguous()
 
 
-def _launch_fwd(p, theta, u2, h02, cfg: ForwardConfig, ckpt_every: int = 0):
+def _launch_fwd(p, theta, u2, h02, cfg: ForwardConfig, ckpt_every: int = 0, bad: torch.Tensor | None = None):
     """``(h2, ckpt2)``: h as (B, L, D, 2) float32 pairs, and (if ``ckpt_every`` > 0) the states entering
-    every ``ckpt_every`` rows as (B, cdiv(L, ckpt_every), D, 2) pairs, else None."""
+    every ``ckpt_every`` rows as (B, cdiv(L, ckpt_every), D, 2) pairs, else None. ``bad`` (int32, one
+    element) is set to 1 when an input value is invalid (see the kernel)."""
     B, L, D = p.shape
     lanes, rows = _lanes_rows(cfg)
     h2 = torch.empty(B, L, D, 2, device=p.device, dtype=torch.float32)
@@ -105,9 +106,9 @@ def _launch_fwd(p, theta, u2, h02, cfg: ForwardConfig, ckpt_every: int = 0):
     ck2 = torch.empty(B, n_ckpt, D, 2, device=p.device, dtype=torch.float32) if ckpt_every else None
     _scan_fwd_kernel[(B, triton.cdiv(D, cfg.block_d))](
         p, theta, u2, h02 if h02 is not None else h2, h2, ck2 if ck2 is not None else h2,
-        L, D, triton.cdiv(L, cfg.block_l), n_ckpt,
+        bad if bad is not None else h2, L, D, triton.cdiv(L, cfg.block_l), n_ckpt,
         HAS_H0=h02 is not None, LANES=lanes, R=rows, BLOCK_D=cfg.block_d, PREFETCH=cfg.prefetch,
-        CKPT_EVERY=ckpt_every, num_warps=cfg.num_warps)
+        CKPT_EVERY=ckpt_every, CHECK=bad is not None, num_warps=cfg.num_warps)
     return h2, ck2
 
 
@@ -130,12 +131,12 @@ class TritonScan(torch.autograd.Function):
     p, θ, u and the checkpoints (not h)."""
 
     @staticmethod
-    def forward(ctx, p, theta, u, h0, forward: ForwardConfig, backward: BackwardConfig):
+    def forward(ctx, p, theta, u, h0, forward: ForwardConfig, backward: BackwardConfig, bad):
         p, theta = p.contiguous(), theta.contiguous()
         u2 = _pairs(u)
         h02 = None if h0 is None else torch.view_as_real(h0.to(torch.complex64).resolve_conj().contiguous())
         needs_grad = any(ctx.needs_input_grad[:4])
-        h2, ck2 = _launch_fwd(p, theta, u2, h02, forward, backward.block_l if needs_grad else 0)
+        h2, ck2 = _launch_fwd(p, theta, u2, h02, forward, backward.block_l if needs_grad else 0, bad)
         ctx.save_for_backward(p, theta, u2, ck2)
         ctx.u_complex = u.is_complex()
         ctx.h0_dtype = None if h0 is None else h0.dtype
@@ -149,7 +150,7 @@ class TritonScan(torch.autograd.Function):
         dp, dth, du2, dh02 = _launch_bwd(p, theta, u2, ctx.h0_dtype is not None, ck2, g2, ctx.backward_config)
         du = torch.view_as_complex(du2) if ctx.u_complex else du2
         dh0 = None if dh02 is None else torch.view_as_complex(dh02).to(ctx.h0_dtype)
-        return dp, dth, du, dh0, None, None
+        return dp, dth, du, dh0, None, None, None
 
 
 def _resolve_configs(forward, backward, default_forward: ForwardConfig,
@@ -166,7 +167,8 @@ def _resolve_configs(forward, backward, default_forward: ForwardConfig,
 
 
 def scan_triton(p: torch.Tensor, theta: torch.Tensor, u: torch.Tensor, h0: torch.Tensor | None = None, *,
-                forward: ForwardConfig | None = None, backward: BackwardConfig | None = None) -> torch.Tensor:
+                forward: ForwardConfig | None = None, backward: BackwardConfig | None = None,
+                bad: torch.Tensor | None = None) -> torch.Tensor:
     """The MIPT recurrence on a CUDA device (or on the CPU under ``TRITON_INTERPRET=1``) by the fused kernels.
 
     Args:
@@ -176,6 +178,9 @@ def scan_triton(p: torch.Tensor, theta: torch.Tensor, u: torch.Tensor, h0: torch
         h0: complex ``(B, D)`` or None.
         forward, backward: the kernels' launch configurations; default :data:`DEFAULT_FORWARD`,
             :data:`DEFAULT_BACKWARD`.
+        bad: an int32 tensor of one element on p's device, or None: the forward kernel sets it to 1 if
+            any p lies outside [0, 1] or any input is NaN or ±inf in float32, from the values it reads
+            anyway (no extra pass; :func:`minimipt.mipt_scan` reads it to raise its ``ValueError``).
 
     Returns:
         complex64 ``h`` of shape ``(B, L, D)``; differentiable in ``p``, ``theta``, ``u``, ``h0``.
@@ -198,4 +203,4 @@ def scan_triton(p: torch.Tensor, theta: torch.Tensor, u: torch.Tensor, h0: torch
     forward, backward = _resolve_configs(forward, backward, DEFAULT_FORWARD, DEFAULT_BACKWARD)
     if p.device.type != "cuda" and not interpreting():
         raise ValueError(f"the Triton kernel needs a CUDA device; got p on {p.device}. Use method='chunked'.")
-    return TritonScan.apply(p, theta, u, h0, forward, backward)
+    return TritonScan.apply(p, theta, u, h0, forward, backward, bad)
