@@ -51,7 +51,7 @@ def test_version_has_one_source():
 def test_pyproject_core_dependencies_loose_and_pinned_file_covers_them():
     meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     core = {_req_name(r): r for r in meta["dependencies"]}
-    assert set(core) == {"torch", "numpy", "tqdm"}
+    assert set(core) == {"torch", "numpy", "tqdm", "safetensors"}
     assert "==" not in core["torch"], "torch must stay unpinned in pyproject.toml"
     pins = _pins()
     assert pins["torch"] == "2.13.0"
@@ -157,8 +157,10 @@ def test_cli_info_runs():
     assert "minimipt" in out.stdout and "smoke" in out.stdout
 
 
-def test_readme_python_example_runs():
-    """The package example in the README is executed, so it cannot drift from the API."""
+def test_readme_python_example_runs(tmp_path, monkeypatch):
+    """The package example in the README is executed (in a temporary folder: it saves a model), so it
+    cannot drift from the API."""
+    monkeypatch.chdir(tmp_path)
     readme = (ROOT / "README.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", readme, re.S)
     assert blocks, "README has no python example"
