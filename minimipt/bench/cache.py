@@ -31,7 +31,7 @@ import torch
 from ..env import get_device, smoke_mode
 from ..ops.cache_attention import cache_attention_blocked, evict_and_attend
 from ..ops.eviction import eviction_times, slot_table
-from .scan import _timer
+from .common import timer
 
 __all__ = ["add_arguments", "run"]
 
@@ -117,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     B, L, H, dh, K = (int(x) for x in (args.shape or ("2x256x2x16x8" if small else "8x8192x4x32x64")).split("x"))
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     q, k, v, log_w, eligible, gout = prob = _problem(B, L, H, dh, device, dtype)
-    bench = _timer(device)
+    bench = timer(device)
     t0 = time.time()
     lw = log_w.detach()
     rows = {"eviction_times": bench(lambda: eviction_times(lw, eligible, K))}

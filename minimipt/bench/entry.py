@@ -31,7 +31,7 @@ from ..env import get_device, smoke_mode
 from ..ops import mipt_scan
 from ..ops.checks import check_scan_values, flag_invalid_values
 from ..ops.scan import _REGISTRY, resolve_method
-from .scan import _inputs, _parse_shapes, _timer
+from .common import parse_shapes, scan_inputs, timer
 
 __all__ = ["add_arguments", "run"]
 
@@ -43,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _rows(B: int, D: int, L: int, device: torch.device, bench) -> list[dict]:
-    x = _inputs(B, D, L, "float32", device, seed=0)
+    x = scan_inputs(B, D, L, "float32", device, seed=0)
     p, theta, u = x["p"], x["theta"], torch.view_as_complex(x["u"])
     gh = torch.view_as_complex(x["gh"])
     method = resolve_method("auto", device)
@@ -79,8 +79,8 @@ def run(args: argparse.Namespace) -> int:
 
     device = get_device()
     small = smoke_mode() or device.type != "cuda"
-    shapes = _parse_shapes(args.shapes or ("2x16x256" if small else "32x512x8192"))
-    bench = _timer(device)
+    shapes = parse_shapes(args.shapes or ("2x16x256" if small else "32x512x8192"))
+    bench = timer(device)
     t0 = time.time()
     results = []
     print(f"mipt_scan entry cost on {device} (float32; ms; ratio to the kernel)")

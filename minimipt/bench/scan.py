@@ -38,7 +38,6 @@ import dataclasses
 import functools
 import json
 import platform
-import statistics
 import time
 from pathlib import Path
 
@@ -49,6 +48,7 @@ from ..ops import CHUNK, mipt_scan, scan_chunked, scan_methods, scan_sequential
 from ..ops.scan import _REGISTRY
 from ..ops.triton.scan import DEFAULT_BACKWARD, DEFAULT_FORWARD, BackwardConfig, ForwardConfig
 from ..train.provenance import git_commit
+from .common import copy_bandwidth, parse_shapes, scan_inputs, timer
 
 __all__ = ["add_arguments", "run", "DEFAULT_SHAPES", "SMOKE_SHAPES"]
 
@@ -100,67 +100,9 @@ def _parse_config(text: str | None, kind, option: str):
     return kind(int(parts[0]), int(parts[1]), int(parts[2]), parts[3] == "1")
 
 
-def _parse_shapes(text: str) -> list[tuple[int, int, int]]:
-    shapes = []
-    for item in text.split(","):
-        parts = item.strip().lower().split("x")
-        if len(parts) != 3 or not all(p.isdigit() and int(p) > 0 for p in parts):
-            raise ValueError(f"--shapes: {item!r} is not BxDxL with positive integers (e.g. 32x512x8192)")
-        shapes.append(tuple(int(p) for p in parts))
-    return shapes
-
-
-# ---------------------------------------------------------------------------------------------
-# timing
-# ---------------------------------------------------------------------------------------------
-
-def _timer(device: torch.device):
-    if device.type == "cuda":
-        import triton.testing
-
-        def bench(fn) -> float:
-            fn()  # compile / warm up outside the timed region
-            torch.cuda.synchronize()
-            return float(triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median"))
-        return bench
-
-    def bench_cpu(fn) -> float:
-        fn()
-        times = []
-        t_end = time.perf_counter() + 0.5
-        while len(times) < 3 or (time.perf_counter() < t_end and len(times) < 50):
-            t0 = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - t0) * 1e3)
-        return statistics.median(times)
-    return bench_cpu
-
-
-def _copy_bandwidth(device: torch.device, bench) -> float:
-    """Device-to-device copy bandwidth in bytes/s (bytes read + written)."""
-    n = (1 << 28) if device.type == "cuda" else (1 << 22)  # 1 GiB of float32 on the GPU
-    x = torch.randn(n, device=device)
-    y = torch.empty_like(x)
-    ms = bench(lambda: y.copy_(x))
-    return 2 * x.numel() * x.element_size() / (ms * 1e-3)
-
-
 # ---------------------------------------------------------------------------------------------
 # cases
 # ---------------------------------------------------------------------------------------------
-
-def _inputs(B: int, D: int, L: int, dtype: str, device: torch.device, seed: int):
-    """Fresh random inputs in our layout (B, L, D): float32 masters and the dtype's copies."""
-    gen = torch.Generator(device="cpu").manual_seed(seed)
-    # mostly small rates (long memory, the hard case for accuracy), never exactly 0
-    p = torch.sigmoid(2 * torch.randn(B, L, D, generator=gen) - 3)
-    theta = torch.randn(B, L, D, generator=gen)
-    u = torch.randn(B, L, D, 2, generator=gen)
-    gh = torch.randn(B, L, D, 2, generator=gen)
-    if dtype == "bf16":  # the reference sees the rounded values
-        p, theta, u = p.bfloat16().float(), theta.bfloat16().float(), u.bfloat16().float()
-    return {k: v.to(device) for k, v in dict(p=p, theta=theta, u=u, gh=gh).items()}
-
 
 def _reference(x: dict) -> torch.Tensor:
     """float64 sequential h on the slice (row 0, first channels, all L), on the CPU: (L, Dc)."""
@@ -290,7 +232,7 @@ def _sweep(shape, device, bench) -> dict:
     from ..ops.triton.scan import scan_triton
 
     B, D, L = shape
-    x = _inputs(B, D, L, "float32", device, seed=123)
+    x = scan_inputs(B, D, L, "float32", device, seed=123)
     p, theta, gh = x["p"], x["theta"], torch.view_as_complex(x["gh"])
     u = torch.view_as_complex(x["u"].contiguous())
     leaves = [t.detach().clone().requires_grad_() for t in (p, theta, u)]
@@ -339,7 +281,7 @@ def run(args: argparse.Namespace) -> int:
     t_start = time.time()
     device = get_device(args.device)
     small = smoke_mode() or device.type != "cuda"
-    shapes = _parse_shapes(args.shapes) if args.shapes else (SMOKE_SHAPES if small else DEFAULT_SHAPES)
+    shapes = parse_shapes(args.shapes) if args.shapes else (SMOKE_SHAPES if small else DEFAULT_SHAPES)
     dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
     for d in dtypes:
         if d not in ("float32", "bf16"):
@@ -369,8 +311,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         methods = available
 
-    bench = _timer(device)
-    bw = _copy_bandwidth(device, bench)
+    bench = timer(device)
+    bw = copy_bandwidth(device, bench)
     print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else platform.processor() or 'cpu'}), "
           f"copy bandwidth {bw / 1e12:.2f} TB/s", flush=True)
 
@@ -382,7 +324,7 @@ def run(args: argparse.Namespace) -> int:
         sweep = _sweep(shapes[0], device, bench)
     for si, (B, D, L) in enumerate(shapes):
         for dtype in dtypes:
-            x = _inputs(B, D, L, dtype, device, seed=1000 * si + len(dtype))
+            x = scan_inputs(B, D, L, dtype, device, seed=1000 * si + len(dtype))
             ref = _reference(x)
             n = B * L * D
             cases = [(m, c) for m in methods for c in (chunks if m == "chunked" else [None])]
