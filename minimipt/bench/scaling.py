@@ -271,8 +271,9 @@ def _decode_point(make, name, n, device, repeats, B=1, modes=()):
     return out
 
 
-def _train_table(names, makers, args, lengths, device, max_len) -> list[dict]:
-    """One training row per (length, model); a model that fails records its error and the others go on."""
+def _train_table(names, makers, args, lengths, device, max_len, on_row=None) -> list[dict]:
+    """One training row per (length, model); a model that fails records its error and the others go on.
+    ``on_row(rows)`` runs after each row (the caller writes the results so far)."""
     graphs = args.cuda_graphs and device.type == "cuda"
     if args.cuda_graphs and not graphs:
         print("--cuda-graphs needs a CUDA device: timing eager steps only")
@@ -296,6 +297,8 @@ def _train_table(names, makers, args, lengths, device, max_len) -> list[dict]:
             elif "graph_error" in r or "graph_oom" in r or "graph_skipped" in r:
                 line += f" graph: {r.get('graph_error') or r.get('graph_skipped') or 'OOM'}"
             print(f"{name:16s} {N:7d} " + line, flush=True)
+            if on_row is not None:
+                on_row(train)
     return train
 
 
@@ -333,32 +336,32 @@ def run(args) -> int:
     why = hgrn_missing() if "hgrn" in names else None
     skipped = {"hgrn": why} if why else {}
     t0 = time.time()
-    print(f"training step, d_model {args.d_model}, {args.layers} layers, batch {args.batch}, device {device}")
-    train = _train_table([n for n in names if n not in skipped], makers, args, lengths, device, max(dec + lengths) + 1)
-    for name, why in skipped.items():
-        print(f"{name}: skipped, {why}")
-        train += [{"model": name, "N": N, "skipped": why} for N in lengths]
-    ratios = _ratios(train)
-    for r in ratios:
-        print("  ".join(f"{k} {v}" for k, v in r.items()))
     hw = torch.cuda.get_device_name(device).replace(" ", "_") if device.type == "cuda" else "cpu"
     out = Path(args.out or f"results/bench/scaling_{hw}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
+    B = args.decode_batch
+    modes = [m for m in (args.decode_modes or ("graph" if device.type == "cuda" else "")).split(",") if m]
 
-    def write(decode: list[dict], partial: bool) -> None:
+    def write(train: list[dict], decode: list[dict], partial: str | None) -> None:
         res = {"benchmark": "scaling", "config": {"d_model": args.d_model, "layers": args.layers, "batch": args.batch,
                                                   "vocab": 256, "amp": "bf16" if device.type == "cuda" else None,
                                                   "models": names, "lengths": lengths, "decode_lengths": dec,
                                                   "decode_batch": B, "decode_modes": modes,
                                                   "cuda_graphs": args.cuda_graphs and device.type == "cuda"},
-               "train": train, "ratios": ratios, "decode": decode, "wall_time_s": round(time.time() - t0, 1),
-               **({"partial": "training only: the decoding part had not finished"} if partial else {}),
-               **provenance(device)}
+               "train": train, "ratios": _ratios(train), "decode": decode, "wall_time_s": round(time.time() - t0, 1),
+               **({"partial": partial} if partial else {}), **provenance(device)}
         out.write_text(json.dumps(res, indent=1) + "\n")
 
-    B = args.decode_batch
-    modes = [m for m in (args.decode_modes or ("graph" if device.type == "cuda" else "")).split(",") if m]
-    write([], partial=True)  # the training results survive a decoding part that fails or is cut short
+    # the results so far are written after every row: a run cut short keeps what it measured
+    print(f"training step, d_model {args.d_model}, {args.layers} layers, batch {args.batch}, device {device}")
+    train = _train_table([n for n in names if n not in skipped], makers, args, lengths, device, max(dec + lengths) + 1,
+                         on_row=lambda rows: write(rows, [], "the training part had not finished"))
+    for name, why in skipped.items():
+        print(f"{name}: skipped, {why}")
+        train += [{"model": name, "N": N, "skipped": why} for N in lengths]
+    for r in _ratios(train):
+        print("  ".join(f"{k} {v}" for k, v in r.items()))
+    write(train, [], "training only: the decoding part had not finished")
     decode = []
     print(f"\ndecoding one token after n tokens of context (batch {B}; eager step" + "".join(f", {m}" for m in modes)
           + ")")
@@ -376,6 +379,7 @@ def run(args) -> int:
                             for m in modes if name.startswith("mipt") and not r.get("oom"))
             print(f"{name:10s} {n:7d} " + ("      OOM" if r.get("oom") else
                   f"{r['ms_per_token']:9.3f} {r['state_mb']:9.3f} {r['peak_mb'] or float('nan'):9.1f}" + extra), flush=True)
-    write(decode, partial=False)
+            write(train, decode, "the decoding part had not finished")
+    write(train, decode, None)
     print(f"wrote {out}")
     return 0
