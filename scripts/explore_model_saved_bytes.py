@@ -47,7 +47,7 @@ from minimipt.train.provenance import provenance  # noqa: E402
 
 t0 = time.time()
 B, d, layers, V, K = 1, 128, 2, 256, 64
-LENGTHS = (512, 1024)  # per-token bytes = the slope between the two
+LENGTHS = (384, 768)  # per-token bytes = the slope between the two (several cache blocks of 64)
 # the GPU's paths, run by the interpreter: under TRITON_INTERPRET=1 "auto" picks "triton" on the CPU
 assert resolve_method("auto", torch.device("cpu")) == "triton", "run with TRITON_INTERPRET=1 (and Triton installed)"
 cache_ops.fused_usable = lambda device, dtype, length, slots: fused_supports(dtype, length, slots)
@@ -68,7 +68,7 @@ class CpuOnlyBuffers(TorchDispatchMode):
 
 
 def census(model, L):
-    """``{(module, dtype, per-token shape): bytes}`` kept for backward by one loss, and the CPU-only part."""
+    """``{(module, dtype, shape): bytes}`` kept for backward by one loss, and the CPU-only part."""
     names = {id(m): n or "(model)" for n, m in model.named_modules()}
     stack, kept, where = STACK, {}, {}
     params = {p.untyped_storage().data_ptr() for p in model.parameters()}
@@ -78,8 +78,7 @@ def census(model, L):
         if s.data_ptr() in params or s.data_ptr() in kept:
             return
         kept[s.data_ptr()] = s.nbytes()
-        shape = tuple("L" if n == L else n for n in t.shape[1:])  # the batch dimension left out
-        where[s.data_ptr()] = (label, str(t.dtype).replace("torch.", ""), shape)
+        where[s.data_ptr()] = (label, str(t.dtype).replace("torch.", ""), tuple(t.shape))
 
     def pack(t):
         note(t, stack[-1])
@@ -114,24 +113,31 @@ def census(model, L):
 
 
 def generic(label):
-    """``blocks.1.cache.qkv`` → ``cache.qkv`` (layers are summed)."""
-    parts = label.split(".")
-    return ".".join(parts[2:]) if parts[0] in ("blocks", "layers") and len(parts) > 2 else label
+    """``blocks.1.cache.qkv`` → ``cache.qkv``, ``blocks.1`` → ``(block)`` (layers are summed)."""
+    parts = label.split(".", 2)
+    if parts[0] in ("blocks", "layers") and len(parts) > 1 and parts[1].split(" ")[0].isdigit():
+        return parts[2] if len(parts) > 2 else "(block)" + parts[1][len(parts[1].split(" ")[0]):]
+    return label
 
 
 def per_token(make):
+    """Slopes by module and by (module, dtype); the tensors themselves (shapes) at the longer length."""
     (n0, c0), (n1, c1) = (census(make(), L) for L in LENGTHS)
     dl = B * (LENGTHS[1] - LENGTHS[0])
-    slope = {k: (n1[k] - n0[k]) / dl for k in n1 | n0 if n1[k] != n0[k]}
-    modules, detail = collections.Counter(), collections.Counter()
-    for (label, dtype, shape), b in slope.items():
-        modules[generic(label)] += b
-        detail[f"{generic(label)} {dtype}({', '.join(map(str, shape))})"] += b
-    total, cpu_only = sum(slope.values()), (c1 - c0) / dl
+    modules, kinds = collections.Counter(), collections.Counter()
+    for n, sign in ((n1, 1), (n0, -1)):
+        for (label, dtype, shape), b in n.items():
+            modules[generic(label)] += sign * b / dl
+            kinds[f"{generic(label)} {dtype}"] += sign * b / dl
+    total, cpu_only = sum(modules.values()), (c1 - c0) / dl
+    shapes = collections.Counter()
+    for (label, dtype, shape), b in n1.items():
+        shapes[f"{label} {dtype}({', '.join(map(str, shape))})"] += b
     return {"saved_bytes_per_token": round(total - cpu_only, 1),
             "cpu_only_bytes_per_token": round(cpu_only, 1),
-            "by_module_bytes_per_token": {k: round(v, 1) for k, v in modules.most_common()},
-            "by_module_dtype_shape_bytes_per_token": {k: round(v, 1) for k, v in detail.most_common()}}
+            "by_module_bytes_per_token": {k: round(v, 1) for k, v in modules.most_common() if round(v, 1)},
+            "by_module_dtype_bytes_per_token": {k: round(v, 1) for k, v in kinds.most_common() if round(v, 1)},
+            f"tensors_at_L{LENGTHS[1]}_bytes": dict(shapes.most_common())}
 
 
 models = {"mipt": lambda: MIPTLM(V, d, layers, cache_slots=0),
@@ -144,7 +150,8 @@ for m in metrics.values():
 res = {"benchmark": "model-saved-bytes",
        "what": "bytes autograd keeps for backward per token (the slope between two lengths: parameters and their "
                "bf16 copies excluded) as CUDA would keep them (the CPU-only log_sigmoid buffer subtracted, shown "
-               "apart), by module (layers summed) and by module, dtype and per-token shape, for the scaling "
+               "apart), by module (layers summed) and by module and dtype, and the tensors (shapes) at the longer "
+               "length, for the scaling "
                "benchmark's models under CPU bf16 autocast; MIPT through the Triton scan and (K = 64) the fused "
                "cache kernels, run by Triton's CPU interpreter; checkpoint regions' inputs counted; storages "
                "counted once (charged to the first module that keeps them)",
