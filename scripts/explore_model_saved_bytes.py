@@ -54,16 +54,17 @@ cache_ops.fused_usable = lambda device, dtype, length, slots: fused_supports(dty
 
 
 class CpuOnlyBuffers(TorchDispatchMode):
-    """Records the storages of ``log_sigmoid_forward``'s buffer (kept for backward on the CPU only)."""
+    """Holds ``log_sigmoid_forward``'s buffers (kept for backward on the CPU only, when its backward
+    is autograd's): held, so that no later tensor can take a freed buffer's address."""
 
     def __init__(self):
         super().__init__()
-        self.ptrs = set()
+        self.buffers = []
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
         if func is torch.ops.aten.log_sigmoid_forward.default:
-            self.ptrs.add(out[1].untyped_storage().data_ptr())
+            self.buffers.append(out[1])
         return out
 
 
@@ -107,7 +108,8 @@ def census(model, L):
     by = collections.Counter()
     for ptr, nbytes in kept.items():
         by[where[ptr]] += nbytes
-    cpu_only = sum(n for p, n in kept.items() if p in mode.ptrs)
+    buffers = {t.untyped_storage().data_ptr() for t in mode.buffers}
+    cpu_only = sum(n for p, n in kept.items() if p in buffers)
     del loss
     return by, cpu_only
 
