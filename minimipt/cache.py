@@ -59,6 +59,13 @@ slots held before each block and the blocked attention in three Triton kernels, 
 backward; CUDA only, ``"blocked"`` elsewhere). ``method="auto"`` takes ``"fused"`` on CUDA where it works;
 elsewhere dense while ``L ≤ K + C`` (and for unbounded K), blocked beyond.
 
+**Memory in training.** The eviction pass runs once (:func:`~minimipt.ops.cache_attention.evictions`,
+no gradient); the projections, the attention over what is held and the read-out form one region
+(:meth:`CausalSparseCache._read`) run under ``torch.utils.checkpoint``: for backward it keeps only its
+inputs (``x̂``, ``log w``, the eviction times) and runs again in the backward pass. ``log p`` is kept
+once, by the layer's logsigmoid and the write score's logsumexp together. At d = 128 under bf16
+autocast that is ≈ 1 kB per token and layer instead of ≈ 3 kB (``docs/cache_kernels.md``, memory).
+
 **Continuing from a state.** ``forward(..., state=s)`` reads the slots held in ``s`` as well as the
 new tokens, and ``return_state=True`` returns the slots held after the last token, slot for slot as
 ``step`` would hold them (:mod:`minimipt.cache_continue`: the held slots become a prefix of the
