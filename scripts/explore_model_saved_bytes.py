@@ -6,8 +6,9 @@ a K = 64 cache, both on the GPU's paths (the Triton scan and the fused cache ker
 CPU interpreter), and the SDPA Transformer (the naive Transformer keeps O(L²): no per-token number).
 
 How: a saved-tensor hook records every tensor autograd packs (custom Functions included) with the
-module running at that moment; a checkpoint region keeps its tensor inputs by reference instead, so
-they are counted too (``torch.utils.checkpoint.checkpoint`` is wrapped before minimipt is imported).
+module running at that moment. A checkpoint region's inside is packed by the checkpoint's own hooks
+(not kept); its inputs are kept (torch saves them through the outer hooks; to count them whatever the
+torch version, ``torch.utils.checkpoint.checkpoint`` is also wrapped before minimipt is imported).
 Storages are counted once, parameters never; per-token bytes are the slope between two lengths (bf16
 weight copies are constant). Saved bytes are not the peak (the backward's transients come on top),
 but they are its largest part, and they show where the models differ per token.

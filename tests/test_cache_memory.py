@@ -20,8 +20,9 @@ import torch.nn.functional as F
 import minimipt.cache
 from minimipt.blocks import MIPTBlock
 from minimipt.cache import CausalSparseCache
+from minimipt.cache_continue import state_as_prefix
 from minimipt.config import MIPTConfig
-from minimipt.layer import MIPTLayer, _LogSigmoid
+from minimipt.layer import _LogSigmoid
 from minimipt.ops.cache_attention import evict_and_attend
 from minimipt.ops.reference import eligible_mask, write_scores
 from tests.test_triton_scan import DEV, _has_triton, needs_gpu
@@ -34,7 +35,7 @@ def kept_graph_forward(cache: CausalSparseCache, xh, log_p, state=None):
     q, k, v = cache._qkv(xh)
     P = 0
     if state is not None:
-        prefix = minimipt.cache.state_as_prefix(state)
+        prefix = state_as_prefix(state)
         P = prefix.log_w.shape[1]
         q = torch.cat([q.new_zeros(q.shape[0], P, *q.shape[2:]), q], 1)
         k, v = torch.cat([prefix.k.to(k.dtype), k], 1), torch.cat([prefix.v.to(v.dtype), v], 1)
@@ -123,9 +124,10 @@ def _kept_bytes(monkeypatch, fn, params):
 def test_a_cached_block_keeps_little_more_than_the_block_without_one(monkeypatch, method):
     """float32, B 2, L 96, d = D = 16, K 8: a block with a cache keeps at most ``log p`` (4·D bytes
     per token) and per-token scalars (the write score and its logsumexp, the eviction time: 16
-    bytes) more than the block without: the cache's projections, attention and read-out are recomputed in the backward pass,
-    x̂ is the tensor the layer's projection keeps anyway, and ``log p`` is kept once, not also
-    ``z``. (Before recomputation the blocked path alone kept its (B, L/C, H, C, K + C) probabilities.)"""
+    bytes) more than the block without: the cache's projections, attention and read-out are
+    recomputed in the backward pass, x̂ is the tensor the layer's projection keeps anyway, and
+    ``log p`` is kept once, not also ``z``. (Without recomputation the blocked path alone keeps its
+    (B, L/C, H, C, K + C) probabilities.)"""
     B, L, d = 2, 96, 16
     x = torch.randn(B, L, d)
     kept = {}
@@ -133,7 +135,6 @@ def test_a_cached_block_keeps_little_more_than_the_block_without_one(monkeypatch
         torch.manual_seed(0)
         block = MIPTBlock(MIPTConfig(vocab_size=4, d_model=d, cache_slots=slots, cache_heads=2, cache_method=method,
                                      scan_method="chunked"))
-
         kept[slots], _ = _kept_bytes(monkeypatch, lambda: block(x.requires_grad_()), block.parameters())
     assert kept[8] - kept[0] <= B * L * (4 * d + 32), kept  # measured: 4·D + 16 bytes per token
 

@@ -22,8 +22,8 @@ from torch.utils.checkpoint import checkpoint
 from .eviction import eviction_times, slot_table
 from .reference import cache_attention_dense, softmax_with_sink
 
-__all__ = ["cache_attention_slots", "cache_attention_blocked", "evictions", "attend", "evict_and_attend", "fused_usable",
-           "CACHE_METHODS"]
+__all__ = ["cache_attention_slots", "cache_attention_blocked", "evictions", "attend", "evict_and_attend",
+           "fused_usable", "CACHE_METHODS"]
 
 CACHE_METHODS = ("dense", "slots", "blocked", "fused")
 _WARNED: set[str] = set()
