@@ -59,6 +59,13 @@ slots held before each block and the blocked attention in three Triton kernels, 
 backward; CUDA only, ``"blocked"`` elsewhere). ``method="auto"`` takes ``"fused"`` on CUDA where it works;
 elsewhere dense while ``L ≤ K + C`` (and for unbounded K), blocked beyond.
 
+**Memory in training.** The eviction pass runs once (:func:`~minimipt.ops.cache_attention.evictions`,
+no gradient); the projections, the attention over what is held and the read-out form one region
+(:meth:`CausalSparseCache._read`) run under ``torch.utils.checkpoint``: for backward it keeps only its
+inputs (``x̂``, ``log w``, the eviction times) and runs again in the backward pass. ``log p`` is kept
+once, by the layer's logsigmoid and the write score's logsumexp together. At d = 128 under bf16
+autocast that is ≈ 1 kB per token and layer instead of ≈ 3 kB (``docs/cache_kernels.md``, memory).
+
 **Continuing from a state.** ``forward(..., state=s)`` reads the slots held in ``s`` as well as the
 new tokens, and ``return_state=True`` returns the slots held after the last token, slot for slot as
 ``step`` would hold them (:mod:`minimipt.cache_continue`: the held slots become a prefix of the
@@ -71,9 +78,10 @@ import math
 
 import torch
 import torch.nn as nn
+from torch.utils.checkpoint import checkpoint
 
 from .cache_continue import Prefix, slot_table_from, state_as_prefix, state_from_table
-from .ops.cache_attention import CACHE_METHODS, evict_and_attend, fused_usable
+from .ops.cache_attention import CACHE_METHODS, attend, evictions, fused_usable
 from .ops.reference import eligible_mask, softmax_with_sink, write_scores
 from .state import CacheAux, CacheState, CacheStats, outputs
 
@@ -90,7 +98,7 @@ def check_cache_slots(cache_slots) -> None:
                          f"got {cache_slots!r}")
 
 
-_METHODS = CACHE_METHODS  # the batched attention paths (minimipt.ops.cache_attention.evict_and_attend)
+_METHODS = CACHE_METHODS  # the batched attention paths (minimipt.ops.cache_attention.attend)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -179,28 +187,42 @@ class CausalSparseCache(nn.Module):
         K = self.slots
         log_w = write_scores(log_p)  # (B, L)
         eligible = eligible_mask(log_w, self.write_threshold)
-        q, k, v = self._qkv(xh)  # (B, L, H, d_h)
         if state is not None:
             self.check_state(state, B)
         prefix = None if state is None else state_as_prefix(state)  # the held slots, in position order
         P = 0 if prefix is None else prefix.log_w.shape[1]
-        if P:  # [held | new]: the prefix's queries are zeros, their outputs dropped
-            q = torch.cat([q.new_zeros(B, P, *q.shape[2:]), q], 1)
-            k, v = torch.cat([prefix.k.to(k.dtype), k], 1), torch.cat([prefix.v.to(v.dtype), v], 1)
+        if P:  # [held | new]
             log_w_all = torch.cat([prefix.log_w.to(log_w.dtype), log_w], 1)
             eligible_all = torch.cat([prefix.eligible, eligible], 1)
         else:
             log_w_all, eligible_all = log_w, eligible
-        # evict (B, P + L): which positions are held when; attn (B, L, H, d_h)
-        evict, attn = evict_and_attend(q, k, v, log_w_all, eligible_all, K, self.path(P + L, xh.device))
-        attn = attn[:, P:]
-        r = self._read_out(xh, attn)
+        method = self.path(P + L, xh.device)
+        evict, held = evictions(log_w_all, eligible_all, K, method)  # (B, P + L): which positions are held when
+        args = (xh, log_w_all, evict, held, None if prefix is None else prefix.k,
+                None if prefix is None else prefix.v, method)
+        if torch.is_grad_enabled():  # keep the inputs only; recompute the rest in the backward pass
+            r, k, v = checkpoint(self._read, *args, use_reentrant=False, preserve_rng_state=False)
+        else:
+            r, k, v = self._read(*args)
         new_state = aux = None
         if return_state:
             new_state = self._state_after(state, prefix, k, v, log_w_all, eligible, evict, L)
         if return_aux:
             aux = self._aux(log_w, eligible, evict, P, lengths)
         return outputs(r, new_state, aux, return_state, return_aux)
+
+    def _read(self, xh, log_w_all, evict, held, held_k, held_v, method: str):
+        """``(r, k, v)``: the read-out ``r`` ``(B, L, d)`` of the L new tokens, and the keys and values
+        ``(B, P + L, H, d_h)`` of ``[held | new]`` (``held_k``, ``held_v``: the P held slots or None).
+        Everything that :meth:`forward` recomputes in the backward pass: the projections, the
+        attention and the read-out (their activations are never kept; only the inputs are)."""
+        q, k, v = self._qkv(xh)  # (B, L, H, d_h)
+        P = 0 if held_k is None else held_k.shape[1]
+        if P:  # [held | new]: the prefix's queries are zeros, their outputs dropped
+            q = torch.cat([q.new_zeros(q.shape[0], P, *q.shape[2:]), q], 1)
+            k, v = torch.cat([held_k.to(k.dtype), k], 1), torch.cat([held_v.to(v.dtype), v], 1)
+        attn = attend(q, k, v, log_w_all, evict, held, self.slots, method)[:, P:]  # (B, L, H, d_h)
+        return self._read_out(xh, attn), k, v
 
     def _state_after(self, state, prefix: Prefix | None, k, v, log_w_all, eligible, evict, L) -> CacheState:
         """The slots held after the last of the L new tokens (``k, v, log_w_all``: over ``[held | new]``)."""

@@ -44,12 +44,31 @@ def _wide(t: torch.Tensor) -> torch.Tensor:
     return t if t.dtype in (torch.float32, torch.float64) else t.float()
 
 
+class _LogSigmoid(torch.autograd.Function):
+    """``log σ(z)`` (``F.logsigmoid``) that keeps its output, not ``z``, for the backward pass:
+    ``d log σ(z) / dz = 1 − σ(z) = −expm1(log σ(z))``, accurate for every z (also where σ(z) → 1,
+    where ``log σ(z) ≈ −e^{−z}`` still holds every digit). The cache's write score, a logsumexp of
+    ``log p`` over the channels, keeps the same tensor for its own backward, so the two share one
+    ``(B, L, D)`` tensor instead of keeping ``z`` and ``log p``."""
+
+    @staticmethod
+    def forward(ctx, z):
+        log_p = F.logsigmoid(z)
+        ctx.save_for_backward(log_p)
+        return log_p
+
+    @staticmethod
+    def backward(ctx, grad):
+        (log_p,) = ctx.saved_tensors
+        return -grad * torch.expm1(log_p)
+
+
 @dataclass
 class LayerAux:
     """What the layer computed besides its output (for the cache, entropy plots and tests)."""
 
     p: torch.Tensor        # (B, L, D) measurement rate
-    log_p: torch.Tensor    # (B, L, D) log p, by logsigmoid
+    log_p: torch.Tensor    # (B, L, D) log p, by logsigmoid (forward keeps only it for its backward)
     theta: torch.Tensor    # (B, L, D) phase
     h: torch.Tensor        # (B, L, D) complex state
 
@@ -187,7 +206,7 @@ class MIPTLayer(nn.Module):
         h = mipt_scan(p, theta, u, h0, method=self.scan_method, check_values=False)  # (B, L, D) complex
         y = self.read(h).to(x.dtype)  # (B, L, d)
         if return_aux:
-            return y, LayerAux(p=p, log_p=F.logsigmoid(z), theta=_wide(theta), h=h)
+            return y, LayerAux(p=p, log_p=_LogSigmoid.apply(z), theta=_wide(theta), h=h)
         return y
 
     def _use_fused(self, out: torch.Tensor) -> bool:

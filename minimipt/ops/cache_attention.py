@@ -2,8 +2,10 @@
 defines it): each computes the same ``(B, L, H, d_h)`` output from ``q, k, v``, the write scores
 and the eviction times, and the tests compare values and gradients with the dense form.
 
-:func:`evict_and_attend` is the cache's entry point: the eviction times and the attention by one of
-:data:`CACHE_METHODS`. ``"fused"`` computes both in Triton kernels
+:func:`evictions` (which positions are held when, no gradient) and :func:`attend` (the attention over
+them) are the cache's entry points, :func:`evict_and_attend` the two in one call, by one of
+:data:`CACHE_METHODS`. The cache calls them apart so that the attention can be recomputed in the
+backward pass without the eviction pass. ``"fused"`` computes both in Triton kernels
 (:mod:`minimipt.ops.triton.cache_attention`) and falls back to ``"blocked"`` where they are not
 available (no CUDA device, no Triton, a failed first-use self-check) or do not apply (K above
 :data:`~minimipt.ops.triton.cache_attention.FUSED_MAX_SLOTS`, float64).
@@ -20,7 +22,8 @@ from torch.utils.checkpoint import checkpoint
 from .eviction import eviction_times, slot_table
 from .reference import cache_attention_dense, softmax_with_sink
 
-__all__ = ["cache_attention_slots", "cache_attention_blocked", "evict_and_attend", "fused_usable", "CACHE_METHODS"]
+__all__ = ["cache_attention_slots", "cache_attention_blocked", "evictions", "attend", "evict_and_attend",
+           "fused_usable", "CACHE_METHODS"]
 
 CACHE_METHODS = ("dense", "slots", "blocked", "fused")
 _WARNED: set[str] = set()
@@ -118,28 +121,57 @@ def fused_usable(device: torch.device | str, dtype: torch.dtype, length: int, sl
     return fused_supports(dtype, length, slots) and fused_available(torch.device(device))
 
 
-def evict_and_attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, log_w: torch.Tensor,
-                     eligible: torch.Tensor, slots: int | None, method: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(e, attn)``: eviction times ``(B, L)`` and the cache's attention ``(B, L, H, d_h)`` by ``method``.
+def evictions(log_w: torch.Tensor, eligible: torch.Tensor, slots: int | None,
+              method: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(e, held)``: which positions the cache holds when, for :func:`attend` (no gradient).
 
-    ``"dense"``, ``"slots"``, ``"blocked"``: :func:`~minimipt.ops.eviction.eviction_times`, then the
-    attention form of that name. ``"fused"``: both in Triton kernels when :func:`fused_usable`, else
-    ``"blocked"`` (a warning once per device when the kernels cannot run there at all).
+    ``e`` ``(B, L)``: the eviction times (:func:`~minimipt.ops.eviction.eviction_times`). ``held``:
+    for ``"fused"`` where its kernels run (:func:`fused_usable`), the positions held just before each
+    block ``(B, n, K)``, computed with ``e`` by the eviction kernel (float32 or half scores; float64
+    ones are ranked by ``eviction_times``); otherwise None (a warning once per device when ``"fused"``
+    cannot run there at all).
+    """
+    if method not in CACHE_METHODS:
+        raise ValueError(f"method must be one of {CACHE_METHODS}; got {method!r}")
+    if method == "fused":
+        if log_w.numel() and fused_usable(log_w.device, log_w.dtype, log_w.shape[1], slots):
+            from .triton.cache_attention import evict_blocks_triton
+
+            return evict_blocks_triton(log_w, eligible, slots)
+        if log_w.device.type != "cuda" and str(log_w.device) not in _WARNED:
+            _WARNED.add(str(log_w.device))
+            warnings.warn(f"minimipt: cache method 'fused' needs a CUDA device and Triton; using 'blocked' on "
+                          f"{log_w.device}", RuntimeWarning, stacklevel=3)
+    return eviction_times(log_w.detach(), eligible, slots), None
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, log_w: torch.Tensor, evict: torch.Tensor,
+           held: torch.Tensor | None, slots: int | None, method: str) -> torch.Tensor:
+    """The cache's attention ``(B, L, H, d_h)`` by ``method``, given :func:`evictions`' ``(e, held)``.
+
+    ``"fused"`` runs the Triton attention when ``held`` was computed and its kernels take q, k, v's
+    dtype (not float64), else ``"blocked"``: the same function (tests compare them).
     """
     if method == "fused":
-        if q.numel() and fused_usable(q.device, q.dtype, q.shape[1], slots):
-            from .triton.cache_attention import cache_attention_triton
+        from .triton.cache_attention import FusedCacheAttention, block_size, fused_supports
 
-            return cache_attention_triton(q, k, v, log_w, eligible, slots)
-        if q.device.type != "cuda" and str(q.device) not in _WARNED:
-            _WARNED.add(str(q.device))
-            warnings.warn(f"minimipt: cache method 'fused' needs a CUDA device and Triton; using 'blocked' on "
-                          f"{q.device}", RuntimeWarning, stacklevel=3)
+        if held is not None and fused_supports(q.dtype, q.shape[1], slots):
+            return FusedCacheAttention.apply(q, k, v, log_w, evict, held, block_size(held.shape[2]))
         method = "blocked"
     if method not in _FORMS:
         raise ValueError(f"method must be one of {CACHE_METHODS}; got {method!r}")
-    evict = eviction_times(log_w.detach(), eligible, slots)  # (B, L)
-    return evict, _FORMS[method](q, k, v, log_w, evict, slots)
+    return _FORMS[method](q, k, v, log_w, evict, slots)
+
+
+def evict_and_attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, log_w: torch.Tensor,
+                     eligible: torch.Tensor, slots: int | None, method: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(e, attn)``: eviction times ``(B, L)`` and the cache's attention ``(B, L, H, d_h)`` by ``method``:
+    :func:`evictions` then :func:`attend`. ``"dense"``, ``"slots"``, ``"blocked"``:
+    :func:`~minimipt.ops.eviction.eviction_times`, then the attention form of that name. ``"fused"``:
+    both in Triton kernels when :func:`fused_usable`, else ``"blocked"``.
+    """
+    evict, held = evictions(log_w, eligible, slots, method)
+    return evict, attend(q, k, v, log_w, evict, held, slots, method)
 
 
 _FORMS = {"dense": cache_attention_dense, "slots": cache_attention_slots, "blocked": cache_attention_blocked}
