@@ -34,3 +34,13 @@ def pytest_addoption(parser):
     # Declared here because pytest reads options only from the top-level conftest.
     parser.addoption("--browser-artifacts", default=".pytest_artifacts", metavar="DIR",
                      help="folder for the browser tests' screenshots and JupyterLab log (tests/browser)")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Notebooks (nbval) and the browser test are integration tests: they count as ``slow``, so that
+    ``pytest -m "not slow"`` is the quick inner loop of unit tests."""
+    import pytest
+
+    for item in items:
+        if item.get_closest_marker("browser") is not None or type(item).__module__.startswith("nbval"):
+            item.add_marker(pytest.mark.slow)
