@@ -126,6 +126,23 @@ def _grid_wikitext():
     return _runs("lm", "wikitext", "offline", variants, lrs=(5e-4, 1e-3, 2e-3), seeds=(0,))
 
 
+#: the shorter-schedule language-model grid: 3 seeds of every variant, each at the learning rate the
+#: 1,500-step grid chose on validation (its name carries the schedule so the two cannot be confused)
+LM_SEEDS_GRID, LM_SEEDS_STEPS = "wikitext-2-3seeds-500steps", 500
+LM_SEEDS_LR = {"transformer": 1e-3, "mipt-K0": 1e-3, "mipt-K16": 2e-3, "mipt-K64": 1e-3}
+
+
+def _grid_wikitext_seeds():
+    """Seeds 0, 1, 2 of the four language models at 500 steps (a third of the 1,500-step schedule, so
+    that all twelve runs fit one bounded GPU call; validation every 100 steps for the curves, no
+    checkpoint before the end: a call's checkpoints do not outlive it)."""
+    variants = {v["variant"]: v["set"] for v in _grid_wikitext() if v["seed"] == 0}
+    common = {"max_steps": LM_SEEDS_STEPS, "eval_every": 100, "ckpt_every": LM_SEEDS_STEPS}
+    return [run for name, lr in LM_SEEDS_LR.items()
+            for run in _runs("lm-seeds", "wikitext", "offline", {name: {k: v for k, v in variants[name].items()
+                                                                       if k != "lr"}}, lrs=(lr,), common=common)]
+
+
 def _grid_smoke():
     variants = {"mipt": {"model": "mipt"}, "transformer": {"model": "transformer"}}
     return _runs("smoke", "needle", "smoke", variants, lrs=(3e-3,), seeds=(0,))
@@ -136,6 +153,7 @@ GRIDS = {
     "needle-512": _grid_needle,
     "needle-long": _grid_needle_long,
     "wikitext-2-offline": _grid_wikitext,
+    LM_SEEDS_GRID: _grid_wikitext_seeds,
     "smoke": _grid_smoke,
 }
 

@@ -20,7 +20,7 @@ from typing import Any
 
 __all__ = ["TrainConfig", "PRESETS", "TASKS", "make_config"]
 
-TASKS = ("ag_news", "needle", "wikitext")
+TASKS = ("ag_news", "needle", "wikitext", "mqar")
 MODELS = ("mipt", "transformer")
 
 
@@ -57,6 +57,7 @@ class TrainConfig:
     n_val: int = 500
     n_test: int = 1000
     eval_lengths: list[int] = field(default_factory=list)  # needle: also test at these lengths
+    n_pairs: int = 16  # mqar: key-value pairs per sequence (sizes: n_train / n_val / n_test)
     # --- optimisation ---
     batch_size: int = 32  # global batch (split over ranks)
     lr: float = 1e-3
@@ -124,6 +125,11 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "full": dict(d_model=512, n_layers=8, n_heads=8, seq_len=512, batch_size=64, max_steps=50_000, dropout=0.1,
                      dataset="wikitext-103", train_split="train", eval_split="test", lr=1e-3,
                      pos_embedding="none", eval_every=2000, ckpt_every=1000, weight_decay=0.1),
+    },
+    "mqar": {
+        "smoke": dict(d_model=32, n_layers=2, n_heads=2, seq_len=64, n_pairs=4, vocab_size=256, n_train=2048,
+                      n_val=128, n_test=256, batch_size=32, epochs=4, lr=3e-3, pos_embedding="none",
+                      eval_every=64, ckpt_every=64, weight_decay=0.1),
     },
 }
 

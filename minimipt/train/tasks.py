@@ -1,8 +1,9 @@
-"""The three training tasks: data, model, loss and evaluation behind one small interface.
+"""The training tasks: data, model, loss and evaluation behind one small interface.
 
 * ``ag_news``: 4-way news topic classification (word-level tokens, right-padded to ``seq_len``).
 * ``needle``: the paper's needle-in-a-haystack recall, generated (:mod:`minimipt.data.needle`).
 * ``wikitext``: next-token language modelling on byte-level BPE tokens.
+* ``mqar``: multi-query associative recall (Zoology), generated (:mod:`minimipt.data.mqar`).
 
 Batches are a pure function of ``(seed, step)``: an epoch is a seeded permutation of the training
 rows (classification) or a seeded draw of windows (language modelling). A resumed run therefore
@@ -22,7 +23,7 @@ import torch.nn.functional as F
 from .config import TrainConfig
 from .distributed import DistInfo
 
-__all__ = ["Task", "ClassificationTask", "LMTask", "build_task", "build_model"]
+__all__ = ["Task", "ClassificationTask", "LMTask", "RecallTask", "build_task", "build_model"]
 
 
 def build_model(cfg: TrainConfig, vocab_size: int, n_classes: int | None, pad_id: int = 0,
@@ -331,6 +332,71 @@ def _wikitext_task(cfg: TrainConfig) -> LMTask:
     return task
 
 
+# --------------------------------------------------------------------------------------------
+# multi-query associative recall
+
+
+class RecallTask(ClassificationTask):
+    """MQAR: a language model reads the pairs and answers at every query position.
+
+    Batches are those of :class:`ClassificationTask` (a seeded permutation of the training rows per
+    epoch) with ``(N, L)`` targets instead of labels. The loss is the cross-entropy of the next-token
+    logits at the query positions only (elsewhere the target is -100, :data:`~minimipt.data.mqar.IGNORE`,
+    ``cross_entropy``'s default ``ignore_index``); the accuracy is the fraction of queries whose
+    arg-max is the right value.
+    """
+
+    def build_model(self, cfg: TrainConfig) -> nn.Module:
+        return build_model(cfg, self.vocab_size, None, max_len=cfg.seq_len)
+
+    def loss(self, model: nn.Module, batch) -> torch.Tensor:
+        x, y = batch  # (B, L), (B, L)
+        logits = model(x)  # (B, L, V)
+        return F.cross_entropy(logits.flatten(0, 1).float(), y.flatten()) + _aux(model)  # -100: not asked
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, split: str, device: torch.device, amp) -> dict:
+        rows = self.val if split == "val" else self.evals[split]
+        model.eval()
+        correct, nll, n, written, held = 0, 0.0, 0, [], []
+        bs = self.cfg.batch_size * 2
+        for i in range(0, len(rows.y), bs):
+            x, y = rows.x[i:i + bs].to(device), rows.y[i:i + bs].to(device)
+            asked = y >= 0  # (b, L): the query positions
+            with amp():
+                logits = model(x)[asked].float()  # (queries, V)
+            correct += (logits.argmax(-1) == y[asked]).sum().item()
+            nll += F.cross_entropy(logits, y[asked], reduction="sum").item()
+            n += int(asked.sum())
+            for s in model.cache_stats() if hasattr(model, "cache_stats") else []:
+                written.append(s.written.float().mean().item())
+                held.append(s.held.float().mean().item())
+        model.train()
+        out = {"accuracy": correct / n, "loss": nll / n, "n": n}
+        if written:  # per sequence, averaged over layers and batches
+            out.update(writes_per_seq=sum(written) / len(written), slots_used_mean=sum(held) / len(held))
+        return out
+
+    def describe(self) -> dict:
+        return {**super().describe(), "n_pairs": self.cfg.n_pairs}
+
+
+def _mqar_task(cfg: TrainConfig) -> RecallTask:
+    from ..data.mqar import make_mqar_task
+
+    kw = dict(length=cfg.seq_len, n_pairs=cfg.n_pairs, vocab_size=cfg.vocab_size,
+              power_a=cfg.extra.get("power_a", 0.01), random_fillers=cfg.extra.get("random_fillers", False))
+    base = 3 * cfg.split_seed + 2_000
+    sets = [make_mqar_task(n, seed=base + i, **kw) for i, n in enumerate((cfg.n_train, cfg.n_val, cfg.n_test))]
+    train, val, test = (_Rows(t.tokens, t.targets) for t in sets)
+    protocol = (f"MQAR (Zoology): length {cfg.seq_len}, {cfg.n_pairs} key-value pairs, V={cfg.vocab_size:,}, "
+                f"{'random' if kw['random_fillers'] else 'zero'} fillers, query gaps ∝ g^(a-1) with a={kw['power_a']}; "
+                f"{cfg.n_train} train / {cfg.n_val} val / {cfg.n_test} held-out sequences (fresh seeds); accuracy "
+                f"over the query positions, final model")
+    return RecallTask(cfg, train, val, {"eval": test}, cfg.vocab_size, None, None, protocol)
+
+
 def build_task(cfg: TrainConfig) -> Task:
     """The task a config names, with its data loaded (and prepared once if needed)."""
-    return {"ag_news": _ag_news_task, "needle": _needle_task, "wikitext": _wikitext_task}[cfg.task](cfg)
+    return {"ag_news": _ag_news_task, "needle": _needle_task, "wikitext": _wikitext_task,
+            "mqar": _mqar_task}[cfg.task](cfg)
