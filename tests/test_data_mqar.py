@@ -103,7 +103,7 @@ def test_train_mqar_scores_the_queries_only(tmp_path, model, extra):
     assert res["task"]["n_pairs"] == cfg.n_pairs and "MQAR" in res["task"]["protocol"]
     assert ("writes_per_seq" in e) == (model == "mipt")
     assert json.loads((tmp_path / model / "results.json").read_text())["metrics"]["eval"]["n"] == e["n"]
-    # the loss is the cross-entropy at the query positions, nothing else
+    # the loss is the cross-entropy at the query positions of the model's own logits, nothing else
     task = build_task(cfg)
     net = task.build_model(cfg)
     x, y = task.train.x[:8], task.train.y[:8]
@@ -112,6 +112,9 @@ def test_train_mqar_scores_the_queries_only(tmp_path, model, extra):
     expected = F.cross_entropy(logits[asked], y[asked])
     assert torch.allclose(task.loss(net, (x, y)), expected, atol=1e-6)
     assert logits.shape == (8, cfg.seq_len, cfg.vocab_size)
+    q, target = task.query_logits(net, x, y)  # only the asked positions go through the output layer
+    assert q.shape == (8, cfg.n_pairs, cfg.vocab_size) and torch.equal(target.flatten(), y[asked])
+    assert torch.allclose(q.flatten(0, 1), logits[asked], atol=1e-5)  # same positions, in order
 
 
 def test_train_mqar_from_the_command_line(tmp_path):

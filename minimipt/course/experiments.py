@@ -60,13 +60,15 @@ def _val_metric(out: Path) -> float | None:
 
 
 def _resolve_finals(runs: list[dict], folder: Path) -> list[dict]:
-    """Give each pending final-stage run the best learning rate of its variant's finished sweep."""
+    """Give each pending final-stage run the best learning rate of its variant's finished sweep (or of
+    the sweep its ``lr_from`` names)."""
     resolved = []
     for r in runs:
         if r["stage"] != "final":
             resolved.append(r)
             continue
-        sweep = [s for s in runs if s["stage"] == "sweep" and s["variant"] == r["variant"]]
+        source = r.get("lr_from", r["variant"])  # a final run may take its rate from another variant's sweep
+        sweep = [s for s in runs if s["stage"] == "sweep" and s["variant"] == source]
         scores = {s["set"]["lr"]: _val_metric(folder / s["name"]) for s in sweep}
         if any(v is None for v in scores.values()):
             continue  # the sweep of this variant is not finished yet
@@ -143,6 +145,39 @@ def _grid_wikitext_seeds():
                                                                        if k != "lr"}}, lrs=(lr,), common=common)]
 
 
+#: the recall grid: the learning rate of each model is swept at the first cell (sequence length,
+#: key-value pairs), then the other cells run at the rate that did best there on validation
+MQAR_SWEEP_CELL, MQAR_CELLS = (128, 8), ((512, 8), (512, 32), (512, 128))
+MQAR_LRS, MQAR_TOKENS_PER_STEP = (1e-3, 3e-3), 32_768
+
+
+def _grid_mqar():
+    """Multi-query associative recall over (L, pairs) for the Transformer and MIPT K ∈ {0, 16, 64} at one
+    non-embedding budget: 100,096 parameters at d_model 64 for the Transformer and MIPT K = 0; the cache
+    adds 5 d² per layer, so the cached models run at d_model 54 (100,872, +0.8%; 2 heads of 27). The
+    batch keeps the tokens per step at 32,768 (batch 256 at L = 128, 64 at 512); one seed.
+
+    The pair counts straddle the capacities under test: 8 < K = 16 < 32 < D = 64 = K < 128."""
+    variants = {
+        "transformer": {"model": "transformer"},
+        "mipt-K0": {"model": "mipt", "cache_slots": 0},
+        "mipt-K16": {"model": "mipt", "cache_slots": 16, "d_model": 54},
+        "mipt-K64": {"model": "mipt", "cache_slots": 64, "d_model": 54},
+    }
+
+    def cell(L, P):
+        return {"seq_len": L, "n_pairs": P, "batch_size": MQAR_TOKENS_PER_STEP // L}
+
+    L0, P0 = MQAR_SWEEP_CELL
+    out = _runs("mqar", "mqar", "offline", {f"{v}-L{L0}-P{P0}": s for v, s in variants.items()}, lrs=MQAR_LRS,
+                seeds=(0,), common=cell(L0, P0))
+    for (L, P), (v, settings) in itertools.product(MQAR_CELLS, variants.items()):
+        out.append({"name": None, "variant": f"{v}-L{L}-P{P}", "lr_from": f"{v}-L{L0}-P{P0}", "task": "mqar",
+                    "preset": "offline", "seed": 0, "set": {**cell(L, P), **settings, "lr": None}, "stage": "final",
+                    "lrs": MQAR_LRS})
+    return out
+
+
 def _grid_smoke():
     variants = {"mipt": {"model": "mipt"}, "transformer": {"model": "transformer"}}
     return _runs("smoke", "needle", "smoke", variants, lrs=(3e-3,), seeds=(0,))
@@ -154,6 +189,7 @@ GRIDS = {
     "needle-long": _grid_needle_long,
     "wikitext-2-offline": _grid_wikitext,
     LM_SEEDS_GRID: _grid_wikitext_seeds,
+    "mqar": _grid_mqar,
     "smoke": _grid_smoke,
 }
 

@@ -122,8 +122,17 @@ def _protocol(scaling: dict) -> str:
             f"peak = memory allocated above the model's own (CUDA only)")
 
 
-def scaling_table(scaling: dict) -> str:
-    """Training and decoding tables of a scaling result, with its protocol, as Markdown."""
+def scaling_table(scaling: dict, timings: bool = True) -> str:
+    """Training and decoding tables of a scaling result, with its protocol, as Markdown.
+
+    ``timings=False``: only the streaming state's size per context (exact bytes, the same on any
+    machine); for a run on a shared CPU, whose milliseconds measure the machine's load more than the model.
+    """
+    if not timings:
+        lines = [_protocol(scaling), "", "| decoding, batch 1 | context n | state MB |", "|---|---|---|"]
+        lines += [f"| {model_label(r['model'])} | {r['n']:,} | {r['state_mb']:.4g} |" for r in scaling["decode"]
+                  if not r.get("oom")]
+        return "\n".join(lines) + "\n"
     graphs = any(k.startswith("graph_") for r in scaling["train"] for k in r)
     head = "| model | N | ms / step | tokens/s | peak MB |" + (" CUDA graph ms / step | CUDA graph tokens/s |"
                                                              if graphs else "")

@@ -146,6 +146,8 @@ def summarise(runs: list[dict]) -> dict[str, list[dict]]:
 
 # cache statistics of the held-out evaluation (means over seeds); sparsity = 1 − writes / length
 _CACHE_KEYS = ("slots_used_mean", "writes_per_seq", "sparsity")
+_CACHE_COLUMNS = {"slots_used_mean": "slots held at the end", "writes_per_seq": "writes per sequence",
+                  "sparsity": "sparsity (1 − writes / length)"}
 
 
 def format_stat(v: SeedStat) -> str:
@@ -165,6 +167,18 @@ def _fmt(v) -> str:
     return "" if v is None else str(v)
 
 
+def _column(key: str) -> str:
+    """A metric key as a column header: ``val_ppl_token`` -> ``valid ppl/token``, ``eval_L2048_accuracy``
+    -> ``held-out, L=2048 accuracy``."""
+    split, _, metric = key.partition("_")
+    length = ""
+    if metric.startswith("L") and "_" in metric:
+        length, _, metric = metric.partition("_")
+        length = f", L={length[1:]}"
+    metric = {"ppl_token": "ppl/token", "ppl_word": "ppl/word"}.get(metric, metric)
+    return f"{'valid' if split == 'val' else 'held-out'}{length} {metric}"
+
+
 def render_table(summary: dict[str, list[dict]], unfinished: dict[str, list[str]] | None = None) -> str:
     """Markdown: one table per experiment, with its protocol stated above it (and below it, the
     runs of ``unfinished`` that were left out)."""
@@ -173,14 +187,16 @@ def render_table(summary: dict[str, list[dict]], unfinished: dict[str, list[str]
     parts = []
     for exp, rows in summary.items():
         metric_cols = sorted({k for r in rows for k in r if re.match(r"(val|eval).*_(accuracy|ppl_token|ppl_word)$", k)},
-                             key=lambda k: (not k.startswith("val_"), k))
+                             key=lambda k: (not k.startswith("val_"), int(re.search(r"_L(\d+)_", k).group(1))
+                                            if "_L" in k else 0, k))
         extra = [k for k in _CACHE_KEYS if any(k in r for r in rows)]
         seeds = sorted({len(r["seeds"]) for r in rows})
         spread = ("one seed per variant: single values, no spread" if seeds == [1] else
                   "mean ± sample sd over seeds (n = seeds)")
         parts.append(f"**{exp}** — {rows[0]['protocol']}. Hardware: {rows[0]['hardware']}. "
                      f"Learning rate chosen on validation; {spread}.\n")
-        head = ["variant", "params (all / non-emb.)", "lr (of)"] + metric_cols + extra
+        head = ["variant", "params (all / non-emb.)", "lr (of)"] + [_column(k) for k in metric_cols] + \
+            [_CACHE_COLUMNS[k] for k in extra]
         parts.append("| " + " | ".join(head) + " |")
         parts.append("|" + "---|" * len(head))
         for r in rows:

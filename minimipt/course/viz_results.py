@@ -289,24 +289,28 @@ def plot_training_scaling(scaling: Mapping, reference: Mapping[str, Mapping[int,
     return fig
 
 
-def plot_decode_scaling(scaling: Mapping) -> Figure:
+def plot_decode_scaling(scaling: Mapping, latency: bool = True) -> Figure:
     """Left: milliseconds per generated token against the context length n already seen (batch 1).
-    Right: the streaming state's size (MB) against n: constant for MIPT, linear for a KV cache."""
+    Right: the streaming state's size (MB) against n: constant for MIPT, linear for a KV cache.
+    ``latency=False``: the state panel only (for a shared CPU, whose timings measure its load)."""
     _check_scaling(scaling)
-    fig, (ax, ax2) = _figure(ncols=2, width=11.0, height=4.0)
-    lat = _series(scaling["decode"], "n", "ms_per_token")
+    if latency:
+        fig, (ax, ax2) = _figure(ncols=2, width=11.0, height=4.0)
+    else:
+        fig, ax2 = _figure(ncols=1, width=6.0, height=4.0)
     state = _series(scaling["decode"], "n", "state_mb")
-    for i, (model, (xs, ys, _)) in enumerate(lat.items()):
-        color, marker = _style(model, i)
-        ax.semilogx(xs, ys, "-" + marker, color=color, label=model_label(model))
+    if latency:
+        for i, (model, (xs, ys, _)) in enumerate(_series(scaling["decode"], "n", "ms_per_token").items()):
+            color, marker = _style(model, i)
+            ax.semilogx(xs, ys, "-" + marker, color=color, label=model_label(model))
+        ax.set(xlabel="context n (tokens already seen)", ylabel="ms per token", title="decode latency, batch 1")
+        ax.set_ylim(0, None)
+        ax.legend(fontsize=7)
     for i, (model, (xs, ys, _)) in enumerate(state.items()):
         color, marker = _style(model, i)
         ax2.loglog(xs, ys, "-" + marker, color=color, label=model_label(model))
-    ax.set(xlabel="context n (tokens already seen)", ylabel="ms per token", title="decode latency, batch 1")
-    ax.set_ylim(0, None)
     ax2.set(xlabel="context n (tokens already seen)", ylabel="state / KV cache (MB)",
             title="streaming state size")
-    ax.legend(fontsize=7)
     ax2.legend(fontsize=7)
     hw = scaling.get("hardware", {})
     fig.suptitle(f"{scaling.get('file', 'scaling benchmark')} — {hw.get('gpu') or hw.get('device', '')}", fontsize=9)

@@ -126,10 +126,21 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
                      dataset="wikitext-103", train_split="train", eval_split="test", lr=1e-3,
                      pos_embedding="none", eval_every=2000, ckpt_every=1000, weight_decay=0.1),
     },
+    # Zoology's MQAR (arXiv 2312.04927): 2 layers, V = 8,192, zero fillers, query gaps from a power law;
+    # the recurrence knows order, so MIPT runs without a position embedding (the Transformer keeps its own)
     "mqar": {
         "smoke": dict(d_model=32, n_layers=2, n_heads=2, seq_len=64, n_pairs=4, vocab_size=256, n_train=2048,
                       n_val=128, n_test=256, batch_size=32, epochs=4, lr=3e-3, pos_embedding="none",
                       eval_every=64, ckpt_every=64, weight_decay=0.1),
+        # random pairs cannot be memorised by 100K parameters, so no weight decay (it would shrink the
+        # embeddings of the 8,192 ids, most of which a batch does not contain)
+        "offline": dict(d_model=64, n_layers=2, n_heads=2, seq_len=128, n_pairs=8, vocab_size=8192, n_train=50_000,
+                        n_val=500, n_test=1000, batch_size=256, max_steps=3000, lr=1e-3, pos_embedding="none",
+                        eval_every=500, ckpt_every=3000, weight_decay=0.0),
+        # Zoology's scale: 100,000 training sequences, 3,000 test, batch 256, 64 epochs
+        "full": dict(d_model=128, n_layers=2, n_heads=4, seq_len=256, n_pairs=16, vocab_size=8192, n_train=100_000,
+                     n_val=1000, n_test=3000, batch_size=256, epochs=64, lr=1e-3, pos_embedding="none",
+                     eval_every=2000, ckpt_every=2000, weight_decay=0.1),
     },
 }
 

@@ -340,19 +340,32 @@ class RecallTask(ClassificationTask):
     """MQAR: a language model reads the pairs and answers at every query position.
 
     Batches are those of :class:`ClassificationTask` (a seeded permutation of the training rows per
-    epoch) with ``(N, L)`` targets instead of labels. The loss is the cross-entropy of the next-token
-    logits at the query positions only (elsewhere the target is -100, :data:`~minimipt.data.mqar.IGNORE`,
-    ``cross_entropy``'s default ``ignore_index``); the accuracy is the fraction of queries whose
-    arg-max is the right value.
+    epoch) with ``(N, L)`` targets instead of labels (-100, :data:`~minimipt.data.mqar.IGNORE`, where
+    nothing is asked). The loss is the cross-entropy of the next-token logits at the query positions
+    only; the accuracy is the fraction of queries whose arg-max is the right value.
     """
 
     def build_model(self, cfg: TrainConfig) -> nn.Module:
         return build_model(cfg, self.vocab_size, None, max_len=cfg.seq_len)
 
+    def query_logits(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor):
+        """Next-token logits at the ``P`` query positions of each row ``(B, P, V)`` and their targets
+        ``(B, P)``. Only those positions go through the tied output layer: at L = 2,048 and V = 8,192 the
+        other logits would cost 2,048 / P times more and be thrown away. A DistributedDataParallel
+        model goes through its own forward (full logits), so that its gradient hooks run."""
+        from ..transformer import TransformerLM
+
+        pos = torch.argsort((y >= 0).to(torch.int8), dim=1, descending=True, stable=True)[:, :self.cfg.n_pairs]
+        target = y.gather(1, pos)  # (B, P); every row asks exactly P queries
+        if isinstance(model, nn.parallel.DistributedDataParallel):
+            return model(x).gather(1, pos[..., None].expand(-1, -1, self.vocab_size)), target
+        h = model.features(x, None, True) if isinstance(model, TransformerLM) else model.features(x)  # (B, L, d)
+        h = h.gather(1, pos[..., None].expand(-1, -1, h.shape[-1]))  # (B, P, d)
+        return F.linear(h, model.embed.tok.weight), target  # tied output layer, as the LMs' forward
+
     def loss(self, model: nn.Module, batch) -> torch.Tensor:
-        x, y = batch  # (B, L), (B, L)
-        logits = model(x)  # (B, L, V)
-        return F.cross_entropy(logits.flatten(0, 1).float(), y.flatten()) + _aux(model)  # -100: not asked
+        logits, target = self.query_logits(model, *batch)  # (B, P, V), (B, P)
+        return F.cross_entropy(logits.flatten(0, 1).float(), target.flatten()) + _aux(model)
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, split: str, device: torch.device, amp) -> dict:
@@ -362,12 +375,12 @@ class RecallTask(ClassificationTask):
         bs = self.cfg.batch_size * 2
         for i in range(0, len(rows.y), bs):
             x, y = rows.x[i:i + bs].to(device), rows.y[i:i + bs].to(device)
-            asked = y >= 0  # (b, L): the query positions
             with amp():
-                logits = model(x)[asked].float()  # (queries, V)
-            correct += (logits.argmax(-1) == y[asked]).sum().item()
-            nll += F.cross_entropy(logits, y[asked], reduction="sum").item()
-            n += int(asked.sum())
+                logits, target = self.query_logits(model, x, y)
+            logits, target = logits.flatten(0, 1).float(), target.flatten()  # (queries, V), (queries,)
+            correct += (logits.argmax(-1) == target).sum().item()
+            nll += F.cross_entropy(logits, target, reduction="sum").item()
+            n += len(target)
             for s in model.cache_stats() if hasattr(model, "cache_stats") else []:
                 written.append(s.written.float().mean().item())
                 held.append(s.held.float().mean().item())
