@@ -43,11 +43,11 @@ def _find(rows: list[dict], prefix: str) -> dict | None:
     return next((r for r in rows if r["variant"].startswith(prefix)), None)
 
 
-def _lm_goal(rows: list[dict]) -> dict:
+def _lm_goal(grid: str, rows: list[dict]) -> dict:
     m, t = _mean(_find(rows, "MIPT (cache K=64)"), "eval_ppl_token"), _mean(_find(rows, "Transformer"), "eval_ppl_token")
     ratio = None if m is None or t is None else m / t
-    return _goal("language model, MIPT K = 64: test perplexity within 2% of the same-size Transformer's", ratio,
-                 lambda x: x <= 1.02, None if ratio is None else f"{m:.2f} vs {t:.2f} per token: ratio {ratio:.3f}")
+    return _goal(f"language model ({grid}), MIPT K = 64: test perplexity within 2% of the same-size Transformer's",
+                 ratio, lambda x: x <= 1.02, None if ratio is None else f"{m:.2f} vs {t:.2f} per token: ratio {ratio:.3f}")
 
 
 def _recall_goal(rows: list[dict]) -> dict:
@@ -83,7 +83,7 @@ def grid_goals(grid: str, rows: list[dict]) -> list[dict]:
         out.append(_goal("needle, length 8,192, MIPT K = 4 (trained at 512): accuracy ≥ 0.99", v,
                          lambda x: x >= 0.99))
     elif grid.startswith("wikitext-2"):
-        out.append(_lm_goal(rows))
+        out.append(_lm_goal(grid, rows))
     elif grid == "mqar":
         out.append(_recall_goal(rows))
     return out

@@ -107,7 +107,7 @@ def targets_markdown(root: str | Path | None = None) -> str:
         lines += results.scan_goals(json.loads(scan.read_text()))
     if not lines:
         return ""
-    return ("**Goals**, each stated before the runs and checked on the mean over seeds of the files below:\n\n" +
+    return ("**Goals**, each checked on the mean over seeds of the files below:\n\n" +
             "\n".join(f"* goal: {g['goal']} — **{g['status']}** ({g['measured']})" for g in lines) + "\n")
 
 

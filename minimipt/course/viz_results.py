@@ -127,6 +127,7 @@ def _metric_keys(rows: list[dict], metric: str) -> list[str]:
 
 #: the range a metric can take: intervals and axes are clipped to it
 METRIC_RANGE = {"accuracy": (0.0, 1.0)}
+METRIC_NAMES = {"ppl_token": "perplexity per token", "ppl_word": "perplexity per word"}
 
 
 def _split_name(key: str, metric: str) -> str:
@@ -151,7 +152,6 @@ def plot_seeds(rows: list[dict], metric: str = "accuracy", references: Mapping[s
     fig = Figure(figsize=(3.2 + 3.0 * len(keys), 0.9 + 0.38 * len(rows)), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(keys), sharey=True))
     y = np.arange(len(rows))
-    jitter = np.linspace(-0.18, 0.18, max(len(r["seeds"]) for r in rows))
     for ax, key in zip(axes, keys):
         seen = []
         for i, r in enumerate(rows):
@@ -160,7 +160,8 @@ def plot_seeds(rows: list[dict], metric: str = "accuracy", references: Mapping[s
             st = r[key]
             vals = np.asarray(st.values, dtype=float)
             seen += list(vals)
-            ax.plot(vals, y[i] + jitter[:len(vals)], "o", mfc="none", color=f"C{i % 10}", ms=5)
+            jitter = np.linspace(-0.18, 0.18, len(vals)) if len(vals) > 1 else np.zeros(1)  # seeds side by side
+            ax.plot(vals, y[i] + jitter, "o", mfc="none", color=f"C{i % 10}", ms=5)
             if st.n > 1:
                 ax.plot([max(lo_range, st.mean - st.sd), min(hi_range, st.mean + st.sd)], [y[i], y[i]], "-",
                         color=f"C{i % 10}", lw=2, alpha=0.6)
@@ -168,10 +169,12 @@ def plot_seeds(rows: list[dict], metric: str = "accuracy", references: Mapping[s
         for j, (label, v) in enumerate((references or {}).items()):
             ax.axvline(v, ls="--", lw=1, color="0.4" if j == 0 else f"C{(len(rows) + j) % 10}", label=label)
             seen.append(v)
-        if seen and metric in METRIC_RANGE:
-            span = max(max(seen) - min(seen), 0.02)
-            ax.set_xlim(max(lo_range, min(seen) - 0.15 * span), min(hi_range, max(seen)) + 0.05 * span)
-        ax.set_xlabel(f"{_split_name(key, metric)} {metric.replace('_', ' ')}")
+        if seen and metric in METRIC_RANGE:  # room for the markers, but no tick past the metric's range
+            span = max(max(seen) - min(seen), 0.05)
+            left, right = max(lo_range, min(seen) - 0.15 * span), min(hi_range, max(seen)) + 0.05 * span
+            ax.set_xlim(left, right)
+            ax.set_xticks([t for t in ax.get_xticks() if left <= t <= min(right, hi_range)])
+        ax.set_xlabel(f"{_split_name(key, metric)} {METRIC_NAMES.get(metric, metric)}")
         ax.grid(axis="x", alpha=0.3)
         if references:
             ax.legend(fontsize=7, loc="best")
