@@ -3,7 +3,7 @@
 Each grid expands to runs ``results/<NAME>/<run>/`` (``results.json`` committed; checkpoints are
 git-ignored). The runner is resumable and time-bounded: a run whose ``results.json`` is complete is
 skipped, one with a checkpoint is resumed, and ``--max-minutes`` stops every run cleanly so a grid
-can advance in pieces (e.g. 10-minute GPU sessions). Several runs share one GPU in parallel
+can advance in pieces (e.g. calls of 10 minutes on a lent GPU). Several runs share one GPU in parallel
 (``--parallel``): these models are small, and one process cannot fill an H200.
 
 Same tuning effort for every model: each grid gives MIPT and the Transformer the same learning-rate

@@ -129,7 +129,7 @@ def summarise(runs: list[dict]) -> dict[str, list[dict]]:
                "hardware": rs[0]["hardware"].get("gpu") or rs[0]["hardware"].get("device"),
                "git_commit": rs[0].get("git_commit"), "wall_time_s": statistics.mean(r["wall_time_s"] for r in rs),
                "config": rs[0]["config"]}
-        # held-out splits; language models also report validation perplexity (the issue asks for both)
+        # held-out splits; language models also report validation perplexity, per token and per word
         for split in sorted({s for r in rs for s in r["metrics"] if s != "val" or not higher}):
             keys = ("accuracy",) if higher else ("ppl_token", "ppl_word")
             for key in keys:
