@@ -62,10 +62,6 @@ class MQARTask:
         return self.tokens.shape[0]
 
     @property
-    def length(self) -> int:
-        return self.tokens.shape[1]
-
-    @property
     def n_pairs(self) -> int:
         return self.keys.shape[1]
 
@@ -79,7 +75,7 @@ class MQARTask:
         return torch.utils.data.TensorDataset(self.tokens, self.targets)
 
     def __repr__(self) -> str:
-        return (f"MQARTask(N={len(self)}, L={self.length}, pairs={self.n_pairs}, V={self.vocab_size}, "
+        return (f"MQARTask(N={len(self)}, L={self.tokens.shape[1]}, pairs={self.n_pairs}, V={self.vocab_size}, "
                 f"power_a={self.power_a}, random_fillers={self.random_fillers}, seed={self.seed})")
 
 
