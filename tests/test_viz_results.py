@@ -216,6 +216,10 @@ def test_live_cpu_scaling_benchmark(tmp_path):
     fig = vr.plot_training_scaling(s)
     assert not fig.axes[0].axison and len(fig.axes[1].get_lines()) == 2  # no CUDA: memory panel says so
     assert "—" in R.scaling_table(s)
+    # the CPU demo: state sizes only, no timings
+    demo = R.scaling_table(s, timings=False)
+    assert "ms /" not in demo and "tokens/s" not in demo and "| state MB |" in demo
+    assert len(vr.plot_decode_scaling(s, latency=False).axes) == 1
     (tmp_path / "other.json").write_text(json.dumps({"benchmark": "scan"}))
     with pytest.raises(ValueError, match="not a scaling benchmark"):
         R.load_scaling(tmp_path / "other.json")

@@ -193,8 +193,10 @@ def render_table(summary: dict[str, list[dict]], unfinished: dict[str, list[str]
         seeds = sorted({len(r["seeds"]) for r in rows})
         spread = ("one seed per variant: single values, no spread" if seeds == [1] else
                   "mean ± sample sd over seeds (n = seeds)")
+        lr = ("learning rate chosen on validation" if any(len(r["lrs_tried"]) > 1 for r in rows)
+              else "one learning rate per variant, set before the runs")
         parts.append(f"**{exp}** — {rows[0]['protocol']}. Hardware: {rows[0]['hardware']}. "
-                     f"Learning rate chosen on validation; {spread}.\n")
+                     f"{lr[0].upper() + lr[1:]}; {spread}.\n")
         head = ["variant", "params (all / non-emb.)", "lr (of)"] + [_column(k) for k in metric_cols] + \
             [_CACHE_COLUMNS[k] for k in extra]
         parts.append("| " + " | ".join(head) + " |")
