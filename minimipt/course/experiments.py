@@ -148,7 +148,7 @@ def _grid_wikitext_seeds():
 #: the recall grid, in the order it runs: each model's learning rate is swept at the first cell
 #: (sequence length, key-value pairs), then the other cells run at the rate that did best there on
 #: validation; the pair counts straddle the capacities under test (8 < K = 16 < 32 < K = 64 < 128 = D)
-MQAR_SWEEP_CELL, MQAR_CELLS = (512, 8), ((512, 32), (512, 128), (128, 8), (128, 32))
+MQAR_SWEEP_CELL, MQAR_CELLS = (128, 8), ((512, 8), (512, 32), (512, 128), (128, 32))
 MQAR_LRS, MQAR_TOKENS_PER_STEP = (1e-3, 3e-3), 32_768
 
 
@@ -156,8 +156,9 @@ def _grid_mqar():
     """Multi-query associative recall over (L, pairs) for the Transformer and MIPT K ∈ {0, 16, 64} at one
     non-embedding budget: 396,800 parameters at d_model 128 for the Transformer and MIPT K = 0; the cache
     adds 5 d² per layer, so the cached models run at d_model 108 (400,032, +0.8%; 4 heads of 27). The
-    batch keeps the tokens per step at 32,768 (batch 64 at L = 512, 256 at 128); one seed. The cells
-    at L = 512 come first: they alone test the capacities; L = 128 adds the length axis if time allows."""
+    batch keeps the tokens per step at 32,768 (batch 256 at L = 128, 64 at 512); one seed. The rate is
+    swept at L = 128 with 8 pairs, where a step holds the most queries (2,048), so the lookup is learned
+    soonest; the cells at L = 512 come next (they test the capacities), L = 128 with 32 pairs last."""
     variants = {
         "transformer": {"model": "transformer"},
         "mipt-K0": {"model": "mipt", "cache_slots": 0},
