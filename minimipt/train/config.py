@@ -135,8 +135,8 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         # a short schedule: V = 512 instead of Zoology's 8,192, so that every id is seen often (128 pairs still
         # draw from 255 keys and 256 values); random pairs cannot be memorised, so no weight decay
         "offline": dict(d_model=128, n_layers=2, n_heads=4, seq_len=128, n_pairs=8, vocab_size=512, n_train=50_000,
-                        n_val=500, n_test=1000, batch_size=256, max_steps=2500, lr=1e-3, pos_embedding="none",
-                        eval_every=250, ckpt_every=2500, weight_decay=0.0),
+                        n_val=500, n_test=1000, batch_size=256, max_steps=4000, lr=1e-3, pos_embedding="none",
+                        eval_every=250, ckpt_every=4000, weight_decay=0.0),
         # Zoology's scale: 100,000 training sequences, 3,000 test, batch 256, 64 epochs
         "full": dict(d_model=128, n_layers=2, n_heads=4, seq_len=256, n_pairs=16, vocab_size=8192, n_train=100_000,
                      n_val=1000, n_test=3000, batch_size=256, epochs=64, lr=1e-3, pos_embedding="none",
