@@ -54,8 +54,9 @@ case "$stage" in
     ;;
   mqar)
     # multi-query associative recall: sequence length x key-value pairs x model x learning rate (generated
-    # data, nothing to prepare); PARALLEL runs share the GPU (default 16)
-    python -m minimipt.course.experiments mqar --parallel "${PARALLEL:-16}" --max-minutes "$minutes"
+    # data, nothing to prepare); PARALLEL runs share the GPU (default 12); the runs go in the grid's order
+    # of priority: the sweep at L = 128 with 8 pairs, then L = 512 (8, 32, 128 pairs), then L = 128 with 32 pairs
+    python -m minimipt.course.experiments mqar --parallel "${PARALLEL:-12}" --max-minutes "$minutes"
     ;;
   ddp)
     # the LM for a fixed number of steps on 1 GPU and on 2 GPUs (same per-GPU batch of 32 windows)
