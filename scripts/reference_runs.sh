@@ -6,7 +6,7 @@
 # runs are skipped and unfinished ones resume from their checkpoints. With $OUT set (the lent GPU),
 # the results are packed into $OUT/results-STAGE.tgz; unpack it here with `tar xzf FILE`.
 set -euo pipefail
-stage=${1:?stage: grids-x4 | classification | needle-long | lm | lm-x4 | ddp | kernel-e2e | kernel | bench}
+stage=${1:?stage: grids-x4 | classification | needle-long | lm | lm-seeds | mqar | lm-x4 | ddp | kernel-e2e | kernel | bench}
 # lm-x4 reads GPUS (default 0,1,2,3) and PARALLEL (runs at once, default 8)
 minutes=${2:-9}
 export MINIMIPT_DATA=${MINIMIPT_DATA:-/tmp/minimipt-data} PYTHONUNBUFFERED=1
@@ -45,6 +45,18 @@ case "$stage" in
   lm)
     python -m minimipt data prepare wikitext-2 --from "${RAW:?}" --quiet
     python -m minimipt.course.experiments wikitext-2-offline --parallel 4 --max-minutes "$minutes"
+    ;;
+  lm-seeds)
+    # the four language models, 3 seeds each, on the 500-step schedule (wikitext-2-3seeds-500steps):
+    # twelve runs share the GPU, the cached ones set the pace (about 6 minutes on one H200)
+    python -m minimipt data prepare wikitext-2 --from "${RAW:?}" --quiet
+    python -m minimipt.course.experiments wikitext-2-3seeds-500steps --parallel 12 --max-minutes "$minutes"
+    ;;
+  mqar)
+    # multi-query associative recall: sequence length x key-value pairs x model x learning rate (generated
+    # data, nothing to prepare); PARALLEL runs share the GPU (default 12); the runs go in the grid's order
+    # of priority: the sweep at L = 128 with 8 pairs, then L = 512 (8, 32, 128 pairs), then L = 128 with 32 pairs
+    python -m minimipt.course.experiments mqar --parallel "${PARALLEL:-12}" --max-minutes "$minutes"
     ;;
   ddp)
     # the LM for a fixed number of steps on 1 GPU and on 2 GPUs (same per-GPU batch of 32 windows)

@@ -11,7 +11,7 @@ import os
 import pytest
 
 from minimipt.bench import scan
-from minimipt.course.results import scan_targets
+from minimipt.course.goals import scan_goals
 from minimipt.ops import CHUNK
 
 
@@ -36,8 +36,8 @@ def test_cpu_run_times_every_chunk_length_and_targets_read_the_default(tmp_path,
     fake_peer = {"method": "peer", "B": 1, "D": 4, "L": 40, "dtype": "float32", "fwd_ms": 1.0, "fwd_bwd_ms": 1.0}
     default = next(r for r in chunked if r["chunk"] == CHUNK)
     result["rows"] = sorted(chunked, key=lambda r: r["chunk"] == CHUNK) + [fake_peer]
-    (target,) = [t for t in scan_targets(result, shape=(1, 4, 40)) if "chunked" in t["target"]]
-    assert f"{default['fwd_bwd_ms']:.2f} ms" in target["measured"]
+    (goal,) = [g for g in scan_goals(result, shape=(1, 4, 40)) if "chunked" in g["goal"]]
+    assert f"{default['fwd_bwd_ms']:.2f} ms" in goal["measured"]
 
 
 def test_bad_arguments(tmp_path):

@@ -42,3 +42,27 @@ def test_gpus_are_parsed_and_filled_evenly():
     for _ in range(5):
         in_use.append(experiments._least_busy(["0", "1"], in_use))
     assert in_use == ["0", "1", "0", "1", "0"]
+
+
+def test_recall_cells_take_the_rate_their_models_chose_at_the_sweep_cell(tmp_path):
+    """The mqar grid sweeps the learning rate at one cell; every other cell of the same model runs at the
+    rate that won there on validation, and waits until that sweep is finished."""
+    grid = experiments.expand("mqar")
+    sweep = [r for r in grid if r["stage"] == "sweep"]
+    finals = [r for r in grid if r["stage"] == "final"]
+    L0, P0 = experiments.MQAR_SWEEP_CELL
+    assert {(r["set"]["seq_len"], r["set"]["n_pairs"]) for r in sweep} == {(L0, P0)}
+    assert {(r["set"]["seq_len"], r["set"]["n_pairs"]) for r in finals} == set(experiments.MQAR_CELLS)
+    assert all(r["set"]["batch_size"] * r["set"]["seq_len"] == experiments.MQAR_TOKENS_PER_STEP for r in grid)
+    assert [r for r in experiments._resolve_finals(grid, tmp_path) if r["stage"] == "final"] == []  # sweep not run
+    for r in sweep:  # write finished sweep results: the larger rate wins for the Transformer only
+        won = r["set"]["lr"] == max(experiments.MQAR_LRS) if r["variant"].startswith("transformer") else \
+            r["set"]["lr"] == min(experiments.MQAR_LRS)
+        out = tmp_path / r["name"]
+        out.mkdir()
+        (out / "results.json").write_text(json.dumps({"complete": True, "metrics": {"val": {"accuracy": 0.9 if won else 0.5}}}))
+    resolved = [r for r in experiments._resolve_finals(grid, tmp_path) if r["stage"] == "final"]
+    assert len(resolved) == len(finals)
+    for r in resolved:
+        want = max(experiments.MQAR_LRS) if r["variant"].startswith("transformer") else min(experiments.MQAR_LRS)
+        assert r["set"]["lr"] == want and r["name"] == f"{r['variant']}-lr{want:g}-s0"

@@ -62,16 +62,16 @@ def test_grid_report_summarises_real_runs(grids):
     assert {r["config"]["lr"] for r in chosen} == {best}
     accs = [r["metrics"]["eval"]["accuracy"] for r in chosen]
     assert k4["eval_accuracy"][0] == pytest.approx(sum(accs) / len(accs))
-    # the table states the protocol and every variant; targets are decided, not "not measured"
+    # the table states the protocol and every variant; goals are decided, not "not measured"
     assert runs["k4-lr3e-3-s0"]["task"]["protocol"] in rep.markdown
     assert all(v in rep.markdown for v in variants)
-    statuses = {t["target"]: t for t in rep.targets}
-    assert len(rep.targets) == 2 and all(t["status"] in ("met", "missed") for t in rep.targets)
-    k4_target = next(t for t in rep.targets if "K = 4" in t["target"])
-    assert k4_target["status"] == ("met" if k4["eval_accuracy"][0] >= 0.99 else "missed")
-    unb = next(t for t in statuses.values() if "written" in t["target"])
+    statuses = {t["goal"]: t for t in rep.goals}
+    assert len(rep.goals) == 2 and all(t["status"] in ("reached", "not reached") for t in rep.goals)
+    k4_goal = next(t for t in rep.goals if "K = 4" in t["goal"])
+    assert k4_goal["status"] == ("reached" if k4["eval_accuracy"][0] >= 0.99 else "not reached")
+    unb = next(t for t in statuses.values() if "written" in t["goal"])
     writes = runs["unbounded-s0"]["metrics"]["eval"]["writes_per_seq"]
-    assert unb["status"] == ("met" if writes <= 2 else "missed") and f"{writes:.2f}" in unb["measured"]
+    assert unb["status"] == ("reached" if writes <= 2 else "not reached") and f"{writes:.2f}" in unb["measured"]
 
 
 def test_grid_report_without_runs_says_so(tmp_path):
@@ -80,7 +80,7 @@ def test_grid_report_without_runs_says_so(tmp_path):
         assert rep.empty and not rep.runs
         assert "no committed reference runs for needle-long yet" in rep.markdown
         assert "bash scripts/reference_runs.sh needle-long" in rep.markdown
-        assert [t["status"] for t in rep.targets] == ["not measured"]
+        assert [t["status"] for t in rep.goals] == ["not measured"]
     assert "RAW=" in R.missing_message("ag_news-offline") and "classification" in R.missing_message("ag_news-offline")
     assert "python -m minimipt.course.experiments other" in R.missing_message("other")
     with pytest.raises(ValueError, match="grid"):
@@ -91,33 +91,35 @@ def test_long_grid_groups_lengths_and_checks_8192(grids):
     root, _ = grids
     rep = R.grid_report("needle-long", root)
     assert all("eval_L128_accuracy" in r for r in rep.rows)
-    # the target asks for L = 8,192, which these test runs did not evaluate
-    assert [t["status"] for t in rep.targets] == ["not measured"]
-    fig = vr.plot_summary_bars(rep.rows, "accuracy", references={"chance": 0.25})
+    # the goal asks for L = 8,192, which these test runs did not evaluate
+    assert [t["status"] for t in rep.goals] == ["not measured"]
+    fig = vr.plot_seeds(rep.rows, "accuracy", references={"chance": 0.25})
     assert isinstance(fig, Figure)
-    ax = fig.axes[0]
-    assert len(ax.patches) == 2 * 2  # 2 variants x 2 held-out splits (512, 128)
-    assert [t.get_text() for t in ax.get_xticklabels()] == ["held-out", "held-out, L = 128"]
-    assert any(line.get_label() == "chance" for line in ax.get_lines())
+    assert [ax.get_xlabel() for ax in fig.axes] == ["held-out accuracy", "held-out, L = 128 accuracy"]
+    for ax in fig.axes:  # one seed per variant here: its point and its mean, no sd bar
+        assert any(line.get_label() == "chance" for line in ax.get_lines())
+        assert len([ln for ln in ax.get_lines() if ln.get_marker() == "o"]) == 2
+        assert not [ln for ln in ax.get_lines() if ln.get_linestyle() == "-"]
+        assert ax.get_xlim()[0] >= 0.0 and ax.get_xlim()[1] <= 1.0 + 0.05
 
 
-def test_lm_grid_target_and_curves(grids):
+def test_lm_grid_goal_and_curves(grids):
     root, runs = grids
     rep = R.grid_report("wikitext-2-offline", root)
-    (target,) = rep.targets
+    (goal,) = rep.goals
     m = runs["lm-k64"]["metrics"]["eval"]["ppl_token"]
     t = runs["lm-tf"]["metrics"]["eval"]["ppl_token"]
-    assert target["status"] == ("met" if m / t <= 1.02 else "missed") and f"{m / t:.3f}" in target["measured"]
+    assert goal["status"] == ("reached" if m / t <= 1.02 else "not reached") and f"{m / t:.3f}" in goal["measured"]
     fig = vr.plot_curves({k: v[0] for k, v in rep.runs.items()})
     ax, ax2 = fig.axes
     assert len(ax.get_lines()) == 2 and len(ax2.get_lines()) == 2
-    assert ax2.get_yscale() == "log" and "ppl_token" in ax2.get_title()
+    assert ax2.get_yscale() == "log" and "ppl token" in ax2.get_title()
     steps, ppl = ax2.get_lines()[0].get_data()
     hist = next(iter(rep.runs.values()))[0]["history"]
     assert list(steps) == [e["step"] for e in hist if "val" in e]
     assert list(ppl) == pytest.approx([e["val"]["ppl_token"] for e in hist if "val" in e])
-    fig = vr.plot_summary_bars(rep.rows, "ppl_token")
-    assert len(fig.axes[0].patches) == 2
+    fig = vr.plot_seeds(rep.rows, "ppl_token")
+    assert len(fig.axes) == 1 and len([ln for ln in fig.axes[0].get_lines() if ln.get_marker() == "D"]) == 2
 
 
 def test_plot_curves_inputs(grids):
@@ -139,10 +141,10 @@ def test_plot_curves_inputs(grids):
     with pytest.raises(ValueError, match="results dict"):
         vr.plot_curves(3)
     with pytest.raises(ValueError, match="empty"):
-        vr.plot_summary_bars([])
+        vr.plot_seeds([])
     rows = R.grid_report("needle-512", grids[0]).rows
     with pytest.raises(ValueError, match="ppl_token"):
-        vr.plot_summary_bars(rows, "ppl_token")
+        vr.plot_seeds(rows, "ppl_token")
 
 
 def _scaling(mipt_mem=800.0, speed_ns=(512, 2048, 8192), decode_peaks=(66.7, 66.7)):
@@ -158,18 +160,18 @@ def _scaling(mipt_mem=800.0, speed_ns=(512, 2048, 8192), decode_peaks=(66.7, 66.
             "train": train_rows, "decode": decode, "hardware": {"gpu": "test"}}
 
 
-def test_scaling_targets_decide_each_case():
-    met = R.scaling_targets(_scaling(speed_ns=(512, 4096, 8192)))
-    assert [t["status"] for t in met] == ["met", "met", "met"]
-    assert "3.00×" in met[1]["measured"]
-    missed = R.scaling_targets(_scaling(mipt_mem=1600.0, decode_peaks=(66.7, 90.0)))
-    assert [t["status"] for t in missed] == ["missed", "not measured", "missed"]
-    assert "4,096 was not in the benchmark" in missed[1]["measured"] and "8,192: 3.00×" in missed[1]["measured"]
+def test_scaling_goals_decide_each_case():
+    reached = R.scaling_goals(_scaling(speed_ns=(512, 4096, 8192)))
+    assert [t["status"] for t in reached] == ["reached"] * 3
+    assert "3.00×" in reached[1]["measured"]
+    short_of = R.scaling_goals(_scaling(mipt_mem=1600.0, decode_peaks=(66.7, 90.0)))
+    assert [t["status"] for t in short_of] == ["not reached", "not measured", "not reached"]
+    assert "4,096 was not in the benchmark" in short_of[1]["measured"] and "8,192: 3.00×" in short_of[1]["measured"]
     short = _scaling()
     short["decode"] = [r for r in short["decode"] if r["n"] == 1]
-    assert R.scaling_targets(short)[2]["status"] == "not measured"
-    text = R.format_targets(met)
-    assert text.count("[met]") == 3
+    assert R.scaling_goals(short)[2]["status"] == "not measured"
+    text = R.format_goals(reached)
+    assert text.count("— reached (") == 3
 
 
 def test_committed_scaling_file_reads_and_plots():
@@ -209,11 +211,15 @@ def test_live_cpu_scaling_benchmark(tmp_path):
     assert scaling.run(args) == 0
     s = R.load_scaling(out)
     assert s["file"] == "scaling_cpu.json" and {r["N"] for r in s["train"]} == {16, 32}
-    mem, speed = R.scaling_targets(s)[:2]
+    mem, speed = R.scaling_goals(s)[:2]
     assert mem["status"] == "not measured" and speed["status"] == "not measured"
     fig = vr.plot_training_scaling(s)
     assert not fig.axes[0].axison and len(fig.axes[1].get_lines()) == 2  # no CUDA: memory panel says so
     assert "—" in R.scaling_table(s)
+    # the CPU demo: state sizes only, no timings
+    demo = R.scaling_table(s, timings=False)
+    assert "ms /" not in demo and "tokens/s" not in demo and "| state MB |" in demo
+    assert len(vr.plot_decode_scaling(s, latency=False).axes) == 1
     (tmp_path / "other.json").write_text(json.dumps({"benchmark": "scan"}))
     with pytest.raises(ValueError, match="not a scaling benchmark"):
         R.load_scaling(tmp_path / "other.json")
@@ -235,31 +241,31 @@ def test_kernel_e2e_table(tmp_path, grids):
     assert "| chunked |" in text and "| sequential |" in text and "1.00×" in text
 
 
-def test_paper_and_anchor_tables_are_labelled():
+def test_paper_and_baseline_tables_are_labelled():
     for name in R.PAPER:
         assert R.PAPER_LABEL in R.paper_table(name)
-    for name in R.ANCHORS:
-        assert "not runs of minimipt" in R.anchors_table(name)
-    assert "0.8805" in R.anchors_table("ag_news") and "0.736" in R.paper_table("ag_news")
+    for name in R.BASELINES:
+        assert "not runs of minimipt" in R.baselines_table(name)
+    assert "0.8805" in R.baselines_table("ag_news") and "0.736" in R.paper_table("ag_news")
     with pytest.raises(ValueError, match="name"):
         R.paper_table("nope")
     with pytest.raises(ValueError, match="name"):
-        R.anchors_table("nope")
+        R.baselines_table("nope")
     series = R.paper_memory_series()
     assert series["paper: MIPT"][16384] == 1600.0 and 16384 not in series["paper: Transformer (naive attention)"]
     assert all(math.isfinite(v) for s in series.values() for v in s.values())
 
 
-def test_scan_targets_compare_with_the_peer_of_the_same_run():
+def test_scan_goals_compare_with_the_peer_of_the_same_run():
     def row(method, fwd, fb, floor=0.76):
         return {"method": method, "B": 32, "D": 512, "L": 8192, "dtype": "float32", "fwd_ms": fwd,
                 "fwd_bwd_ms": fb, "fwd_floor_ms": floor}
     scan = {"rows": [row("chunked", 5.0, 12.0), row("triton", 0.9, 2.8), row("peer", 2.0, 4.3)]}
-    status = [t["status"] for t in R.scan_targets(scan)]
-    assert status == ["met", "met", "met"]
+    status = [t["status"] for t in R.scan_goals(scan)]
+    assert status == ["reached"] * 3
     scan = {"rows": [row("chunked", 5.0, 13.5), row("triton", 1.1, 3.4), row("peer", 2.0, 4.3)]}
-    assert [t["status"] for t in R.scan_targets(scan)] == ["missed", "missed", "missed"]
-    assert R.scan_targets({"rows": []})[0]["status"] == "not measured"
+    assert [t["status"] for t in R.scan_goals(scan)] == ["not reached"] * 3
+    assert R.scan_goals({"rows": []})[0]["status"] == "not measured"
 
 
 def test_scaling_with_cuda_graph_timings():
@@ -273,9 +279,9 @@ def test_scaling_with_cuda_graph_timings():
             r.update(graph_ms_per_step=2.0, graph_tokens_per_s=2 * r["N"])
         else:
             r["graph_error"] = "RuntimeError: capture"
-    targets = R.scaling_targets(s)
-    assert [t["status"] for t in targets] == ["met", "met", "met", "met"]
-    assert "CUDA graphs" in targets[2]["target"] and "2.50×" in targets[2]["measured"]
+    goals = R.scaling_goals(s)
+    assert [t["status"] for t in goals] == ["reached"] * 4
+    assert "CUDA graphs" in goals[2]["goal"] and "2.50×" in goals[2]["measured"]
     table = R.scaling_table(s)
     header, rule = [line for line in table.splitlines() if line.startswith("| model")][0], None
     rule = table.splitlines()[table.splitlines().index(header) + 1]

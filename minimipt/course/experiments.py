@@ -3,7 +3,7 @@
 Each grid expands to runs ``results/<NAME>/<run>/`` (``results.json`` committed; checkpoints are
 git-ignored). The runner is resumable and time-bounded: a run whose ``results.json`` is complete is
 skipped, one with a checkpoint is resumed, and ``--max-minutes`` stops every run cleanly so a grid
-can advance in pieces (e.g. 10-minute GPU sessions). Several runs share one GPU in parallel
+can advance in pieces (e.g. calls of 10 minutes on a lent GPU). Several runs share one GPU in parallel
 (``--parallel``): these models are small, and one process cannot fill an H200.
 
 Same tuning effort for every model: each grid gives MIPT and the Transformer the same learning-rate
@@ -60,13 +60,15 @@ def _val_metric(out: Path) -> float | None:
 
 
 def _resolve_finals(runs: list[dict], folder: Path) -> list[dict]:
-    """Give each pending final-stage run the best learning rate of its variant's finished sweep."""
+    """Give each pending final-stage run the best learning rate of its variant's finished sweep (or of
+    the sweep its ``lr_from`` names)."""
     resolved = []
     for r in runs:
         if r["stage"] != "final":
             resolved.append(r)
             continue
-        sweep = [s for s in runs if s["stage"] == "sweep" and s["variant"] == r["variant"]]
+        source = r.get("lr_from", r["variant"])  # a final run may take its rate from another variant's sweep
+        sweep = [s for s in runs if s["stage"] == "sweep" and s["variant"] == source]
         scores = {s["set"]["lr"]: _val_metric(folder / s["name"]) for s in sweep}
         if any(v is None for v in scores.values()):
             continue  # the sweep of this variant is not finished yet
@@ -126,6 +128,57 @@ def _grid_wikitext():
     return _runs("lm", "wikitext", "offline", variants, lrs=(5e-4, 1e-3, 2e-3), seeds=(0,))
 
 
+#: the shorter-schedule language-model grid: 3 seeds of every variant, each at the learning rate the
+#: 1,500-step grid chose on validation (its name carries the schedule so the two cannot be confused)
+LM_SEEDS_GRID, LM_SEEDS_STEPS = "wikitext-2-3seeds-500steps", 500
+LM_SEEDS_LR = {"transformer": 1e-3, "mipt-K0": 1e-3, "mipt-K16": 2e-3, "mipt-K64": 1e-3}
+
+
+def _grid_wikitext_seeds():
+    """Seeds 0, 1, 2 of the four language models at 500 steps (a third of the 1,500-step schedule, so
+    that all twelve runs fit one bounded GPU call; validation every 100 steps for the curves, no
+    checkpoint before the end: a call's checkpoints do not outlive it)."""
+    variants = {v["variant"]: v["set"] for v in _grid_wikitext() if v["seed"] == 0}
+    common = {"max_steps": LM_SEEDS_STEPS, "eval_every": 100, "ckpt_every": LM_SEEDS_STEPS}
+    return [run for name, lr in LM_SEEDS_LR.items()
+            for run in _runs("lm-seeds", "wikitext", "offline", {name: {k: v for k, v in variants[name].items()
+                                                                       if k != "lr"}}, lrs=(lr,), common=common)]
+
+
+#: the recall grid, in the order it runs: each model's learning rate is swept at the first cell
+#: (sequence length, key-value pairs), then the other cells run at the rate that did best there on
+#: validation; the pair counts straddle the capacities under test (8 < K = 16 < 32 < K = 64 < 128 = D)
+MQAR_SWEEP_CELL, MQAR_CELLS = (128, 8), ((512, 8), (512, 32), (512, 128), (128, 32))
+MQAR_LRS, MQAR_TOKENS_PER_STEP = (1e-3, 3e-3), 32_768
+
+
+def _grid_mqar():
+    """Multi-query associative recall over (L, pairs) for the Transformer and MIPT K ∈ {0, 16, 64} at one
+    non-embedding budget: 396,800 parameters at d_model 128 for the Transformer and MIPT K = 0; the cache
+    adds 5 d² per layer, so the cached models run at d_model 108 (400,032, +0.8%; 4 heads of 27). The
+    batch keeps the tokens per step at 32,768 (batch 256 at L = 128, 64 at 512); one seed. The rate is
+    swept at L = 128 with 8 pairs, where a step holds the most queries (2,048), so the lookup is learned
+    soonest; the cells at L = 512 come next (they test the capacities), L = 128 with 32 pairs last."""
+    variants = {
+        "transformer": {"model": "transformer"},
+        "mipt-K0": {"model": "mipt", "cache_slots": 0},
+        "mipt-K16": {"model": "mipt", "cache_slots": 16, "d_model": 108},
+        "mipt-K64": {"model": "mipt", "cache_slots": 64, "d_model": 108},
+    }
+
+    def cell(L, P):
+        return {"seq_len": L, "n_pairs": P, "batch_size": MQAR_TOKENS_PER_STEP // L}
+
+    L0, P0 = MQAR_SWEEP_CELL
+    out = _runs("mqar", "mqar", "offline", {f"{v}-L{L0}-P{P0}": s for v, s in variants.items()}, lrs=MQAR_LRS,
+                seeds=(0,), common=cell(L0, P0))
+    for (L, P), (v, settings) in itertools.product(MQAR_CELLS, variants.items()):
+        out.append({"name": None, "variant": f"{v}-L{L}-P{P}", "lr_from": f"{v}-L{L0}-P{P0}", "task": "mqar",
+                    "preset": "offline", "seed": 0, "set": {**cell(L, P), **settings, "lr": None}, "stage": "final",
+                    "lrs": MQAR_LRS})
+    return out
+
+
 def _grid_smoke():
     variants = {"mipt": {"model": "mipt"}, "transformer": {"model": "transformer"}}
     return _runs("smoke", "needle", "smoke", variants, lrs=(3e-3,), seeds=(0,))
@@ -136,6 +189,8 @@ GRIDS = {
     "needle-512": _grid_needle,
     "needle-long": _grid_needle_long,
     "wikitext-2-offline": _grid_wikitext,
+    LM_SEEDS_GRID: _grid_wikitext_seeds,
+    "mqar": _grid_mqar,
     "smoke": _grid_smoke,
 }
 

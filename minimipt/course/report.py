@@ -43,33 +43,25 @@ def ddp_table(root: str | Path | None = None) -> str:
 
 
 def plot_summary(summary: dict[str, list[dict]], out_dir: Path) -> list[Path]:
-    """One bar chart per experiment (held-out metric of each variant, error bars = sd over seeds),
-    written to ``out_dir/<experiment>.png``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """One figure per experiment, written to ``out_dir/<experiment>.png``: every seed of each variant
+    beside the mean (:func:`minimipt.course.viz_results.plot_seeds`, intervals clipped to the metric's
+    range), or for the recall grid accuracy against pairs (:func:`~minimipt.course.viz_results.plot_recall`)."""
+    from . import viz_results
 
     paths = []
     for exp, rows in summary.items():
-        key = next((k for k in rows[0] if k.startswith("eval") and k.endswith(("accuracy", "ppl_token"))), None)
-        if key is None:
+        metric = next((k[len("eval_"):] for k in rows[0] if k in ("eval_accuracy", "eval_ppl_token")), None)
+        if metric is None:
             continue
-        rows = [r for r in rows if key in r]
-        fig, ax = plt.subplots(figsize=(7, 0.45 * len(rows) + 1.2))
-        means = [r[key][0] for r in rows]
-        ax.barh(range(len(rows)), means, xerr=[r[key][1] for r in rows], color="tab:blue", alpha=0.8)
-        ax.set_yticks(range(len(rows)), [r["variant"] for r in rows], fontsize=8)
-        ax.invert_yaxis()
-        ax.set_xlabel(key.replace("_", " "))
-        lo = min(means)
-        ax.set_xlim(max(0, lo - 0.1) if "accuracy" in key else 0, None)
-        ax.set_title(exp, fontsize=10)
-        fig.tight_layout()
+        if rows[0].get("config", {}).get("task") == "mqar":
+            fig = viz_results.plot_recall(rows, title=f"{exp}: held-out query accuracy against key-value pairs")
+        else:
+            what = "accuracy" if metric == "accuracy" else "perplexity per token"
+            fig = viz_results.plot_seeds([r for r in rows if f"eval_{metric}" in r], metric,
+                                         title=f"{exp}: held-out {what}, each seed (○) and the mean (◆)")
         path = out_dir / f"{exp}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=110)
-        plt.close(fig)
         paths.append(path)
     return paths
 
@@ -102,21 +94,21 @@ def bench_tables(root: str | Path | None = None) -> str:
 
 
 def targets_markdown(root: str | Path | None = None) -> str:
-    """Every issue target with its status (met / missed / not measured) from the committed files."""
+    """Every goal with its status (reached / not reached / not measured) from the committed files."""
     root = Path(root) if root is not None else repo_root() / "results"
     lines = []
     for grid in results.GRID_STAGE:
-        lines += results.grid_report(grid, root).targets
+        lines += results.grid_report(grid, root).goals
     scaling = root / "bench" / "scaling_h200.json"
     if scaling.exists():
-        lines += results.scaling_targets(results.load_scaling(scaling))
+        lines += results.scaling_goals(results.load_scaling(scaling))
     scan = root / "bench" / "scan_h200.json"
     if scan.exists():
-        lines += results.scan_targets(json.loads(scan.read_text()))
+        lines += results.scan_goals(json.loads(scan.read_text()))
     if not lines:
         return ""
-    return "**Targets** (from the issues; checked against the files below):\n\n" + "\n".join(
-        f"* **{t['status']}**: {t['target']}: {t['measured']}" for t in lines) + "\n"
+    return ("**Goals**, each checked on the mean over seeds of the files below:\n\n" +
+            "\n".join(f"* goal: {g['goal']} — **{g['status']}** ({g['measured']})" for g in lines) + "\n")
 
 
 def results_markdown(root: str | Path | None = None, figures: dict[str, str] | None = None) -> str:

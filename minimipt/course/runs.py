@@ -2,8 +2,10 @@
 
 Runs are grouped by experiment (the folder under ``results/``) and *variant* (model, cache, write
 rule, attention, lengths). Within a variant, the learning rate is chosen by the mean *validation*
-metric over seeds (accuracy for classification, loss for language modelling); the held-out metric
-of that learning rate is then reported over seeds.
+metric over seeds (accuracy for classification and recall, loss for language modelling); the
+held-out metric of that learning rate is then reported over seeds as a :class:`SeedStat`: the mean,
+the sample standard deviation (``None`` for one seed: it is undefined, not zero), the number of
+seeds and every seed's value, so that tables and figures can show each seed beside the mean.
 """
 
 from __future__ import annotations
@@ -13,10 +15,29 @@ import re
 import statistics
 from collections import defaultdict
 from pathlib import Path
+from typing import NamedTuple
 
 from ..env import repo_root
 
-__all__ = ["load_runs", "unfinished_runs", "variant_of", "summarise", "render_table"]
+__all__ = ["SeedStat", "load_runs", "unfinished_runs", "variant_of", "summarise", "render_table", "format_stat"]
+
+
+class SeedStat(NamedTuple):
+    """One metric over the seeds of a variant: ``mean``, ``sd`` (sample sd; ``None`` when ``n == 1``),
+    ``n`` seeds and their ``values`` in seed order."""
+
+    mean: float
+    sd: float | None
+    n: int
+    values: tuple[float, ...]
+
+    @classmethod
+    def of(cls, values) -> "SeedStat":
+        values = tuple(float(v) for v in values)
+        if not values:
+            raise ValueError("values is empty: a SeedStat needs at least one seed's value")
+        sd = statistics.stdev(values) if len(values) > 1 else None
+        return cls(statistics.mean(values), sd, len(values), values)
 
 
 def _grid_results(root: str | Path | None):
@@ -53,8 +74,9 @@ def unfinished_runs(root: str | Path | None = None) -> dict[str, list[str]]:
     return dict(out)
 
 
-def variant_of(res: dict) -> str:
-    """A short human name for what was trained (everything but seed and learning rate)."""
+def variant_of(res: dict, cell: bool = True) -> str:
+    """A short human name for what was trained (everything but seed and learning rate). Recall runs
+    (task ``mqar``) end with their grid cell, ``", L=…, pairs=…"``, unless ``cell`` is false."""
     c = res["config"]
     if c["model"] == "transformer":
         name = f"Transformer ({c.get('attention', 'sdpa')})"
@@ -71,6 +93,8 @@ def variant_of(res: dict) -> str:
         name += f" [{extra['variant']}]"
     if c.get("eval_lengths"):
         name += f", trained at L={c['seq_len']}"
+    if cell and c.get("task") == "mqar":
+        name += f", L={c['seq_len']}, pairs={c['n_pairs']}"
     return name
 
 
@@ -99,19 +123,19 @@ def summarise(runs: list[dict]) -> dict[str, list[dict]]:
         # choose on the seeds every candidate learning rate was run with (the sweep seeds)
         common = set.intersection(*({r["seed"] for r in rs} for rs in lrs.values()))
         best_lr = (max if higher else min)(lrs, key=lambda lr: val_score(lrs[lr], common))
-        rs = lrs[best_lr]
+        rs = sorted(lrs[best_lr], key=lambda r: r["seed"])
         row = {"variant": var, "lr": best_lr, "lrs_tried": sorted(lrs), "seeds": sorted(r["seed"] for r in rs),
                "val": val_score(rs), "params": rs[0]["params"], "protocol": rs[0]["task"].get("protocol", ""),
                "hardware": rs[0]["hardware"].get("gpu") or rs[0]["hardware"].get("device"),
-               "git_commit": rs[0].get("git_commit"), "wall_time_s": statistics.mean(r["wall_time_s"] for r in rs)}
-        # held-out splits; language models also report validation perplexity (the issue asks for both)
+               "git_commit": rs[0].get("git_commit"), "wall_time_s": statistics.mean(r["wall_time_s"] for r in rs),
+               "config": rs[0]["config"]}
+        # held-out splits; language models also report validation perplexity, per token and per word
         for split in sorted({s for r in rs for s in r["metrics"] if s != "val" or not higher}):
             keys = ("accuracy",) if higher else ("ppl_token", "ppl_word")
             for key in keys:
                 vals = [r["metrics"][split][key] for r in rs if key in r["metrics"].get(split, {})]
                 if vals:
-                    row[f"{split}_{key}"] = (statistics.mean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0,
-                                             len(vals))
+                    row[f"{split}_{key}"] = SeedStat.of(vals)
         for key in _CACHE_KEYS:
             vals = [r["metrics"]["eval"].get(key) for r in rs if r["metrics"].get("eval", {}).get(key) is not None]
             if vals:
@@ -122,13 +146,37 @@ def summarise(runs: list[dict]) -> dict[str, list[dict]]:
 
 # cache statistics of the held-out evaluation (means over seeds); sparsity = 1 − writes / length
 _CACHE_KEYS = ("slots_used_mean", "writes_per_seq", "sparsity")
+_CACHE_COLUMNS = {"slots_used_mean": "slots held at the end", "writes_per_seq": "writes per sequence",
+                  "sparsity": "sparsity (1 − writes / length)"}
+
+
+def format_stat(v: SeedStat) -> str:
+    """``mean ± sd (n=…)``; one seed as its single value (``52.7 (n=1)``), never ``± 0``; seeds that all
+    agree as ``1.0000 (all 3 seeds)``. Four decimals below 10 (accuracies), one above (perplexities)."""
+    f = (lambda x: f"{x:.4f}") if v.mean < 10 else (lambda x: f"{x:.1f}")
+    if v.n == 1:
+        return f"{f(v.mean)} (n=1)"
+    if f(min(v.values)) == f(max(v.values)):
+        return f"{f(v.mean)} (all {v.n} seeds)"
+    return f"{f(v.mean)} ± {f(v.sd)} (n={v.n})"
 
 
 def _fmt(v) -> str:
-    if isinstance(v, tuple):
-        m, s, n = v
-        return f"{m:.4f} ± {s:.4f} (n={n})" if m < 10 else f"{m:.1f} ± {s:.1f} (n={n})"
+    if isinstance(v, SeedStat):
+        return format_stat(v)
     return "" if v is None else str(v)
+
+
+def _column(key: str) -> str:
+    """A metric key as a column header: ``val_ppl_token`` -> ``valid ppl/token``, ``eval_L2048_accuracy``
+    -> ``held-out, L=2048 accuracy``."""
+    split, _, metric = key.partition("_")
+    length = ""
+    if metric.startswith("L") and "_" in metric:
+        length, _, metric = metric.partition("_")
+        length = f", L={length[1:]}"
+    metric = {"ppl_token": "ppl/token", "ppl_word": "ppl/word"}.get(metric, metric)
+    return f"{'valid' if split == 'val' else 'held-out'}{length} {metric}"
 
 
 def render_table(summary: dict[str, list[dict]], unfinished: dict[str, list[str]] | None = None) -> str:
@@ -139,11 +187,18 @@ def render_table(summary: dict[str, list[dict]], unfinished: dict[str, list[str]
     parts = []
     for exp, rows in summary.items():
         metric_cols = sorted({k for r in rows for k in r if re.match(r"(val|eval).*_(accuracy|ppl_token|ppl_word)$", k)},
-                             key=lambda k: (not k.startswith("val_"), k))
+                             key=lambda k: (not k.startswith("val_"), int(re.search(r"_L(\d+)_", k).group(1))
+                                            if "_L" in k else 0, k))
         extra = [k for k in _CACHE_KEYS if any(k in r for r in rows)]
+        seeds = sorted({len(r["seeds"]) for r in rows})
+        spread = ("one seed per variant: single values, no spread" if seeds == [1] else
+                  "mean ± sample sd over seeds (n = seeds)")
+        lr = ("learning rate chosen on validation" if any(len(r["lrs_tried"]) > 1 for r in rows)
+              else "one learning rate per variant, set before the runs")
         parts.append(f"**{exp}** — {rows[0]['protocol']}. Hardware: {rows[0]['hardware']}. "
-                     f"Learning rate chosen on validation; held-out metric mean ± sd over seeds.\n")
-        head = ["variant", "params (all / non-emb.)", "lr (of)"] + metric_cols + extra
+                     f"{lr[0].upper() + lr[1:]}; {spread}.\n")
+        head = ["variant", "params (all / non-emb.)", "lr (of)"] + [_column(k) for k in metric_cols] + \
+            [_CACHE_COLUMNS[k] for k in extra]
         parts.append("| " + " | ".join(head) + " |")
         parts.append("|" + "---|" * len(head))
         for r in rows:

@@ -1,4 +1,4 @@
-"""Data for the course: AG News, WikiText, the needle task; tokenizers; prepared token arrays.
+"""Data for the course: AG News, WikiText, the needle and recall tasks; tokenizers; prepared token arrays.
 
 Loaders (each returns plain Python/torch objects; see the module docstrings for details)::
 
@@ -16,6 +16,11 @@ Loaders (each returns plain Python/torch objects; see the module docstrings for 
                      needle_range=(0.0, 0.1), n_noise=100, seed=0) -> NeedleTask
         .tokens (N, L) int64, .labels (N,) int64, .vocab (token layout, .size = V), .dataset()
     make_needle_splits(n_train=5000, n_test=1000, seed=0, **kw) -> (train, test)
+    make_mqar_task(n_samples=3000, length=256, n_pairs=16, *, vocab_size=8192, power_a=0.01,
+                   random_fillers=False, seed=0) -> MQARTask
+        multi-query associative recall (Zoology): P key-value pairs, then every key queried once
+        .tokens (N, L) int64, .targets (N, L) int64 (the value at each query, -100 elsewhere),
+        .keys, .values, .query_pos (N, P), .dataset()
 
 Where files come from (:mod:`minimipt.data.sources`): ``root`` or ``MINIMIPT_DATA`` (default the
 repository's ``data/`` and ``data/raw/``), verified against the sha256 manifests in
@@ -46,6 +51,7 @@ from __future__ import annotations
 
 from ..env import smoke_mode
 from .ag_news import AG_NEWS_CLASSES, AG_NEWS_SPLITS, TextClassification, load_ag_news
+from .mqar import MQARTask, make_mqar_task
 from .needle import NeedleTask, NeedleVocab, make_needle_splits, make_needle_task
 from .prepared import PREPARE_TARGETS, PreparedSplit, load_prepared, prepare
 from .sources import ChecksumError, UnverifiedFileWarning, hub_status
@@ -53,9 +59,9 @@ from .tokenizer import encode_fixed, load_tokenizer, train_bpe, train_wordlevel
 from .wikitext import WIKITEXT_NAMES, WIKITEXT_SPLITS, TextSplit, count_words, load_wikitext
 
 __all__ = [
-    "load_ag_news", "load_wikitext", "make_needle_task", "make_needle_splits", "default_splits",
+    "load_ag_news", "load_wikitext", "make_needle_task", "make_needle_splits", "make_mqar_task", "default_splits",
     "count_words", "load_prepared", "prepare", "train_bpe", "train_wordlevel", "encode_fixed",
-    "load_tokenizer", "hub_status", "TextClassification", "TextSplit", "NeedleTask", "NeedleVocab",
+    "load_tokenizer", "hub_status", "TextClassification", "TextSplit", "NeedleTask", "NeedleVocab", "MQARTask",
     "PreparedSplit", "ChecksumError", "UnverifiedFileWarning", "AG_NEWS_CLASSES", "AG_NEWS_SPLITS",
     "WIKITEXT_NAMES", "WIKITEXT_SPLITS", "PREPARE_TARGETS",
 ]

@@ -24,7 +24,7 @@ from ..config import MIPTConfig, TransformerConfig, _is_int, _is_real
 
 __all__ = ["TrainConfig", "PRESETS", "TASKS", "EXTRA_KEYS", "make_config", "model_config"]
 
-TASKS = ("ag_news", "needle", "wikitext")
+TASKS = ("ag_news", "needle", "wikitext", "mqar")
 MODELS = ("mipt", "transformer")
 # (train_split, eval_split) pairs a task can load; tasks not listed read no split names
 SPLITS = {"ag_news": (("sample-train", "sample-eval"), ("offline-train", "offline-eval"), ("train", "test")),
@@ -78,6 +78,7 @@ class TrainConfig:
     n_val: int = 500
     n_test: int = 1000
     eval_lengths: list[int] = field(default_factory=list)  # needle: also test at these lengths
+    n_pairs: int = 16  # mqar: key-value pairs per sequence (sizes: n_train / n_val / n_test)
     # --- optimisation ---
     batch_size: int = 32  # global batch (split over ranks)
     lr: float = 1e-3
@@ -263,6 +264,22 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "full": dict(d_model=512, n_layers=8, n_heads=8, seq_len=512, batch_size=64, max_steps=50_000, dropout=0.1,
                      dataset="wikitext-103", train_split="train", eval_split="test", lr=1e-3,
                      pos_embedding="none", eval_every=2000, ckpt_every=1000, weight_decay=0.1),
+    },
+    # Zoology's MQAR (arXiv 2312.04927): 2 layers, V = 8,192, zero fillers, query gaps from a power law;
+    # the recurrence knows order, so MIPT runs without a position embedding (the Transformer keeps its own)
+    "mqar": {
+        "smoke": dict(d_model=32, n_layers=2, n_heads=2, seq_len=64, n_pairs=4, vocab_size=256, n_train=2048,
+                      n_val=128, n_test=256, batch_size=32, epochs=4, lr=3e-3, pos_embedding="none",
+                      eval_every=64, ckpt_every=64, weight_decay=0.1),
+        # a short schedule: V = 512 instead of Zoology's 8,192, so that every id is seen often (128 pairs still
+        # draw from 255 keys and 256 values); random pairs cannot be memorised, so no weight decay
+        "offline": dict(d_model=128, n_layers=2, n_heads=4, seq_len=128, n_pairs=8, vocab_size=512, n_train=50_000,
+                        n_val=500, n_test=1000, batch_size=256, max_steps=4000, lr=1e-3, pos_embedding="none",
+                        eval_every=250, ckpt_every=4000, weight_decay=0.0),
+        # Zoology's scale: 100,000 training sequences, 3,000 test, batch 256, 64 epochs
+        "full": dict(d_model=128, n_layers=2, n_heads=4, seq_len=256, n_pairs=16, vocab_size=8192, n_train=100_000,
+                     n_val=1000, n_test=3000, batch_size=256, epochs=64, lr=1e-3, pos_embedding="none",
+                     eval_every=2000, ckpt_every=2000, weight_decay=0.1),
     },
 }
 

@@ -1,8 +1,9 @@
-"""The three training tasks: data, model, loss and evaluation behind one small interface.
+"""The training tasks: data, model, loss and evaluation behind one small interface.
 
 * ``ag_news``: 4-way news topic classification (word-level tokens, right-padded to ``seq_len``).
 * ``needle``: the paper's needle-in-a-haystack recall, generated (:mod:`minimipt.data.needle`).
 * ``wikitext``: next-token language modelling on byte-level BPE tokens.
+* ``mqar``: multi-query associative recall (Zoology), generated (:mod:`minimipt.data.mqar`).
 
 Batches are a pure function of ``(seed, step)``: an epoch is a seeded permutation of the training
 rows (classification) or a seeded draw of windows (language modelling). A resumed run therefore
@@ -26,7 +27,7 @@ from ..transformer import TransformerClassifier, TransformerLM
 from .config import TrainConfig, model_config
 from .distributed import DistInfo
 
-__all__ = ["Task", "ClassificationTask", "LMTask", "build_task", "build_model", "model_config"]
+__all__ = ["Task", "ClassificationTask", "LMTask", "RecallTask", "build_task", "build_model", "model_config"]
 
 
 def build_model(cfg: TrainConfig, vocab_size: int, n_classes: int | None, pad_id: int = 0,
@@ -320,6 +321,84 @@ def _wikitext_task(cfg: TrainConfig) -> LMTask:
     return task
 
 
+# --------------------------------------------------------------------------------------------
+# multi-query associative recall
+
+
+class RecallTask(ClassificationTask):
+    """MQAR: a language model reads the pairs and answers at every query position.
+
+    Batches are those of :class:`ClassificationTask` (a seeded permutation of the training rows per
+    epoch) with ``(N, L)`` targets instead of labels (-100, :data:`~minimipt.data.mqar.IGNORE`, where
+    nothing is asked). The loss is the cross-entropy of the next-token logits at the query positions
+    only; the accuracy is the fraction of queries whose arg-max is the right value.
+    """
+
+    def build_model(self, cfg: TrainConfig) -> nn.Module:
+        return build_model(cfg, self.vocab_size, None, max_len=cfg.seq_len)
+
+    def query_logits(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor):
+        """Next-token logits at the ``P`` query positions of each row ``(B, P, V)`` and their targets
+        ``(B, P)``. Only those positions go through the tied output layer: at L = 2,048 and V = 8,192 the
+        other logits would cost 2,048 / P times more and be thrown away. A DistributedDataParallel
+        model goes through its own forward (full logits), so that its gradient hooks run."""
+        from ..transformer import TransformerLM
+
+        pos = torch.argsort((y >= 0).to(torch.int8), dim=1, descending=True, stable=True)[:, :self.cfg.n_pairs]
+        target = y.gather(1, pos)  # (B, P); every row asks exactly P queries
+        if isinstance(model, nn.parallel.DistributedDataParallel):
+            return model(x).gather(1, pos[..., None].expand(-1, -1, self.vocab_size)), target
+        h = model.features(x, None, True) if isinstance(model, TransformerLM) else model.features(x)  # (B, L, d)
+        h = h.gather(1, pos[..., None].expand(-1, -1, h.shape[-1]))  # (B, P, d)
+        return F.linear(h, model.embed.tok.weight), target  # tied output layer, as the LMs' forward
+
+    def loss(self, model: nn.Module, batch) -> torch.Tensor:
+        logits, target = self.query_logits(model, *batch)  # (B, P, V), (B, P)
+        return F.cross_entropy(logits.flatten(0, 1).float(), target.flatten()) + _aux(model)
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, split: str, device: torch.device, amp) -> dict:
+        rows = self.val if split == "val" else self.evals[split]
+        model.eval()
+        correct, nll, n, written, held = 0, 0.0, 0, [], []
+        bs = self.cfg.batch_size * 2
+        for i in range(0, len(rows.y), bs):
+            x, y = rows.x[i:i + bs].to(device), rows.y[i:i + bs].to(device)
+            with amp():
+                logits, target = self.query_logits(model, x, y)
+            logits, target = logits.flatten(0, 1).float(), target.flatten()  # (queries, V), (queries,)
+            correct += (logits.argmax(-1) == target).sum().item()
+            nll += F.cross_entropy(logits, target, reduction="sum").item()
+            n += len(target)
+            for s in model.cache_stats() if hasattr(model, "cache_stats") else []:
+                written.append(s.written.float().mean().item())
+                held.append(s.held.float().mean().item())
+        model.train()
+        out = {"accuracy": correct / n, "loss": nll / n, "n": n}
+        if written:  # per sequence, averaged over layers and batches
+            out.update(writes_per_seq=sum(written) / len(written), slots_used_mean=sum(held) / len(held))
+        return out
+
+    def describe(self) -> dict:
+        return {**super().describe(), "n_pairs": self.cfg.n_pairs}
+
+
+def _mqar_task(cfg: TrainConfig) -> RecallTask:
+    from ..data.mqar import make_mqar_task
+
+    kw = dict(length=cfg.seq_len, n_pairs=cfg.n_pairs, vocab_size=cfg.vocab_size,
+              power_a=cfg.extra.get("power_a", 0.01), random_fillers=cfg.extra.get("random_fillers", False))
+    base = 3 * cfg.split_seed + 2_000
+    sets = [make_mqar_task(n, seed=base + i, **kw) for i, n in enumerate((cfg.n_train, cfg.n_val, cfg.n_test))]
+    train, val, test = (_Rows(t.tokens, t.targets) for t in sets)
+    protocol = (f"MQAR (Zoology): length {cfg.seq_len}, {cfg.n_pairs} key-value pairs, V={cfg.vocab_size:,}, "
+                f"{'random' if kw['random_fillers'] else 'zero'} fillers, query gaps ∝ g^(a-1) with a={kw['power_a']}; "
+                f"{cfg.n_train} train / {cfg.n_val} val / {cfg.n_test} held-out sequences (fresh seeds); accuracy "
+                f"over the query positions, final model")
+    return RecallTask(cfg, train, val, {"eval": test}, cfg.vocab_size, None, None, protocol)
+
+
 def build_task(cfg: TrainConfig) -> Task:
     """The task a config names, with its data loaded (and prepared once if needed)."""
-    return {"ag_news": _ag_news_task, "needle": _needle_task, "wikitext": _wikitext_task}[cfg.task](cfg)
+    return {"ag_news": _ag_news_task, "needle": _needle_task, "wikitext": _wikitext_task,
+            "mqar": _mqar_task}[cfg.task](cfg)
