@@ -66,3 +66,16 @@ def test_recall_cells_take_the_rate_their_models_chose_at_the_sweep_cell(tmp_pat
     for r in resolved:
         want = max(experiments.MQAR_LRS) if r["variant"].startswith("transformer") else min(experiments.MQAR_LRS)
         assert r["set"]["lr"] == want and r["name"] == f"{r['variant']}-lr{want:g}-s0"
+
+
+def test_a_failed_run_is_reported_not_relaunched_and_a_run_without_checkpoint_restarts(tmp_path):
+    run = {"name": "r", "task": "needle", "preset": "smoke", "seed": 0, "set": {"model": "mipt"}}
+    out = tmp_path / "r"
+    out.mkdir()
+    assert experiments._status(out) == "todo" and "--overwrite" not in experiments._command(run, out, None, [])
+    (out / "results.json").write_text(json.dumps({"complete": False, "steps": 3}))
+    assert experiments._status(out) == "todo" and "--overwrite" in experiments._command(run, out, None, [])
+    (out / "checkpoint.pt").write_bytes(b"")
+    assert experiments._status(out) == "partial" and "--resume" in experiments._command(run, out, None, [])
+    (out / "results.json").write_text(json.dumps({"complete": False, "failed": "loss is nan at step 3"}))
+    assert experiments._status(out) == "failed"

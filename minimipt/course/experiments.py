@@ -213,6 +213,8 @@ def _command(run: dict, out: Path, max_minutes: float | None, extra_set: list[st
         cmd += ["--max-minutes", str(max_minutes)]
     if (out / "checkpoint.pt").exists():
         cmd.append("--resume")
+    elif (out / "results.json").exists():  # a run stopped before its first checkpoint: start it again
+        cmd.append("--overwrite")
     return cmd
 
 
@@ -231,9 +233,15 @@ def _least_busy(gpus: list[str], in_use: list[str | None]) -> str:
 
 
 def _status(out: Path) -> str:
+    """``done``, ``failed`` (the run stopped on a non-finite loss: not run again, the grid reports it),
+    ``partial`` (a checkpoint to resume from) or ``todo``."""
     res = out / "results.json"
-    if res.exists() and json.loads(res.read_text()).get("complete"):
-        return "done"
+    if res.exists():
+        r = json.loads(res.read_text())
+        if r.get("complete"):
+            return "done"
+        if r.get("failed"):
+            return "failed"
     return "partial" if (out / "checkpoint.pt").exists() else "todo"
 
 
@@ -268,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         if waiting:
             print(f"{waiting} more runs wait for their variant's learning-rate sweep")
         return 0
-    todo = [r for r in runs if _status(folder / r["name"]) != "done"]
+    todo = [r for r in runs if _status(folder / r["name"]) not in ("done", "failed")]
     print(f"{args.name}: {len(runs)} runs, {len(todo)} to do, {args.parallel} at a time")
     start = time.time()
     pending, active, failed = list(todo), [], []
@@ -303,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
                 if run["stage"] == "sweep":  # a finished sweep may release final-stage runs
                     known = {r["name"] for r in runs}
                     for new in current():
-                        if new["name"] not in known and _status(folder / new["name"]) != "done":
+                        if new["name"] not in known and _status(folder / new["name"]) not in ("done", "failed"):
                             runs.append(new)
                             pending.append(new)
     runs = current()
