@@ -79,6 +79,13 @@ class _MIPTStack(PretrainedMixin, nn.Module):
             aux = ModelAux(cache_stats=[a.stats for a in cache_aux], loss=loss)
         return self.final_norm(x), new, aux
 
+    def features(self, tokens: torch.Tensor, return_aux: bool = False):
+        """The final LayerNorm's output ``(B, L, d)``, before the head (and a
+        :class:`~minimipt.state.ModelAux` if ``return_aux``): for a task that reads only some positions."""
+        check_tokens(tokens, self.vocab_size)
+        x, _, aux = self._run(tokens, None, None, False, return_aux)
+        return (x, aux) if return_aux else x
+
     def init_state(self, batch_size: int, device: torch.device | str | None = None) -> MIPTState:
         """The state before any token: ``h = 0`` and empty caches."""
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:

@@ -112,7 +112,7 @@ def test_train_mqar_scores_the_queries_only(tmp_path, model, extra):
     expected = F.cross_entropy(logits[asked], y[asked])
     assert torch.allclose(task.loss(net, (x, y)), expected, atol=1e-6)
     assert logits.shape == (8, cfg.seq_len, cfg.vocab_size)
-    q, target = task.query_logits(net, x, y)  # only the asked positions go through the output layer
+    q, target, _ = task.query_logits(net, x, y)  # only the asked positions go through the output layer
     assert q.shape == (8, cfg.n_pairs, cfg.vocab_size) and torch.equal(target.flatten(), y[asked])
     assert torch.allclose(q.flatten(0, 1), logits[asked], atol=1e-5)  # same positions, in order
 

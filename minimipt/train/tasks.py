@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from ..config import MIPTConfig, TransformerConfig
 from ..models import MIPTClassifier, MIPTLM
+from ..state import ModelAux
 from ..transformer import TransformerClassifier, TransformerLM
 from .config import TrainConfig, model_config
 from .distributed import DistInfo
@@ -338,23 +339,27 @@ class RecallTask(ClassificationTask):
         return build_model(cfg, self.vocab_size, None, max_len=cfg.seq_len)
 
     def query_logits(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor):
-        """Next-token logits at the ``P`` query positions of each row ``(B, P, V)`` and their targets
-        ``(B, P)``. Only those positions go through the tied output layer: at L = 2,048 and V = 8,192 the
-        other logits would cost 2,048 / P times more and be thrown away. A DistributedDataParallel
-        model goes through its own forward (full logits), so that its gradient hooks run."""
-        from ..transformer import TransformerLM
-
+        """Next-token logits at the ``P`` query positions of each row ``(B, P, V)``, their targets
+        ``(B, P)`` and the model's :class:`~minimipt.state.ModelAux`. Only those positions go through the
+        tied output layer: at L = 2,048 and V = 8,192 the other logits would cost 2,048 / P times more and
+        be thrown away. A DistributedDataParallel model goes through its own forward (full logits), so
+        that its gradient hooks run."""
         pos = torch.argsort((y >= 0).to(torch.int8), dim=1, descending=True, stable=True)[:, :self.cfg.n_pairs]
         target = y.gather(1, pos)  # (B, P); every row asks exactly P queries
         if isinstance(model, nn.parallel.DistributedDataParallel):
-            return model(x).gather(1, pos[..., None].expand(-1, -1, self.vocab_size)), target
-        h = model.features(x, None, True) if isinstance(model, TransformerLM) else model.features(x)  # (B, L, d)
+            logits, aux = model(x, return_aux=True)
+            return logits.gather(1, pos[..., None].expand(-1, -1, self.vocab_size)), target, aux
+        if isinstance(model, TransformerLM):
+            h = model.features(x, None, True)  # (B, L, d), causal
+            aux = ModelAux(cache_stats=[], loss=h.new_zeros(()))  # no cache, no auxiliary loss
+        else:
+            h, aux = model.features(x, return_aux=True)  # (B, L, d)
         h = h.gather(1, pos[..., None].expand(-1, -1, h.shape[-1]))  # (B, P, d)
-        return F.linear(h, model.embed.tok.weight), target  # tied output layer, as the LMs' forward
+        return F.linear(h, model.embed.tok.weight), target, aux  # tied output layer, as the LMs' forward
 
     def loss(self, model: nn.Module, batch) -> torch.Tensor:
-        logits, target = self.query_logits(model, *batch)  # (B, P, V), (B, P)
-        return F.cross_entropy(logits.flatten(0, 1).float(), target.flatten()) + _aux(model)
+        logits, target, aux = self.query_logits(model, *batch)  # (B, P, V), (B, P)
+        return F.cross_entropy(logits.flatten(0, 1).float(), target.flatten()) + aux.loss
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, split: str, device: torch.device, amp) -> dict:
@@ -365,12 +370,12 @@ class RecallTask(ClassificationTask):
         for i in range(0, len(rows.y), bs):
             x, y = rows.x[i:i + bs].to(device), rows.y[i:i + bs].to(device)
             with amp():
-                logits, target = self.query_logits(model, x, y)
+                logits, target, aux = self.query_logits(model, x, y)
             logits, target = logits.flatten(0, 1).float(), target.flatten()  # (queries, V), (queries,)
             correct += (logits.argmax(-1) == target).sum().item()
             nll += F.cross_entropy(logits, target, reduction="sum").item()
             n += len(target)
-            for s in model.cache_stats() if hasattr(model, "cache_stats") else []:
+            for s in aux.cache_stats:
                 written.append(s.written.float().mean().item())
                 held.append(s.held.float().mean().item())
         model.train()
