@@ -135,6 +135,7 @@ _FIELDS = {
     "n_train": (_pos_int, "a positive int"),
     "n_val": (_pos_int, "a positive int"),
     "n_test": (_pos_int, "a positive int"),
+    "n_pairs": (_pos_int, "a positive int (key-value pairs per MQAR sequence)"),
     "eval_lengths": (lambda v: isinstance(v, list) and all(_is_int(n) and n >= 2 for n in v),
                      "a list of ints >= 2"),
     "batch_size": (_pos_int, "a positive int"),

@@ -83,6 +83,9 @@ class RunFolder:
                 self._probe_writable()
                 if self.overwrite:
                     self._delete_run()
+                # half-written temporary files of a killed writer: the lock says no writer is left
+                for stale in self.path.glob(TMP_GLOB):
+                    stale.unlink(missing_ok=True)
         except BaseException:
             self.release()
             raise
