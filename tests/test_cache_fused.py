@@ -161,7 +161,8 @@ def held_from_evictions(x, block=None, K=None):
              for c0 in range(0, L, block)] for b in range(B)]
 
 
-@pytest.mark.skipif(not _has_triton(), reason="needs Triton (pip install triton); CI has none")
+@pytest.mark.slow
+@pytest.mark.skipif(not _has_triton(), reason="needs Triton (pip install triton)")
 def test_interpreted_kernels_match_the_slow_twins():
     """Eviction times equal ``eviction_times`` and the held sets follow from them; output and
     gradients of q, k, v and log w within float32 rounding of the dense form in float64: padding

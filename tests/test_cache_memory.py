@@ -139,7 +139,8 @@ def test_a_cached_block_keeps_little_more_than_the_block_without_one(monkeypatch
     assert kept[8] - kept[0] <= B * L * (4 * d + 32), kept  # measured: 4·D + 16 bytes per token
 
 
-@pytest.mark.skipif(not _has_triton(), reason="needs Triton (pip install triton); CI has none")
+@pytest.mark.slow
+@pytest.mark.skipif(not _has_triton(), reason="needs Triton (pip install triton)")
 def test_interpreted_fused_cache_equals_blocked_through_the_model():
     """The cache's fused path (eviction kernel once, attention recomputed in the backward pass) run
     by Triton's interpreter: a K = 16 language model's loss and every parameter gradient equal the

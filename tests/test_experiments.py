@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from minimipt.course import experiments
 from minimipt.course.runs import load_runs, summarise
 
 
+@pytest.mark.slow
 def test_sweep_then_seeds_at_the_best_lr(tmp_path, monkeypatch):
     monkeypatch.setenv("MINIMIPT_DATA", str(tmp_path / "data"))
     monkeypatch.setenv("MINIMIPT_DEVICE", "cpu")

@@ -157,6 +157,7 @@ def _parts(y, g, D):
 NAMES = ("y", "dz", "dtheta", "du_re", "du_im", "dh0")
 
 
+@pytest.mark.slow
 def test_kernels_under_the_cpu_interpreter():
     run_interpreted(__file__)
 

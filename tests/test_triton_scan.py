@@ -227,6 +227,7 @@ def run_interpreted(test_file: str) -> None:
         out.stdout[-6000:] + out.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_kernels_under_the_cpu_interpreter():
     run_interpreted(__file__)
 
