@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The reference runs behind results/, as run on one H200 (10-minute device sessions, no network).
+# The reference runs behind results/, as run on one H200 (calls of at most 10 minutes, no network).
 #   RAW=folder-with-raw-data bash scripts/reference_runs.sh STAGE [MINUTES]
 # RAW holds ag_news/test.csv (or ag_news_csv/) and wikitext-2/wiki.*.tokens. Stages write run folders
 # under results/ (results.json is committed; checkpoints are git-ignored) and can be re-run: complete
@@ -76,9 +76,16 @@ case "$stage" in
     done
     ;;
   bench)
-    python -m minimipt.bench scaling --cuda-graphs --models mipt,mipt-fused,mipt-K64,sdpa,naive \
-      --out results/bench/scaling_h200.json \
-      > results/bench/scaling_h200_log.txt 2>&1
+    # alone on the GPU (timings): every GPU test, the entry check, length scaling (training with the HGRN
+    # peer, whose wheels fla-core and flash-linear-attention 0.6.0 must be importable: pip install
+    # ".[bench]"; decoding with the captured step), the cache's pieces, time to first token and decoding
+    python -m pytest -o addopts="" -p no:cacheprovider -m gpu -q -rs tests > results/bench/gpu_tests_h200.txt 2>&1 \
+      || echo "GPU tests failed: see results/bench/gpu_tests_h200.txt"
+    python -m minimipt.bench entry --out results/bench/entry_h200.json
+    python -m minimipt.bench scaling --models mipt,mipt-K64,mipt-K64-blocked,sdpa,naive,hgrn --cuda-graphs \
+      --decode-modes graph,compile --out results/bench/scaling_h200.json
+    python -m minimipt.bench cache --sweep --out results/bench/cache_h200.json
+    python -m minimipt.bench generate --out results/bench/generate_h200.json
     ;;
   kernel)
     # the GPU tests, then the scan benchmark: a small explicit sweep of the kernels' configurations at the

@@ -176,3 +176,15 @@ def test_results_files_hold_no_machine_local_path():
         text = path.read_text()
         bad += [f"{path.relative_to(ROOT)}: {m}" for m in re.findall(r'"((?:/tmp|/root|/home|/work|/Users|[A-Z]:\\\\)[^"]*)"', text)]
     assert not bad, bad[:5]
+
+
+def test_readme_results_summary_quotes_the_results_document():
+    """Every measured number in the README's results summary (a number with a decimal point) appears
+    in docs/results.md, which the report writes from the results files: the summary cannot drift."""
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"<!-- results-summary -->(.*?)<!-- /results-summary -->", readme, re.S).group(1)
+    numbers = set(re.findall(r"(?<![\w.])\d+\.\d+(?![\w.])", block))
+    assert len(numbers) >= 10, numbers
+    doc = (ROOT / "docs" / "results.md").read_text()
+    missing = sorted(n for n in numbers if not re.search(rf"(?<![\d.]){re.escape(n)}(?![\d])", doc))
+    assert not missing, f"README quotes numbers that docs/results.md does not hold: {missing}"
