@@ -1,4 +1,4 @@
-"""Checks shared by several test modules (imported as ``from _support import ...``)."""
+"""Checks shared by several test modules (imported as ``from tests._support import ...``)."""
 
 from __future__ import annotations
 

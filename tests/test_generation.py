@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from _support import small_lm
+from tests._support import small_lm
 from minimipt import Decoder, MIPTLM, TransformerLM
 from minimipt.generation import sample_next
 

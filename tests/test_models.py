@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import minimipt
-from _support import assert_causal, assert_greedy_generation_matches_forward, small_lm, stream
+from tests._support import assert_causal, assert_greedy_generation_matches_forward, small_lm, stream
 from minimipt import MIPTLM, MIPTClassifier, MIPTConfig, count_parameters, state_nbytes
 from minimipt.blocks import MIPTBlock
 

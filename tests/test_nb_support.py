@@ -196,7 +196,7 @@ def test_cache_membership_matches_the_streaming_rule(K, tau):
 matplotlib = pytest.importorskip("matplotlib")
 from matplotlib.figure import Figure  # noqa: E402
 
-from _support import png  # noqa: E402
+from tests._support import png  # noqa: E402
 
 from minimipt.course import viz_mechanics as V  # noqa: E402
 

@@ -14,7 +14,7 @@ from hypothesis import strategies as st  # noqa: E402
 from minimipt import mipt_scan  # noqa: E402
 from minimipt.ops import scan_sequential  # noqa: E402
 from minimipt.ops.checks import is_pairs, pairs_to_complex, state_real_dtype  # noqa: E402
-from test_scan_inputs import REAL, _close  # noqa: E402
+from tests.test_scan_inputs import REAL, _close  # noqa: E402
 
 FLOATS = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
 SPECIALS = ["none", "nan", "inf", "p_low", "p_high", "extreme"]

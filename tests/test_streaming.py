@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from _support import assert_causal, small_lm, stream
+from tests._support import assert_causal, small_lm, stream
 from minimipt import MIPTClassifier, TransformerLM
 
 V = 257

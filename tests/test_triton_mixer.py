@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_triton_scan import _has_triton, _interpreting, _rel, interpreted, run_interpreted
+from tests.test_triton_scan import _has_triton, _interpreting, _rel, interpreted, run_interpreted
 
 from minimipt import MIPTLM, MIPTLayer
 from minimipt.ops.triton.mixer import mixer_reference
