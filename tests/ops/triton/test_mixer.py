@@ -1,20 +1,20 @@
-"""The fused mixer (minimipt.ops.triton.mixer) against its slow twin, and the layer's opt-in.
+"""The fused mixer (minimipt.ops.triton.mixer) against its slow twin.
 
-CPU tests (no Triton needed): the twin equals the layer's split path, bad inputs raise, and
-``MIPTLayer(fused_mixer=True)`` falls back to the split path (bit for bit) wherever the fused path
-does not apply. Under Triton's CPU interpreter (the ``test_interpreted_*`` tests, run in a subprocess by
-``test_kernels_under_the_cpu_interpreter`` as in tests/test_triton_scan.py): values and gradients
-against the float64 twin, and a fused layer against the split one. GPU tests are marked ``gpu``.
+CPU tests (no Triton needed): the twin equals the layer's split path, bad inputs raise, the kernel
+refuses the CPU without the interpreter (the layer's fallback: tests/test_layer.py). Under Triton's CPU
+interpreter (the ``test_interpreted_*`` tests, run in a subprocess by
+``test_kernels_under_the_cpu_interpreter`` as in triton/test_scan.py): values and gradients against the
+float64 twin, and a fused layer against the split one. GPU tests are marked ``gpu``.
 """
 
 from __future__ import annotations
 
 import pytest
 import torch
-from tests.test_triton_scan import _has_triton, _interpreting, _rel, interpreted, run_interpreted
 
-from minimipt import MIPTLM, MIPTLayer
+from minimipt import MIPTLayer
 from minimipt.ops.triton.mixer import mixer_reference
+from tests._support import has_triton, interpreted, rel, run_interpreted
 
 
 def _proj(B, L, D, z_mode, seed, with_h0=True):
@@ -49,7 +49,7 @@ def _values_and_grads(fn, proj, h0, gy):
 
 
 # ---------------------------------------------------------------------------------------------
-# CPU: the twin, input checks, the layer's fallback, the models' pass-through
+# CPU: the twin and the input checks
 # ---------------------------------------------------------------------------------------------
 
 def test_reference_is_the_layers_split_path():
@@ -82,7 +82,7 @@ def test_bad_proj_raises():
         mixer_reference(torch.zeros(2, 5, 8, dtype=torch.int64))
 
 
-@pytest.mark.skipif(not _has_triton(), reason="needs Triton")
+@pytest.mark.skipif(not has_triton(), reason="needs Triton")
 def test_mixer_triton_refuses_cpu_without_interpreter(monkeypatch):
     from minimipt.ops.triton.mixer import mixer_triton
 
@@ -93,60 +93,8 @@ def test_mixer_triton_refuses_cpu_without_interpreter(monkeypatch):
         mixer_triton(torch.zeros(2, 5, 6, dtype=torch.bfloat16))
 
 
-@pytest.mark.skipif(_interpreting(), reason="under the interpreter the CPU runs the fused mixer")
-@pytest.mark.parametrize("autocast", [True, False])
-def test_fused_flag_falls_back_without_triton_on_cpu(autocast):
-    """On the CPU "triton" is unavailable: fused_mixer=True gives the split path's output and
-    gradients bit for bit (with and without bf16 autocast)."""
-    torch.manual_seed(0)
-    x = torch.randn(2, 13, 16)
-    ys, grads = [], []
-    state = MIPTLayer(16).state_dict()
-    for fused in (False, True):
-        layer = MIPTLayer(16, fused_mixer=fused)
-        layer.load_state_dict(state)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-            y = layer(x)
-        y.square().mean().backward()
-        ys.append(y)
-        grads.append([q.grad for q in layer.parameters()])
-    assert torch.equal(ys[0], ys[1])
-    for a, b in zip(*grads):
-        assert torch.equal(a, b)
-
-
-def test_fused_path_only_where_it_applies(monkeypatch):
-    """With the mixer reported available, the fused path is taken only for a bf16/fp16 projection,
-    readout "real", phase "input", scan_method "auto"/"triton"; return_aux keeps the split path."""
-    import minimipt.ops.triton as K
-
-    monkeypatch.setattr(K, "mixer_available", lambda dev: True)
-    bf = torch.zeros(1, 2, 32, dtype=torch.bfloat16)
-    assert MIPTLayer(8, fused_mixer=True)._use_fused(bf)
-    assert MIPTLayer(8, fused_mixer=True)._use_fused(bf.half())
-    assert MIPTLayer(8, fused_mixer=True, scan_method="triton")._use_fused(bf)
-    assert not MIPTLayer(8)._use_fused(bf)
-    assert not MIPTLayer(8, fused_mixer=True)._use_fused(bf.float())
-    assert not MIPTLayer(8, fused_mixer=True, scan_method="chunked")._use_fused(bf)
-    assert not MIPTLayer(8, fused_mixer=True, readout="proj")._use_fused(bf)
-    assert not MIPTLayer(8, fused_mixer=True, phase="static")._use_fused(bf[..., :24])
-    # return_aux needs p and h: the split path, which runs on the CPU without Triton
-    layer = MIPTLayer(8, fused_mixer=True)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        y, aux = layer(torch.randn(2, 5, 8), return_aux=True)
-    assert aux.h.shape == (2, 5, 8) and type(y.grad_fn).__name__ != "TritonMixerBackward"
-
-
-def test_models_pass_fused_mixer():
-    from minimipt.bench.scaling import _models
-
-    lm = _models(["mipt-fused"], 16, 2, 64)["mipt-fused"]()
-    assert isinstance(lm, MIPTLM) and all(b.mixer.fused_mixer for b in lm.blocks)
-    assert not any(b.mixer.fused_mixer for b in _models(["mipt"], 16, 2, 64)["mipt"]().blocks)
-
-
 # ---------------------------------------------------------------------------------------------
-# CPU, Triton's interpreter (run by test_kernels_under_the_cpu_interpreter, as in test_triton_scan)
+# CPU, Triton's interpreter (run by test_kernels_under_the_cpu_interpreter, as in triton/test_scan.py)
 # ---------------------------------------------------------------------------------------------
 
 def _parts(y, g, D):
@@ -183,7 +131,7 @@ def test_interpreted_values_and_grads(z_mode, L, D, with_h0, fwd, bwd):
     y, g = _values_and_grads(lambda x, h: mixer_triton(x, h, **cfg), proj.float(), h0_32, gy)
     assert y.dtype == torch.float32 and g[0].dtype == torch.float32
     for name, x, x32, r in zip(NAMES, _parts(y, g, D), f32, ref):
-        assert _rel(x, r) <= max(1e-5, 2 * _rel(x32, r)), (name, _rel(x, r))
+        assert rel(x, r) <= max(1e-5, 2 * rel(x32, r)), (name, rel(x, r))
     with torch.no_grad():
         assert torch.equal(mixer_triton(proj.float(), h0_32, **cfg), y)
 
@@ -200,9 +148,9 @@ def test_interpreted_bf16_proj(z_mode, L, D):
     ref = _parts(*_values_and_grads(mixer_reference, pb.double(), h0, gy), D)
     y, g = _values_and_grads(mixer_triton, pb, h0.to(torch.complex64), gy)
     assert y.dtype == torch.float32 and g[0].dtype == torch.bfloat16 and g[1].dtype == torch.complex64
-    assert _rel(y, ref[0]) < 1e-5, ("y", _rel(y, ref[0]))
+    assert rel(y, ref[0]) < 1e-5, ("y", rel(y, ref[0]))
     for name, x, r in zip(NAMES[1:], _parts(y, g, D)[1:], ref[1:]):
-        assert _rel(x, r) < 1e-2, (name, _rel(x, r))
+        assert rel(x, r) < 1e-2, (name, rel(x, r))
 
 
 @interpreted
@@ -212,7 +160,7 @@ def test_interpreted_fused_layer_matches_split_layer(monkeypatch):
     path's (method "chunked" on the same bf16 projection), with and without h0."""
     import minimipt.ops.triton as K
 
-    monkeypatch.setitem(K._CHECKED, "cpu", True)  # the scan's own self-check: tests/test_triton_scan.py
+    monkeypatch.setitem(K._CHECKED, "cpu", True)  # the scan's own self-check: triton/test_scan.py
     assert K.mixer_available(torch.device("cpu"))
     torch.manual_seed(0)
     state = MIPTLayer(12).state_dict()
@@ -229,17 +177,17 @@ def test_interpreted_fused_layer_matches_split_layer(monkeypatch):
             out.append((y, {n: q.grad for n, q in layer.named_parameters()}))
         (y_f, g_f), (y_s, g_s) = out
         assert y_f.dtype == y_s.dtype == torch.float32
-        assert _rel(y_f, y_s) < 1e-5, ("y", _rel(y_f, y_s))
+        assert rel(y_f, y_s) < 1e-5, ("y", rel(y_f, y_s))
         for name in g_s:
-            assert _rel(g_f[name], g_s[name]) < 2e-2, (name, _rel(g_f[name], g_s[name]))
+            assert rel(g_f[name], g_s[name]) < 2e-2, (name, rel(g_f[name], g_s[name]))
 
 
 # ---------------------------------------------------------------------------------------------
-# GPU: the compiled kernels (pytest -m gpu tests/test_triton_mixer.py on a GPU machine)
+# GPU: the compiled kernels (pytest -m gpu tests/ops/triton/test_mixer.py on a GPU machine)
 # ---------------------------------------------------------------------------------------------
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not (torch.cuda.is_available() and _has_triton()), reason="needs a CUDA device and Triton")
+@pytest.mark.skipif(not (torch.cuda.is_available() and has_triton()), reason="needs a CUDA device and Triton")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("z_mode", ["mixed", "near1"])
 def test_gpu_mixer_matches_reference(dtype, z_mode):
@@ -254,24 +202,5 @@ def test_gpu_mixer_matches_reference(dtype, z_mode):
     y, g = _values_and_grads(mixer_triton, x, h0.to(torch.complex64), gy)
     assert g[0].dtype == dtype
     tol = 1e-5 if dtype == torch.float32 else 1e-2
-    assert _rel(y, ref[0]) < 1e-5
-    assert _rel(g[0], ref[1][0]) < tol and _rel(g[1], ref[1][1]) < 1e-5
-
-
-def test_mixer_self_check_failure_keeps_the_split_path(monkeypatch):
-    """A device where the fused mixer fails its self-check (here: the CPU without the interpreter,
-    where mixer_triton refuses to run) warns once and the layer keeps its split path."""
-    import minimipt.ops.triton as K
-
-    monkeypatch.setattr(K, "triton_available", lambda dev: True)
-    monkeypatch.setattr(K, "_MIXER_CHECKED", {})
-    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
-    with pytest.warns(RuntimeWarning, match="fused mixer is disabled on cpu"):
-        assert not K.mixer_available(torch.device("cpu"))
-    assert not K.mixer_available(torch.device("cpu"))  # cached: no second check, no second warning
-    ok, message = K.mixer_self_check(torch.device("cpu"))
-    assert not ok and message
-    layer = MIPTLayer(8, fused_mixer=True)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        y = layer(torch.randn(2, 5, 8))
-    assert "TritonMixer" not in type(y.grad_fn).__name__
+    assert rel(y, ref[0]) < 1e-5
+    assert rel(g[0], ref[1][0]) < tol and rel(g[1], ref[1][1]) < 1e-5

@@ -1,78 +1,23 @@
-"""The Triton scan kernels (method "triton") against the float64 sequential reference.
+"""The Triton scan kernels (minimipt.ops.triton.scan, method "triton") against the float64 sequential
+reference.
 
-* CPU: the registration (importing minimipt never imports Triton; without a GPU "auto" falls back to
-  "chunked"), the input and configuration checks.
+* CPU: the input and configuration checks (the registration and the fallback: test_triton.py).
 * CPU, Triton's interpreter: the shipped kernels' values and gradients. Triton decides at import whether
   kernels run in its interpreter (``TRITON_INTERPRET=1``), so ``test_kernels_under_the_cpu_interpreter``
   runs the ``test_interpreted_*`` tests in a pytest subprocess with the flag set; on their own they skip.
-  To run them directly: ``TRITON_INTERPRET=1 pytest tests/test_triton_scan.py -k interpreted``.
+  To run them directly: ``TRITON_INTERPRET=1 pytest tests/ops/triton/test_scan.py -k interpreted``.
   The interpreter does not check bounds: out-of-range accesses show only on the GPU (compute-sanitizer).
-* GPU (marked ``gpu``): the compiled kernels, ``pytest -m gpu tests/test_triton_scan.py``.
+* GPU (marked ``gpu``): the compiled kernels, ``pytest -m gpu tests/ops/triton/test_scan.py``.
 """
 
 from __future__ import annotations
-
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
 import minimipt
 from minimipt.ops import resolve_method, scan_chunked, scan_sequential
-
-
-def _has_triton() -> bool:
-    try:
-        import triton  # noqa: F401
-    except Exception:
-        return False
-    return True
-
-
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "") == "1"
-
-
-needs_gpu = pytest.mark.skipif(not (torch.cuda.is_available() and _has_triton()),
-                               reason="needs a CUDA device and Triton")
-interpreted = pytest.mark.skipif(not (_interpreting() and _has_triton()),
-                                 reason="runs in the subprocess of test_kernels_under_the_cpu_interpreter")
-DEV = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
-
-
-def _rel(x: torch.Tensor, ref: torch.Tensor) -> float:
-    x, ref = x.detach().to(ref.dtype), ref.detach()
-    return float((x - ref).abs().norm() / ref.abs().norm().clamp_min(1e-300))
-
-
-def _problem(B, L, D, p_mode, seed, with_h0=True):
-    """float64 tensors on the CPU holding float32 values: p, theta, u, h0 (or None), gout."""
-    g = torch.Generator().manual_seed(seed)
-    if p_mode == "near0":
-        p = torch.full((B, L, D), 1e-6, dtype=torch.float64)
-    elif p_mode == "near1":
-        p = torch.full((B, L, D), 1 - 1e-6, dtype=torch.float64)
-    elif p_mode == "uniform":  # away from 0 and 1 (bf16 rounds 1 - 1e-6 to exactly 1)
-        p = 0.01 + 0.98 * torch.rand(B, L, D, generator=g, dtype=torch.float64)
-    else:  # mixed: all three regimes, channel by channel
-        p = torch.rand(B, L, D, generator=g, dtype=torch.float64)
-        p[..., 0::3] = 1e-6
-        # near 1 but never exactly 1 after float32 rounding: at p = 1 torch.polar's backward (used by
-        # the reference) drops the gate's term of dL/dp (sgn(0) = 0), while the kernel keeps it
-        p[..., 1::3] = 1 - 1e-6 * (0.5 + torch.rand(B, L, len(range(1, D, 3)), generator=g, dtype=torch.float64))
-    theta = 3 * torch.randn(B, L, D, generator=g, dtype=torch.float64)
-    u = torch.randn(B, L, D, generator=g, dtype=torch.complex128)
-    h0 = torch.randn(B, D, generator=g, dtype=torch.complex128) if with_h0 else None
-    gout = torch.randn(B, L, D, generator=g, dtype=torch.complex128)
-    # rounded to float32, so the float64 reference computes the function the kernel is given
-    return _f32(p).double(), _f32(theta).double(), _f32(u).to(u.dtype), None if h0 is None else _f32(h0).to(h0.dtype), gout
-
-
-def _f32(t: torch.Tensor | None) -> torch.Tensor | None:
-    return None if t is None else t.to(torch.complex64 if t.is_complex() else torch.float32)
+from tests._support import DEV, f32, float32_problem, interpreted, needs_gpu, rel, run_interpreted
 
 
 def _values_and_grads(fn, p, theta, u, h0, gout):
@@ -88,39 +33,19 @@ def _assert_matches_reference(fn, B, L, D, p_mode, seed, with_h0=True, device=to
     """``fn(p, θ, u, h0)`` in float32 on ``device``: h and every gradient equal the float64 reference to
     1e-5, or, where float32 itself cannot (long memory, p near 0, accumulates rounding over thousands of
     steps), are at most twice as far from it as the reference loop evaluated in float32."""
-    p, theta, u, h0, gout = (None if t is None else t.to(device) for t in _problem(B, L, D, p_mode, seed, with_h0))
+    p, theta, u, h0, gout = (None if t is None else t.to(device) for t in float32_problem(B, L, D, p_mode, seed, with_h0))
     h_ref, g_ref = _values_and_grads(scan_sequential, p, theta, u, h0, gout)
-    h_32, g_32 = _values_and_grads(scan_sequential, *(_f32(t) for t in (p, theta, u, h0)), gout)
-    h, g = _values_and_grads(fn, *(_f32(t) for t in (p, theta, u, h0)), gout)
+    h_32, g_32 = _values_and_grads(scan_sequential, *(f32(t) for t in (p, theta, u, h0)), gout)
+    h, g = _values_and_grads(fn, *(f32(t) for t in (p, theta, u, h0)), gout)
     assert h.dtype == torch.complex64
     for name, x, x32, ref in zip(("h", "p", "theta", "u", "h0"), (h, *g), (h_32, *g_32), (h_ref, *g_ref)):
-        assert x.dtype == _f32(ref).dtype, name
-        assert _rel(x, ref) <= max(1e-5, 2 * _rel(x32, ref)), (name, _rel(x, ref), _rel(x32, ref))
+        assert x.dtype == f32(ref).dtype, name
+        assert rel(x, ref) <= max(1e-5, 2 * rel(x32, ref)), (name, rel(x, ref), rel(x32, ref))
 
 
 # ---------------------------------------------------------------------------------------------
-# CPU: registration, fallback, input and configuration checks
+# CPU: input and configuration checks
 # ---------------------------------------------------------------------------------------------
-
-def test_import_does_not_import_triton():
-    code = "import sys, minimipt; assert 'triton' not in sys.modules, 'triton imported'; " \
-           "assert 'triton' in minimipt.scan_methods(); print('ok')"
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
-    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
-
-
-@pytest.mark.skipif(_interpreting(), reason="under the interpreter the CPU runs method 'triton'")
-def test_cpu_auto_falls_back_to_chunked_and_method_matches():
-    assert resolve_method("auto", torch.device("cpu")) == "chunked"
-    from minimipt.ops.triton import scan_triton_or_chunked, triton_available
-
-    assert not triton_available(torch.device("cpu"))
-    p, theta, u, h0, _ = _problem(2, 33, 5, "mixed", 0)
-    h = scan_triton_or_chunked(p, theta, u, h0)  # CPU: runs "chunked"
-    assert torch.allclose(h, scan_chunked(p, theta, u, h0))
-    with pytest.raises(ValueError, match="not available"):
-        minimipt.mipt_scan(p, theta, u, h0, method="triton")
 
 
 def test_configs_are_named_and_checked():
@@ -163,69 +88,6 @@ def test_scan_triton_rejects_bad_inputs():
 # CPU, Triton's interpreter
 # ---------------------------------------------------------------------------------------------
 
-def _share_the_interpreters_patch() -> None:
-    """Speed up Triton's interpreter about threefold without changing what it computes: it re-patches
-    ``triton.language`` on every device-function call (most of its time here); patch each language
-    module once per kernel launch instead, and undo everything when the launch ends. Nothing changes
-    if Triton's interpreter is laid out differently."""
-    import inspect
-
-    import triton.language as tl
-    import triton.runtime.interpreter as interp
-
-    patch = getattr(interp, "_patch_lang", None)
-    if patch is None or getattr(patch, "shared", False):
-        return
-    state = {"patched": None, "scopes": []}
-
-    class _Nothing:
-        def restore(self):
-            pass
-
-    def langs(fn) -> frozenset:
-        return frozenset(id(v) for v in fn.__globals__.values() if inspect.ismodule(v) and v in (tl, tl.core))
-
-    def patch_once(fn):
-        if state["patched"] is not None and langs(fn) <= state["patched"]:
-            return _Nothing()  # a device function of the running kernel: already patched
-        scope = patch(fn)
-        if state["patched"] is not None:
-            state["patched"] |= langs(fn)
-            state["scopes"].append(scope)
-            return scope
-        state["patched"] = set(langs(fn))  # a kernel launch: undo all when it ends
-        restore = scope.restore
-
-        def restore_all():
-            while state["scopes"]:
-                state["scopes"].pop().restore()
-            state["patched"] = None
-            restore()
-        scope.restore = restore_all
-        return scope
-
-    patch_once.shared = True
-    interp._patch_lang = patch_once
-
-
-if _interpreting() and _has_triton():
-    _share_the_interpreters_patch()
-
-
-def run_interpreted(test_file: str) -> None:
-    """Run ``test_file``'s ``test_interpreted_*`` tests in a pytest subprocess under Triton's interpreter."""
-    if not _has_triton():
-        pytest.skip("needs Triton (pip install triton)")
-    if _interpreting():
-        pytest.skip("already under the interpreter: the test_interpreted_* tests run in this process")
-    root = Path(__file__).resolve().parents[1]
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:nbval", "-o", "addopts=",
-           "-k", "interpreted", str(Path(test_file).resolve())]
-    out = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, TRITON_INTERPRET="1"),
-                         cwd=root, timeout=600)
-    assert out.returncode == 0 and " passed" in out.stdout and "skipped" not in out.stdout, \
-        out.stdout[-6000:] + out.stderr[-2000:]
-
 
 @pytest.mark.slow
 def test_kernels_under_the_cpu_interpreter():
@@ -248,35 +110,35 @@ def test_interpreted_bf16_pairs():
     rounded inputs to float32 accuracy; the gradients come back in bf16."""
     from minimipt.ops.triton.scan import scan_triton
 
-    p, theta, u, h0, gout = _problem(1, 29, 10, "uniform", seed=5)
+    p, theta, u, h0, gout = float32_problem(1, 29, 10, "uniform", seed=5)
     pb, tb, ub = p.bfloat16(), theta.bfloat16(), torch.view_as_real(u).bfloat16()
     h_ref, g_ref = _values_and_grads(scan_sequential, pb.double(), tb.double(), torch.view_as_complex(ub.double()),
                                      h0, gout)
-    h, g = _values_and_grads(scan_triton, pb, tb, ub, _f32(h0), gout)
+    h, g = _values_and_grads(scan_triton, pb, tb, ub, f32(h0), gout)
     assert g[0].dtype == g[1].dtype == g[2].dtype == torch.bfloat16 and g[3].dtype == torch.complex64
-    assert _rel(h, h_ref) < 1e-5
+    assert rel(h, h_ref) < 1e-5
     for name, x, ref in zip(("p", "theta", "u", "h0"), (g[0], g[1], torch.view_as_complex(g[2].float()), g[3]), g_ref):
-        assert _rel(x, ref) < (1e-5 if name == "h0" else 1e-2), (name, _rel(x, ref))  # bf16: rounding at 2^-8
+        assert rel(x, ref) < (1e-5 if name == "h0" else 1e-2), (name, rel(x, ref))  # bf16: rounding at 2^-8
 
 
 @interpreted
 def test_interpreted_layer_narrow_path():
     """The layer's path under autocast: float32 p, bf16 θ and u_re/u_im as strided views of one projection,
     u passed as stacked (re, im) pairs, through mipt_scan(method="triton")."""
-    p, theta, u, h0, gout = _problem(1, 23, 11, "mixed", seed=3)
+    p, theta, u, h0, gout = float32_problem(1, 23, 11, "mixed", seed=3)
     proj = torch.cat([theta, u.real, u.imag], -1).bfloat16()  # (B, L, 3D), like in_proj's output
     tb, ur, ui = proj.split(11, dim=-1)
     h_ref, g_ref = _values_and_grads(scan_sequential, p, tb.double(), torch.complex(ur.double(), ui.double()), h0, gout)
-    leaves = [_f32(p).requires_grad_(), tb.detach().clone().requires_grad_(), ur.detach().clone().requires_grad_(),
-              ui.detach().clone().requires_grad_(), _f32(h0).requires_grad_()]
+    leaves = [f32(p).requires_grad_(), tb.detach().clone().requires_grad_(), ur.detach().clone().requires_grad_(),
+              ui.detach().clone().requires_grad_(), f32(h0).requires_grad_()]
     h = minimipt.mipt_scan(leaves[0], leaves[1], torch.stack(leaves[2:4], -1), leaves[4], method="triton")
     g = torch.autograd.grad((h * gout.to(h.dtype).conj()).real.sum(), leaves)
-    assert _rel(h, h_ref) < 1e-5, ("h", _rel(h, h_ref))
+    assert rel(h, h_ref) < 1e-5, ("h", rel(h, h_ref))
     assert g[0].dtype == torch.float32 and g[1].dtype == g[2].dtype == g[3].dtype == torch.bfloat16
     for name, x, ref, tol in (("p", g[0], g_ref[0], 1e-5), ("theta", g[1], g_ref[1], 1e-2),
                               ("u", torch.complex(g[2].double(), g[3].double()), g_ref[2], 1e-2),
                               ("h0", g[4], g_ref[3], 1e-5)):
-        assert _rel(x, ref) < tol, (name, _rel(x, ref))
+        assert rel(x, ref) < tol, (name, rel(x, ref))
 
 
 @interpreted
@@ -287,12 +149,12 @@ def test_interpreted_auto_picks_triton_and_takes_every_u_form():
 
     assert triton_available(torch.device("cpu"))  # runs the self-check once per process
     assert resolve_method("auto", torch.device("cpu")) == "triton"
-    p, theta, u, _, _ = (_f32(t) for t in _problem(1, 19, 6, "uniform", seed=2))
+    p, theta, u, _, _ = (f32(t) for t in float32_problem(1, 19, 6, "uniform", seed=2))
     ref = scan_sequential(p.double(), theta.double(), u.to(torch.complex128))
     for form in (u, torch.view_as_real(u), torch.view_as_real(u).bfloat16()):
         h = minimipt.mipt_scan(p, theta, form, method="triton")
         assert h.dtype == torch.complex64
-        assert _rel(h, ref) < (1e-2 if form.dtype == torch.bfloat16 else 1e-5), form.dtype
+        assert rel(h, ref) < (1e-2 if form.dtype == torch.bfloat16 else 1e-5), form.dtype
 
 
 @interpreted
@@ -302,7 +164,7 @@ def test_interpreted_checkpoints_are_the_entering_states(every):
     at each tile, every other tile, and at an interval that divides no tile)."""
     from minimipt.ops.triton import scan as ts
 
-    p, theta, u, h0 = (_f32(t) for t in _problem(1, 37, 19, "mixed", seed=1)[:4])
+    p, theta, u, h0 = (f32(t) for t in float32_problem(1, 37, 19, "mixed", seed=1)[:4])
     u2, h02 = torch.view_as_real(u), torch.view_as_real(h0)
     h2, ck2 = ts._launch_fwd(p, theta, u2, h02, ts.DEFAULT_FORWARD, every)
     assert torch.equal(ck2, torch.cat([h02[:, None], h2], 1)[:, 0:37:every])
@@ -329,7 +191,7 @@ def _check_flag_raised_by_the_kernel(device):
     from minimipt.ops import scan as scan_module
     from minimipt.ops.triton.scan import scan_triton
 
-    p, theta, u, h0 = (_f32(t).to(device) for t in _problem(2, 37, 19, "mixed", seed=7)[:4])
+    p, theta, u, h0 = (f32(t).to(device) for t in float32_problem(2, 37, 19, "mixed", seed=7)[:4])
     p[0, 0, 0], p[1, 5, 3] = 0.0, 1.0
 
     def flag(p, theta, u, h0):
@@ -367,12 +229,6 @@ def test_interpreted_kernel_flags_invalid_values():
 @needs_gpu
 def test_kernel_flags_invalid_values():
     _check_flag_raised_by_the_kernel(DEV)
-
-
-@pytest.mark.gpu
-@needs_gpu
-def test_auto_picks_triton_on_cuda():
-    assert resolve_method("auto", DEV) == "triton"
 
 
 @pytest.mark.gpu
@@ -422,9 +278,9 @@ def test_layer_under_autocast_keeps_theta_and_u_narrow():
     ref_state = MIPTLayer(64).to(DEV).state_dict()
     y_n, g_n, bytes_n = run("triton")
     y_w, g_w, bytes_w = run("chunked")
-    assert _rel(y_n, y_w) < 1e-5
+    assert rel(y_n, y_w) < 1e-5
     for name in g_w:
-        assert _rel(g_n[name], g_w[name]) < 2e-2, (name, _rel(g_n[name], g_w[name]))
+        assert rel(g_n[name], g_w[name]) < 2e-2, (name, rel(g_n[name], g_w[name]))
     assert bytes_n < 0.6 * bytes_w, (bytes_n, bytes_w)
 
 
@@ -437,7 +293,7 @@ def test_bf16_inputs(narrow_u):
     from minimipt.ops.triton.scan import scan_triton
 
     B, L, D = 3, 1029, 70
-    p, theta, u, h0, gout = _problem(B, L, D, "uniform", seed=5)
+    p, theta, u, h0, gout = float32_problem(B, L, D, "uniform", seed=5)
     pb, tb = p.to(DEV, torch.bfloat16), theta.to(DEV, torch.bfloat16)
     ub = torch.view_as_real(u).to(DEV, torch.bfloat16)
     u_ref = torch.view_as_complex(ub.double()) if narrow_u else u.to(DEV)
@@ -447,13 +303,13 @@ def test_bf16_inputs(narrow_u):
               h0.to(DEV, torch.complex64).requires_grad_()]
     h = scan_triton(*leaves)
     g = torch.autograd.grad((h * gout.to(DEV, torch.complex64).conj()).real.sum(), leaves)
-    assert _rel(h, h_ref) < 1e-5
+    assert rel(h, h_ref) < 1e-5
     assert g[0].dtype == g[1].dtype == torch.bfloat16
     assert g[2].dtype == (torch.bfloat16 if narrow_u else torch.complex64)
     du = torch.view_as_complex(g[2].float()) if narrow_u else g[2]
     for name, x, ref, tol in (("p", g[0], g_ref[0], 1e-2), ("theta", g[1], g_ref[1], 1e-2),
                               ("u", du, g_ref[2], 1e-2 if narrow_u else 1e-5), ("h0", g[3], g_ref[3], 1e-5)):
-        assert _rel(x, ref) < tol, (name, _rel(x, ref))  # bf16 gradients: rounding at 2^-8
+        assert rel(x, ref) < tol, (name, rel(x, ref))  # bf16 gradients: rounding at 2^-8
 
 
 @pytest.mark.gpu
@@ -462,14 +318,14 @@ def test_long_sequence_finite_and_exact():
     """L = 65,536 in float32 stays finite and within 1e-4 of a float64 run, or at most twice as far
     from it as the float32 reference loop."""
     B, L, D = 1, 65536, 40
-    p, theta, u, h0, _ = _problem(B, L, D, "mixed", seed=11)
+    p, theta, u, h0, _ = float32_problem(B, L, D, "mixed", seed=11)
     ref = scan_chunked(p.to(DEV), theta.to(DEV), u.to(DEV), h0.to(DEV))
-    args32 = tuple(_f32(t).to(DEV) for t in (p, theta, u, h0))
+    args32 = tuple(f32(t).to(DEV) for t in (p, theta, u, h0))
     h = minimipt.mipt_scan(*args32, method="triton")
     assert torch.isfinite(torch.view_as_real(h)).all()
     with torch.no_grad():
         h_32 = scan_sequential(*args32)
-    assert _rel(h, ref) <= max(1e-4, 2 * _rel(h_32, ref)), (_rel(h, ref), _rel(h_32, ref))
+    assert rel(h, ref) <= max(1e-4, 2 * rel(h_32, ref)), (rel(h, ref), rel(h_32, ref))
 
 
 @pytest.mark.gpu
@@ -484,4 +340,4 @@ def test_every_output_written_and_equals_chunked_at_benchmark_like_shape():
     h = minimipt.mipt_scan(p, theta, u, method="triton")
     ref = minimipt.mipt_scan(p.double(), theta.double(), u.to(torch.complex128), method="chunked")
     assert torch.isfinite(torch.view_as_real(h)).all()
-    assert _rel(h, ref) < 1e-5
+    assert rel(h, ref) < 1e-5

@@ -1,9 +1,11 @@
-"""The fused cache path (method "fused", Triton) against its slow twins: the eviction times of
-``eviction_times`` and the values and gradients of ``cache_attention_dense`` (float64).
+"""The fused cache kernels (minimipt.ops.triton.cache_attention, method "fused") against their slow
+twins: the eviction times of ``eviction_times`` and the values and gradients of
+``cache_attention_dense`` (float64).
 
-CPU: the registration and the fallback to "blocked"; where Triton is installed, the kernels under
-Triton's interpreter (``TRITON_INTERPRET=1``, in a subprocess: the flag must be set before the
-kernels are compiled). GPU tests are marked ``gpu`` (``pytest -m gpu tests/test_cache_fused.py``).
+CPU: the kernel entry's input checks; where Triton is installed, the kernels under Triton's
+interpreter (``TRITON_INTERPRET=1``, in a subprocess: the flag must be set before the kernels are
+compiled). The dispatch and the fallback to "blocked" off CUDA: tests/ops/test_cache_attention.py.
+GPU tests are marked ``gpu`` (``pytest -m gpu tests/ops/triton/test_cache_attention.py``).
 """
 
 from __future__ import annotations
@@ -11,8 +13,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import warnings
-from pathlib import Path
 
 import pytest
 import torch
@@ -22,21 +22,7 @@ from minimipt.cache import CausalSparseCache
 from minimipt.ops.cache_attention import evict_and_attend, fused_usable
 from minimipt.ops.eviction import eviction_times
 from minimipt.ops.reference import cache_attention_dense
-from tests.test_triton_scan import DEV, _has_triton, _rel, needs_gpu
-
-
-def problem(B, L, H, dh, threshold=0.0, ties=False, seed=0, device="cpu"):
-    """float64 q, k, v ``(B, L, H, d_h)`` (strided views of one projection, as the cache makes them),
-    log w ``(B, L)`` (rounded to one decimal with ``ties``), eligible, and an output gradient."""
-    g = torch.Generator().manual_seed(seed)
-    qkv = torch.randn(B, L, 3 * H * dh, generator=g, dtype=torch.float64)
-    q, k, v = (x.reshape(B, L, H, dh) for x in qkv.chunk(3, dim=-1))
-    log_w = torch.randn(B, L, generator=g, dtype=torch.float64) - 1
-    if ties:
-        log_w = log_w.round(decimals=1)
-    eligible = torch.rand(B, L, generator=g) >= threshold
-    gout = torch.randn(B, L, H, dh, generator=g, dtype=torch.float64)
-    return [x.to(device) for x in (q, k, v, log_w, eligible, gout)]
+from tests._support import DEV, ROOT, cache_problem, has_triton, needs_gpu, rel
 
 
 def fused_against_dense(B, L, H, dh, K, threshold=0.0, ties=False, seed=0, block=None, dtype=torch.float32,
@@ -45,7 +31,7 @@ def fused_against_dense(B, L, H, dh, K, threshold=0.0, ties=False, seed=0, block
     form in float64 on the same (rounded) inputs, and whether the eviction times are equal."""
     from minimipt.ops.triton.cache_attention import cache_attention_triton
 
-    q, k, v, log_w, eligible, gout = problem(B, L, H, dh, threshold, ties, seed, device)
+    q, k, v, log_w, eligible, gout = cache_problem(B, L, H, dh, threshold, ties, seed, device)
     narrow = [x.to(dtype) for x in (q, k, v)] + [log_w.float()]
     ref_in = [x.detach().double().requires_grad_() for x in narrow]
     ours = [x.detach().requires_grad_() for x in narrow]
@@ -55,50 +41,21 @@ def fused_against_dense(B, L, H, dh, K, threshold=0.0, ties=False, seed=0, block
     g_ref = torch.autograd.grad(ref, ref_in, gout)
     g = torch.autograd.grad(out, ours, gout.to(out.dtype))
     assert out.dtype == dtype and [x.dtype for x in g] == [dtype] * 3 + [torch.float32]
-    return torch.equal(e, e_ref), [_rel(x, r) for x, r in zip((out, *g), (ref, *g_ref))]
+    return torch.equal(e, e_ref), [rel(x, r) for x, r in zip((out, *g), (ref, *g_ref))]
 
 
 # ---------------------------------------------------------------------------------------------
-# CPU: the dispatch and the fallback
+# CPU: the kernel entry
 # ---------------------------------------------------------------------------------------------
 
-def test_fused_falls_back_to_blocked_off_cuda_with_one_warning():
-    torch.manual_seed(0)
-    blocked = CausalSparseCache(16, 3, heads=2, method="blocked").double()
-    fused = CausalSparseCache(16, 3, heads=2, method="fused").double()
-    fused.load_state_dict(blocked.state_dict())
-    xh = torch.randn(2, 40, 16, dtype=torch.float64)
-    log_p = F.logsigmoid(torch.randn(2, 40, 8, dtype=torch.float64))
-    import minimipt.ops.cache_attention as ca
 
-    ca._WARNED.discard("cpu")
-    with pytest.warns(RuntimeWarning, match="'fused' needs a CUDA device"):
-        out = fused(xh, log_p)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # once per device
-        fused(xh, log_p)
-    assert torch.equal(out, blocked(xh, log_p))
-    assert not fused_usable("cpu", torch.float32, 40, 3)
-
-
-def test_auto_path_off_cuda_is_unchanged_and_fused_needs_finite_slots():
-    cache = CausalSparseCache(8, 4, heads=2)
-    assert cache.path(20, "cpu") == "dense" and cache.path(21, "cpu") == "blocked"
-    assert CausalSparseCache(8, 4, heads=2, method="fused").path(5) == "fused"
-    with pytest.raises(ValueError, match="finite"):
-        CausalSparseCache(8, None, method="fused")
-    q, k, v, log_w, eligible, _ = problem(1, 5, 1, 2)
-    with pytest.raises(ValueError, match="method must be one of"):
-        evict_and_attend(q, k, v, log_w, eligible, 2, "nope")
-
-
-@pytest.mark.skipif(not _has_triton(), reason="needs Triton")
+@pytest.mark.skipif(not has_triton(), reason="needs Triton")
 def test_kernel_entry_rejects_bad_inputs_and_self_check_never_raises():
     from minimipt.ops.triton.cache_attention import cache_attention_triton, fused_self_check
 
-    q, k, v, log_w, eligible, _ = problem(1, 5, 1, 2)
+    q, k, v, log_w, eligible, _ = cache_problem(1, 5, 1, 2)
     q, k, v = q.float(), k.float(), v.float()
-    long = [x.float() if x.is_floating_point() else x for x in problem(1, 300, 1, 2)[:5]]
+    long = [x.float() if x.is_floating_point() else x for x in cache_problem(1, 300, 1, 2)[:5]]
     for slots, match in ((0, "slots must be an int"), (None, "slots must be an int"), (200, "min\\(slots, L\\)")):
         with pytest.raises(ValueError, match=match):
             cache_attention_triton(*long, slots)
@@ -123,7 +80,7 @@ _INTERPRETED = r"""
 import torch
 from minimipt.ops.eviction import eviction_times
 from minimipt.ops.triton.cache_attention import evict_blocks_triton, fused_self_check
-from tests.test_cache_fused import fused_against_dense, held_from_evictions
+from tests.ops.triton.test_cache_attention import fused_against_dense, held_from_evictions
 
 # eviction times and held sets: ties, thresholds, K = 1, K >= L, L not a multiple of the block, many blocks
 g = torch.Generator().manual_seed(0)
@@ -162,7 +119,7 @@ def held_from_evictions(x, block=None, K=None):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not _has_triton(), reason="needs Triton (pip install triton)")
+@pytest.mark.skipif(not has_triton(), reason="needs Triton (pip install triton)")
 def test_interpreted_kernels_match_the_slow_twins():
     """Eviction times equal ``eviction_times`` and the held sets follow from them; output and
     gradients of q, k, v and log w within float32 rounding of the dense form in float64: padding
@@ -170,7 +127,7 @@ def test_interpreted_kernels_match_the_slow_twins():
     power of two, strided q, k, v; the first-use self-check passes."""
     env = dict(os.environ, TRITON_INTERPRET="1")
     out = subprocess.run([sys.executable, "-c", _INTERPRETED], capture_output=True, text=True, env=env,
-                         cwd=Path(__file__).resolve().parents[1], timeout=300)
+                         cwd=ROOT, timeout=300)
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-3000:]
 
 
@@ -245,7 +202,7 @@ def test_language_model_fused_equals_blocked_and_captures_in_a_graph():
     loss_b, g_b = run("blocked")
     assert abs(loss_f - loss_b) < 1e-5 * abs(loss_b)
     for name in g_b:
-        assert _rel(g_f[name], g_b[name]) < 1e-3, (name, _rel(g_f[name], g_b[name]))
+        assert rel(g_f[name], g_b[name]) < 1e-3, (name, rel(g_f[name], g_b[name]))
     loss_amp, _ = run("fused", amp=True)
     assert abs(loss_amp - loss_f) < 2e-2 * abs(loss_f)
     model = MIPTLM(256, 64, 2, cache_slots=64, cache_method="fused").to(DEV)
@@ -270,7 +227,7 @@ def test_language_model_fused_equals_blocked_and_captures_in_a_graph():
 def test_fused_keeps_less_for_backward_than_blocked():
     """At B 2, L 4,096, K 64 the fused path saves its inputs, output and lse; the blocked path its
     ``(B, L/C, H, C, K + C)`` probabilities and gathered keys: several times more."""
-    q, k, v, log_w, eligible, _ = problem(2, 4096, 4, 32, device=DEV)
+    q, k, v, log_w, eligible, _ = cache_problem(2, 4096, 4, 32, device=DEV)
     q, k, v, log_w = (x.float().requires_grad_() for x in (q, k, v, log_w))
 
     def saved_bytes(method):
