@@ -19,6 +19,8 @@ from minimipt import MIPTLM
 from minimipt.ops.reference import write_scores
 
 ROOT = Path(__file__).resolve().parent.parent  # the repository
+# n_train, n_val, n_test of a needle run with 3 steps per epoch of the smoke preset
+SMALL_SPLITS = dict(n_train=96, n_val=16, n_test=16)
 
 
 def png(fig) -> bytes:

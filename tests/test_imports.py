@@ -1,4 +1,4 @@
-"""The package's import structure, read from the source with ``ast`` (nothing is imported).
+"""The package's structure: its import graph, read from the source with ``ast``, and its public names.
 
 * The library (everything outside ``minimipt/course/``) never imports ``minimipt.course``; only the
   command line (``minimipt/__main__.py``) reaches the course's ``report`` command, by name.
@@ -11,6 +11,8 @@ import ast
 from pathlib import Path
 
 import pytest
+
+import minimipt
 
 PKG = Path(__file__).resolve().parents[1] / "minimipt"
 
@@ -89,3 +91,9 @@ def test_cycle_finder_finds_a_planted_cycle(graph):
     planted = {k: set(v) for k, v in graph.items()}
     planted["minimipt.ops.reference"].add("minimipt.layer")  # layer → ops → reference → layer
     assert _cycle(planted) is not None
+
+
+def test_exports():
+    for name in ("MIPTClassifier", "MIPTLM", "TransformerClassifier", "TransformerLM", "CausalSparseCache",
+                 "state_nbytes"):
+        assert name in minimipt.__all__ and hasattr(minimipt, name)

@@ -1,16 +1,13 @@
-"""Multi-query associative recall: the generator against a token-by-token reading, and the training task."""
+"""Multi-query associative recall (minimipt.data.mqar): the generator against a token-by-token reading.
+The training task built on it: tests/train/test_tasks.py."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
-import torch.nn.functional as F
 
 from minimipt.data import make_mqar_task
 from minimipt.data.mqar import IGNORE
-from minimipt.train import make_config, train
 
 
 def brute_force_answers(tokens: torch.Tensor, n_pairs: int) -> list[dict[int, int]]:
@@ -87,41 +84,3 @@ def test_deterministic_for_a_seed():
 def test_bad_arguments_say_what_to_change(kw, match):
     with pytest.raises(ValueError, match=match):
         make_mqar_task(**{"n_samples": 4, **kw})
-
-
-FAST = dict(max_steps=4, n_train=64, n_val=16, n_test=16, eval_every=2, ckpt_every=100)
-
-
-@pytest.mark.parametrize("model, extra", [("transformer", {}), ("mipt", {"cache_slots": 4})])
-def test_train_mqar_scores_the_queries_only(tmp_path, model, extra):
-    from minimipt.train.tasks import build_task
-
-    cfg = make_config("mqar", "smoke", model=model, **FAST, **extra)
-    res = train(cfg, tmp_path / model, progress=False)
-    e = res["metrics"]["eval"]
-    assert res["complete"] and e["n"] == 16 * cfg.n_pairs and 0.0 <= e["accuracy"] <= 1.0
-    assert res["task"]["n_pairs"] == cfg.n_pairs and "MQAR" in res["task"]["protocol"]
-    assert ("writes_per_seq" in e) == (model == "mipt")
-    assert json.loads((tmp_path / model / "results.json").read_text())["metrics"]["eval"]["n"] == e["n"]
-    # the loss is the cross-entropy at the query positions of the model's own logits, nothing else
-    task = build_task(cfg)
-    net = task.build_model(cfg)
-    x, y = task.train.x[:8], task.train.y[:8]
-    logits = net(x)  # (B, L, V): a language model
-    asked = y >= 0
-    expected = F.cross_entropy(logits[asked], y[asked])
-    assert torch.allclose(task.loss(net, (x, y)), expected, atol=1e-6)
-    assert logits.shape == (8, cfg.seq_len, cfg.vocab_size)
-    q, target, _ = task.query_logits(net, x, y)  # only the asked positions go through the output layer
-    assert q.shape == (8, cfg.n_pairs, cfg.vocab_size) and torch.equal(target.flatten(), y[asked])
-    assert torch.allclose(q.flatten(0, 1), logits[asked], atol=1e-5)  # same positions, in order
-
-
-def test_train_mqar_from_the_command_line(tmp_path):
-    from minimipt.__main__ import main
-
-    out = tmp_path / "cli"
-    assert main(["train", "mqar", "--model", "transformer", "--out", str(out), "--quiet",
-                 "--set", "max_steps=2", "--set", "n_train=32", "--set", "n_val=8", "--set", "n_test=8"]) == 0
-    res = json.loads((out / "results.json").read_text())
-    assert res["config"]["task"] == "mqar" and res["complete"]

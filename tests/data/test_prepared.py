@@ -1,11 +1,10 @@
-"""Tokenizers and prepared arrays: round trips, idempotence, atomicity, the command line."""
+"""Prepared arrays (minimipt.data.prepared): round trips, idempotence, atomicity, damaged files, errors
+that name the fix."""
 
 from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -13,45 +12,11 @@ import torch
 
 import minimipt.data as D
 from minimipt.data import prepared as P
-from minimipt.data.tokenizer import encode_fixed, encode_stream, train_bpe, train_wordlevel
+from minimipt.data.tokenizer import encode_fixed
 
 pytest.importorskip("tokenizers")
 
 
-@pytest.fixture
-def data_root(tmp_path, monkeypatch):
-    """A throw-away MINIMIPT_DATA: tests never write into the repository's data/."""
-    monkeypatch.setenv("MINIMIPT_DATA", str(tmp_path))
-    return tmp_path
-
-
-# ------------------------------------------------------------------------------- tokenizers
-
-def test_bpe_round_trips_any_text():
-    texts = ["hello world", " = Title = \n", "naïve café – 東京 🙂", "<unk> @-@ 1 @,@ 000"]
-    tok = train_bpe(texts * 20, vocab_size=300)
-    assert tok.token_to_id("<pad>") == 0
-    for t in texts + ["completely unseen ǂ text\n\n"]:
-        ids = encode_stream(tok, t)
-        assert tok.decode(ids.tolist(), skip_special_tokens=False) == t
-
-
-def test_wordlevel_min_count_and_fixed_length():
-    texts = ["The cat sat.", "the CAT ran\\away", "a dog"]
-    tok = train_wordlevel(texts, min_count=2)
-    vocab = tok.get_vocab()
-    assert vocab["<pad>"] == 0 and vocab["<unk>"] == 1
-    assert set(vocab) == {"<pad>", "<unk>", "the", "cat"}  # words seen at least twice, lower-cased
-    ids, lengths = encode_fixed(tok, texts, 4)
-    assert ids.shape == (3, 4) and ids.dtype == torch.long
-    assert lengths.tolist() == [4, 4, 2]  # "the cat sat ." ; "the cat ran away" (\ is a space)
-    assert ids[0].tolist() == [vocab["the"], vocab["cat"], 1, 1]
-    assert ids[2].tolist() == [1, 1, 0, 0]
-    with pytest.raises(ValueError, match="min_count"):
-        train_wordlevel(texts, min_count=0)
-
-
-# ------------------------------------------------------------------------------- prepare
 
 def test_wikitext_sample_round_trip(data_root):
     folder = D.prepare("wikitext-2-sample", progress=False)
@@ -151,14 +116,3 @@ def test_prepare_errors_name_the_fix(data_root):
     D.prepare("wikitext-2-sample", progress=False)
     with pytest.raises(ValueError, match="split='train'"):
         D.load_prepared("wikitext-2-sample", "train")
-
-
-def test_command_line(data_root):
-    env = {**os.environ, "MINIMIPT_DATA": str(data_root)}
-    run = lambda *args: subprocess.run([sys.executable, "-m", "minimipt", "data", *args], env=env,
-                                       capture_output=True, text=True, cwd=data_root)
-    out = run("prepare", "ag_news-sample", "--quiet", "--split-seed", "2")
-    assert out.returncode == 0, out.stderr
-    assert (data_root / "prepared" / "ag_news-sample-seed2" / "meta.json").is_file()
-    out = run("prepare", "not-a-dataset")
-    assert out.returncode == 2 and "invalid choice" in out.stderr

@@ -8,15 +8,14 @@ import os
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 
 from minimipt.train import make_config, train
 from minimipt.train.checkpoint import load_checkpoint
+from tests._support import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 SETTINGS = ["--set", "max_steps=6", "--set", "eval_every=2", "--set", "batch_size=16", "--set", "ckpt_every=3"]
 
 
