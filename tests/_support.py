@@ -1,7 +1,7 @@
 """Helpers shared by several test modules (``from tests._support import ...``); no tests here.
 
 Sections: the repository root; models and their streaming; inputs of the scan and the cache;
-Triton (availability, markers, the interpreter subprocess).
+summary rows of the course's tables; Triton (availability, markers, the interpreter subprocess).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from minimipt import MIPTLM
+from minimipt.course.runs import SeedStat
 from minimipt.ops.reference import write_scores
 
 ROOT = Path(__file__).resolve().parent.parent  # the repository
@@ -173,6 +174,36 @@ def cache_problem(B, L, H, dh, threshold=0.0, ties=False, seed=0, device="cpu"):
     eligible = torch.rand(B, L, generator=g) >= threshold
     gout = torch.randn(B, L, H, dh, generator=g, dtype=torch.float64)
     return [x.to(device) for x in (q, k, v, log_w, eligible, gout)]
+
+
+# ---------------------------------------------------------------------------------------------
+# summary rows of the course's result tables
+# ---------------------------------------------------------------------------------------------
+
+def summary_row(variant, values, **extra):
+    """A grid summary row (as ``minimipt.course.runs.summarise`` makes them) of one variant with these
+    held-out accuracies, one per seed."""
+    return {"variant": variant, "seeds": list(range(len(values))), "lr": 1e-3, "lrs_tried": [1e-3],
+            "params": {"total": 10, "non_embedding": 5}, "protocol": "p", "hardware": "cpu",
+            "eval_accuracy": SeedStat.of(values), **extra}
+
+
+def recall_row(model, L, P, acc, k=0, d=64):
+    """A summary row of an MQAR cell: ``model`` at length L with P pairs, cache K = k, width d."""
+    config = {"task": "mqar", "model": model, "cache_slots": k, "seq_len": L, "n_pairs": P, "d_model": d,
+              "eval_lengths": [], "extra": {}}
+    name = "Transformer (sdpa)" if model == "transformer" else ("MIPT (no cache)" if not k else f"MIPT (cache K={k})")
+    return {**summary_row(f"{name}, L={L}, pairs={P}", [acc]), "config": config}
+
+
+# an MQAR grid whose capacity verdicts are known (see tests/course/test_recall.py)
+RECALL_ROWS = [
+    *[recall_row("transformer", 512, P, 1.0) for P in (8, 32, 128)],
+    *[recall_row("mipt", 512, P, a) for P, a in ((8, 0.99), (32, 0.95), (128, 0.3))],  # D = 64: agrees
+    *[recall_row("mipt", 512, P, a, k=16, d=54) for P, a in ((8, 0.99), (32, 0.97), (128, 0.2))],  # 32 > 16
+    *[recall_row("mipt", 512, P, a, k=64, d=54) for P, a in ((8, 0.2), (32, 0.1), (128, 0.05))],  # none
+    recall_row("transformer", 128, 8, 0.995),
+]
 
 
 # ---------------------------------------------------------------------------------------------
