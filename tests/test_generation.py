@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests._support import small_lm
 from minimipt import MIPTLM, TransformerLM
 from minimipt.generation import sample_next
+from tests._support import small_lm
 
 V = 23
 

@@ -9,11 +9,9 @@ import pytest
 matplotlib = pytest.importorskip("matplotlib")
 from matplotlib.figure import Figure  # noqa: E402
 
-from tests._support import png  # noqa: E402
-
 from minimipt.course import theory as T  # noqa: E402
 from minimipt.course import viz  # noqa: E402
-
+from tests._support import png  # noqa: E402
 
 
 def test_plot_rotation():

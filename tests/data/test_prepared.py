@@ -17,7 +17,6 @@ from minimipt.data.tokenizer import encode_fixed
 pytest.importorskip("tokenizers")
 
 
-
 def test_wikitext_sample_round_trip(data_root):
     folder = D.prepare("wikitext-2-sample", progress=False)
     assert folder == data_root / "prepared" / "wikitext-2-sample"

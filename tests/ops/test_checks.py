@@ -89,7 +89,6 @@ def test_flag_on_the_device_agrees_with_the_check(name, bad):
 # GPU: the value check on CUDA (where "auto" is the Triton kernel)
 # ---------------------------------------------------------------------------------------------
 
-
 @pytest.mark.gpu
 @needs_cuda
 @pytest.mark.parametrize("case", range(6))

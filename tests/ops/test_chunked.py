@@ -16,7 +16,6 @@ from minimipt.ops import linear_scan, scan_chunked
 from tests._support import make_inputs, rel
 
 
-
 @pytest.mark.parametrize("chunk", [2, 3, 5, 64])
 @pytest.mark.parametrize("L", [1, 9, 10, 100, 333])
 def test_chunked_any_chunk_length(chunk, L):

@@ -22,8 +22,6 @@ from tests._support import ROOT, SMALL_SPLITS
 pytestmark = pytest.mark.usefixtures("data_home")
 
 
-
-
 REQUIRED = {"config", "seed", "git_commit", "torch_version", "hardware", "wall_time_s", "metrics", "params",
             "complete", "history", "task"}
 

@@ -48,7 +48,6 @@ def fused_against_dense(B, L, H, dh, K, threshold=0.0, ties=False, seed=0, block
 # CPU: the kernel entry
 # ---------------------------------------------------------------------------------------------
 
-
 @pytest.mark.skipif(not has_triton(), reason="needs Triton")
 def test_kernel_entry_rejects_bad_inputs_and_self_check_never_raises():
     from minimipt.ops.triton.cache_attention import cache_attention_triton, fused_self_check

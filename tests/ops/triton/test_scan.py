@@ -47,7 +47,6 @@ def _assert_matches_reference(fn, B, L, D, p_mode, seed, with_h0=True, device=to
 # CPU: input and configuration checks
 # ---------------------------------------------------------------------------------------------
 
-
 def test_configs_are_named_and_checked():
     from minimipt.ops.triton.scan import DEFAULT_BACKWARD, DEFAULT_FORWARD, BackwardConfig, ForwardConfig
 
@@ -87,7 +86,6 @@ def test_scan_triton_rejects_bad_inputs():
 # ---------------------------------------------------------------------------------------------
 # CPU, Triton's interpreter
 # ---------------------------------------------------------------------------------------------
-
 
 @pytest.mark.slow
 def test_kernels_under_the_cpu_interpreter():
