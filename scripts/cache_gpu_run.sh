@@ -42,7 +42,7 @@ fi
 python -c "import fla.models; print('ok')" 2>&1 | tail -1 | sed 's/^/fla import: /' | tee -a "$dir/cache_gpu_${hw}_status.txt"
 
 step tests 170 python -m pytest -o addopts="" -p no:cacheprovider -m gpu -q -rs \
-  tests/test_cache_fused.py tests/test_scan_inputs.py tests/test_scan_properties.py
+  tests/ops/triton/test_cache_attention.py tests/ops/test_checks.py tests/ops/test_scan.py
 files+=("$dir/scaling_$hw.json" "$dir/cache_$hw.json" "$dir/entry_$hw.json")
 step scaling 200 python -m minimipt.bench scaling --cuda-graphs \
   --models mipt,mipt-K64,mipt-K64-blocked,sdpa,naive,hgrn --out "$dir/scaling_$hw.json"

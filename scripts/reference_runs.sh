@@ -92,7 +92,8 @@ case "$stage" in
     # first shape, then every method at the default configurations, "chunked" also at C = 32 and 64.
     # The peer rows need accelerated-scan 0.3.1
     # importable (carry its wheel: pip install --no-deps --target /tmp/site accelerated_scan-0.3.1-py3-none-any.whl)
-    python -m pytest -o addopts="" -p no:cacheprovider -m gpu tests/test_triton_scan.py tests/test_triton_mixer.py -q -rs \
+    python -m pytest -o addopts="" -p no:cacheprovider -m gpu \
+      tests/ops/triton/test_scan.py tests/ops/triton/test_mixer.py tests/ops/test_triton.py -q -rs \
       > results/bench/gpu_tests_h200.txt 2>&1 || echo "GPU tests failed: see results/bench/gpu_tests_h200.txt"
     python -m minimipt.bench scan --sweep --chunks 32,64 --out results/bench/scan_h200.json
     ;;

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import math
 
 import pytest
 import torch
 
 from minimipt import MIPTLM, MIPTClassifier, MIPTConfig, TransformerClassifier, TransformerConfig, TransformerLM
-from minimipt.train import make_config
-from minimipt.train.tasks import model_config
 
 
 @pytest.mark.parametrize("cls", [MIPTConfig, TransformerConfig])
@@ -64,23 +60,3 @@ def test_classifier_keyword_defaults_and_config_fields():
 def test_bad_values_name_the_field_and_the_value(make, match):
     with pytest.raises(ValueError, match=match):
         make()
-
-
-def test_every_model_field_can_be_set_from_the_training_config():
-    """Each MIPTConfig/TransformerConfig field is reachable from `train --set` (the task supplies the
-    vocabulary, the classes, the pad id and the length)."""
-    from_task = {"vocab_size", "n_classes", "pad_id", "max_len", "causal"}
-    non_default = {"cache_slots": 4, "write_threshold": 0.01, "write_penalty": 0.1, "cache_method": "dense",
-                   "d_state": 24, "phase": "static", "readout": "proj", "scan_method": "sequential",
-                   "p_init": [0.01, 0.2], "theta_init": 1.0, "fused_mixer": True, "ffn_mult": 2, "dropout": 0.1,
-                   "pos_embedding": "none", "d_model": 16, "n_layers": 3, "n_heads": 2, "attention": "naive"}
-    cfg = make_config("wikitext", "smoke", **non_default)
-    for model, cls in (("mipt", MIPTConfig), ("transformer", TransformerConfig)):
-        mc = model_config(cfg.replace(model=model), vocab_size=64, n_classes=None)
-        for f in dataclasses.fields(cls):
-            if f.name in from_task:
-                continue
-            want = non_default.get("n_heads" if f.name == "cache_heads" else f.name)
-            got = list(getattr(mc, f.name)) if f.name == "p_init" else getattr(mc, f.name)
-            assert got == want, (model, f.name, got, want)
-    assert math.isclose(model_config(make_config("needle", "smoke"), 8, 4).theta_init, math.pi / 2)

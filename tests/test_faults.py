@@ -7,7 +7,8 @@ lost or corrupt results.
 
 1. two runs into one ``--out``;  2. an unwritable ``--out``;  3. corrupt prepared arrays and
 checkpoints;  4. bad config values and a diverging run;  5. edges of the model API (token dtypes,
-empty batches, devices). The scan's edges are tested with the scan (tests/test_scan*.py).
+empty batches, devices). The scan's edges are tested with the scan (tests/ops/test_scan.py,
+tests/ops/test_checks.py).
 """
 
 from __future__ import annotations
@@ -34,16 +35,12 @@ from minimipt.train import make_config, train
 from minimipt.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, sidecar_path
 from minimipt.train.rundir import LOCK, RunFolder, RunFolderBusy, RunFolderError
 
+pytestmark = pytest.mark.usefixtures("data_home")
+
 ROOT = Path(__file__).resolve().parent.parent
 # three steps of the needle smoke preset on small splits: a complete run in a few seconds
 FAST = {"max_steps": 3, "eval_every": 1, "ckpt_every": 1, "n_train": 64, "n_val": 16, "n_test": 16}
 FAST_ARGS = [a for k, v in FAST.items() for a in ("--set", f"{k}={v}")]
-
-
-@pytest.fixture(autouse=True)
-def data_home(tmp_path, monkeypatch):
-    monkeypatch.setenv("MINIMIPT_DATA", str(tmp_path / "data"))
-    monkeypatch.setenv("MINIMIPT_DEVICE", "cpu")
 
 
 def cli(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:

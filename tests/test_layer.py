@@ -1,12 +1,16 @@
-"""MIPTLayer: step == forward, options, parameter storage, errors, param groups."""
+"""MIPTLayer: step == forward, options, parameter storage, errors, the fused mixer's opt-in (taken only
+where it applies, else the split path bit for bit), and the log-sigmoid that keeps only its output."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
-from minimipt import MIPTLayer, param_groups
+from minimipt import MIPTLayer
+from minimipt.layer import _LogSigmoid
 from minimipt.ops import scan_sequential
+from tests._support import interpreting
 
 
 @pytest.mark.parametrize("phase", ["input", "static"])
@@ -104,15 +108,64 @@ def test_bad_calls():
         layer.init_state(0)
 
 
-def test_param_groups_split(capsys):
-    layer = MIPTLayer(8, phase="static")
-    groups = param_groups(layer, 0.1)
-    assert "weight decay 0.1" in capsys.readouterr().out
-    decay = {id(p) for p in groups[0]["params"]}
-    assert id(layer.in_proj.weight) in decay
-    assert id(layer.theta) not in decay and id(layer.in_proj.bias) not in decay
-    assert groups[1]["weight_decay"] == 0.0
-    n = sum(p.numel() for g in groups for p in g["params"])
-    assert n == sum(p.numel() for p in layer.parameters())
-    with pytest.raises(ValueError):
-        param_groups(layer, -1.0)
+@pytest.mark.skipif(interpreting(), reason="under the interpreter the CPU runs the fused mixer")
+@pytest.mark.parametrize("autocast", [True, False])
+def test_fused_flag_falls_back_without_triton_on_cpu(autocast):
+    """On the CPU "triton" is unavailable: fused_mixer=True gives the split path's output and
+    gradients bit for bit (with and without bf16 autocast)."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 13, 16)
+    ys, grads = [], []
+    state = MIPTLayer(16).state_dict()
+    for fused in (False, True):
+        layer = MIPTLayer(16, fused_mixer=fused)
+        layer.load_state_dict(state)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            y = layer(x)
+        y.square().mean().backward()
+        ys.append(y)
+        grads.append([q.grad for q in layer.parameters()])
+    assert torch.equal(ys[0], ys[1])
+    for a, b in zip(*grads):
+        assert torch.equal(a, b)
+
+
+def test_fused_path_only_where_it_applies(monkeypatch):
+    """With the mixer reported available, the fused path is taken only for a bf16/fp16 projection,
+    readout "real", phase "input", scan_method "auto"/"triton"; return_aux keeps the split path."""
+    import minimipt.ops.triton as K
+
+    monkeypatch.setattr(K, "mixer_available", lambda dev: True)
+    bf = torch.zeros(1, 2, 32, dtype=torch.bfloat16)
+    assert MIPTLayer(8, fused_mixer=True)._use_fused(bf)
+    assert MIPTLayer(8, fused_mixer=True)._use_fused(bf.half())
+    assert MIPTLayer(8, fused_mixer=True, scan_method="triton")._use_fused(bf)
+    assert not MIPTLayer(8)._use_fused(bf)
+    assert not MIPTLayer(8, fused_mixer=True)._use_fused(bf.float())
+    assert not MIPTLayer(8, fused_mixer=True, scan_method="chunked")._use_fused(bf)
+    assert not MIPTLayer(8, fused_mixer=True, readout="proj")._use_fused(bf)
+    assert not MIPTLayer(8, fused_mixer=True, phase="static")._use_fused(bf[..., :24])
+    # return_aux needs p and h: the split path, which runs on the CPU without Triton
+    layer = MIPTLayer(8, fused_mixer=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y, aux = layer(torch.randn(2, 5, 8), return_aux=True)
+    assert aux.h.shape == (2, 5, 8) and type(y.grad_fn).__name__ != "TritonMixerBackward"
+
+
+def test_log_sigmoid_keeps_its_output_and_has_logsigmoid_gradient():
+    """``_LogSigmoid`` = ``F.logsigmoid`` in value and gradient (float64, z from −800 to 800: σ → 0
+    and σ → 1 included, where the gradient e^{−z} is subnormal; float32 within rounding), passes
+    gradcheck, and keeps only its output."""
+    z = torch.cat([torch.linspace(-800, 800, 4001, dtype=torch.float64), torch.tensor([0.0, 1e-8, -1e-8, 36.0, 40.0])])
+    for dtype, tol in ((torch.float64, 1e-15), (torch.float32, 1e-6)):
+        a, b = z.to(dtype).requires_grad_(), z.to(dtype).requires_grad_()
+        ours, ref = _LogSigmoid.apply(a), F.logsigmoid(b)
+        assert torch.equal(ours, ref)
+        g = torch.randn(z.shape, dtype=dtype, generator=torch.Generator().manual_seed(0))
+        (ga,), (gb,) = torch.autograd.grad(ours, a, g), torch.autograd.grad(ref, b, g)
+        torch.testing.assert_close(ga, gb, rtol=tol, atol=torch.finfo(dtype).tiny)  # subnormals: a few units
+    assert torch.autograd.gradcheck(_LogSigmoid.apply, torch.randn(3, 5, dtype=torch.float64).mul(6).requires_grad_())
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        out = _LogSigmoid.apply(z.clone().requires_grad_())
+    assert len(saved) == 1 and saved[0] is out

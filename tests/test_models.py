@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 
-import minimipt
-from _support import assert_causal, assert_greedy_generation_matches_forward, small_lm, stream
-from minimipt import MIPTLM, MIPTClassifier, MIPTConfig, count_parameters, state_nbytes
-from minimipt.blocks import MIPTBlock
+from minimipt import MIPTLM, MIPTClassifier, count_parameters, state_nbytes
+from tests._support import assert_causal, assert_greedy_generation_matches_forward, small_lm, stream
 
 V = 37
 # (cache_slots, write_threshold): no cache, K = 1, K = 4, unbounded, unbounded with a threshold
@@ -161,20 +158,6 @@ def _ctor_args(model):
     return kw
 
 
-def test_gate_gets_gradient_through_cache_alone():
-    """A loss on the cache's read-out alone reaches the measurement gate W_p (via log w in the logits)."""
-    torch.manual_seed(0)
-    D = 8
-    block = MIPTBlock(MIPTConfig(d_model=D, cache_slots=2, cache_heads=2))
-    x = torch.randn(2, 9, D)
-    xh = block.norm(x)
-    _, aux = block.mixer(xh, return_aux=True)
-    block.cache(xh, aux.log_p).square().sum().backward()
-    grad = block.mixer.in_proj.weight.grad  # rows [z | θ | u_re | u_im]
-    assert grad[:D].abs().sum() > 0  # the gate rows get a gradient
-    assert grad[D:].abs().sum() == 0  # nothing else of the scan does: it went through p only
-
-
 def test_write_penalty_aux_loss():
     model = _lm(2, write_penalty=0.1)
     tokens = torch.randint(0, V, (2, 8))
@@ -200,34 +183,6 @@ def test_count_parameters_with_and_without_embeddings():
     cached = MIPTLM(V, d, 2, cache_slots=4)
     extra = 3 * d * d + 2 * (d * d + d)  # qkv, out_proj, gate
     assert count_parameters(cached, embeddings=False) == count_parameters(lm, embeddings=False) + 2 * extra
-
-
-def test_exports():
-    for name in ("MIPTClassifier", "MIPTLM", "TransformerClassifier", "TransformerLM", "CausalSparseCache",
-                 "state_nbytes"):
-        assert name in minimipt.__all__ and hasattr(minimipt, name)
-
-
-def test_generate_ignores_dropout_and_restores_the_mode():
-    torch.manual_seed(0)
-    lm = MIPTLM(50, 16, 1, dropout=0.5)
-    lm.train()
-    prompt = torch.tensor([1, 2, 3])
-    a = lm.generate(prompt, 8, do_sample=False)
-    b = lm.generate(prompt, 8, do_sample=False)
-    assert torch.equal(a, b) and lm.training
-
-
-def test_token_range_check_is_skipped_only_under_graph_capture(monkeypatch):
-    """The id-range check syncs with the host, which a CUDA graph capture forbids: it is skipped
-    while capturing; the other checks still run."""
-    from minimipt import embedding
-    with pytest.raises(ValueError, match="vocab_size"):
-        embedding.check_tokens(torch.tensor([[1, V]]), V)
-    monkeypatch.setattr(embedding, "_capturing", lambda t: True)
-    embedding.check_tokens(torch.tensor([[1, V]]), V)  # not checked: would need a host sync
-    with pytest.raises(ValueError, match="integer"):
-        embedding.check_tokens(torch.zeros(2, 3), V)
 
 
 @pytest.mark.gpu

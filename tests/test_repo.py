@@ -1,4 +1,5 @@
-"""Repository-level checks: packaging, environment files, README, notebooks as committed."""
+"""Repository-level checks: packaging, environment files, README, notebooks as committed, and the
+results document as the report writes it."""
 
 from __future__ import annotations
 
@@ -188,3 +189,13 @@ def test_readme_results_summary_quotes_the_results_document():
     doc = (ROOT / "docs" / "results.md").read_text()
     missing = sorted(n for n in numbers if not re.search(rf"(?<![\d.]){re.escape(n)}(?![\d])", doc))
     assert not missing, f"README quotes numbers that docs/results.md does not hold: {missing}"
+
+
+def test_committed_results_document_is_current():
+    """docs/results.md is exactly what `python -m minimipt report` writes from the committed results."""
+    from minimipt.course.report import results_markdown
+    from minimipt.env import repo_root
+
+    doc = repo_root() / "docs" / "results.md"
+    figures = {p.stem: f"figures/{p.name}" for p in sorted((doc.parent / "figures").glob("*.png"))}
+    assert doc.read_text() == results_markdown(figures=figures), "run `python -m minimipt report` and commit"

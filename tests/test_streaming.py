@@ -11,8 +11,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from _support import assert_causal, small_lm, stream
 from minimipt import MIPTClassifier, TransformerLM
+from tests._support import assert_causal, small_lm, stream
 
 V = 257
 TOL = dict(atol=1e-5, rtol=1e-5)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from _support import assert_causal, assert_greedy_generation_matches_forward
 from minimipt import TransformerClassifier, TransformerLM, count_parameters, state_nbytes
+from tests._support import assert_causal, assert_greedy_generation_matches_forward
 
 V = 29
 

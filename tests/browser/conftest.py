@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from lab_server import NOTEBOOKS, JupyterLab, stop_and_check
+from tests.browser.lab_server import NOTEBOOKS, JupyterLab, stop_and_check
 
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--no-first-run"]

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageChops
 
-from lab_server import NOTEBOOKS, JupyterLab, alive, port_is_open, stop_and_check
+from tests.browser.lab_server import NOTEBOOKS, JupyterLab, alive, port_is_open, stop_and_check
 
 pytestmark = pytest.mark.browser
 
