@@ -127,8 +127,8 @@ def test_killed_process_resumes_without_losing_a_step(tmp_path):
 
 
 def test_a_one_step_warm_up_trains(tmp_path):
-    """OneCycleLR divides by pct_start · total_steps − 1: 10 steps with warmup_frac=0.1 used to raise
-    ZeroDivisionError."""
+    """OneCycleLR divides by pct_start · total_steps − 1: 10 steps with warmup_frac=0.1 make that 0,
+    which must train rather than raise ZeroDivisionError."""
     res = train(make_config("needle", "smoke", max_steps=10, eval_every=10, ckpt_every=10, **SMALL_SPLITS),
                 tmp_path / "run", progress=False)
     assert res["complete"] and res["steps"] == 10
