@@ -33,6 +33,20 @@ def _req_name(req: str) -> str:
     return re.sub(r"[-_.]+", "-", re.split(r"[<>=!~\[; ]", req, maxsplit=1)[0]).lower()
 
 
+def _markdown(path: Path) -> str:
+    return "\n".join("".join(c["source"]) for c in json.loads(path.read_text())["cells"]
+                     if c["cell_type"] == "markdown")
+
+
+# Words of a project tracker, not of the field: a course says "goal" and "reached", never these.
+PROJECT_WORDS = re.compile(r"\b(issues?|targets?|anchors?|met|missed)\b", re.I)
+
+
+def _readme_block(name: str) -> str:
+    readme = (ROOT / "README.md").read_text()
+    return re.search(rf"<!-- {name} -->(.*?)<!-- /{name} -->", readme, re.S).group(1)
+
+
 def test_layout():
     for path in ("notebooks", "minimipt", "data", "tests", "environment.yml", "README.md",
                  "pyproject.toml", ".ci/run", "LICENSE", "requirements.txt"):
@@ -102,8 +116,7 @@ def test_readme_documents_every_env_variable():
 
 
 def test_readme_syllabus_lists_every_notebook():
-    readme = (ROOT / "README.md").read_text()
-    block = re.search(r"<!-- syllabus -->(.*?)<!-- /syllabus -->", readme, re.S).group(1)
+    block = _readme_block("syllabus")
     listed = re.findall(r"\(notebooks/([0-9]{2}_[A-Za-z0-9_]+\.ipynb)\)", block)
     assert listed == [p.name for p in NOTEBOOKS], "README syllabus and notebooks/ disagree"
 
@@ -124,10 +137,23 @@ def test_notebook_committed_clean(path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_notebook_has_summary_and_exercises(path):
-    text = "\n".join("".join(c["source"]) for c in json.loads(path.read_text())["cells"]
-                     if c["cell_type"] == "markdown")
+def test_notebook_has_summary_exercises_and_references(path):
+    text = _markdown(path)
     assert "## Summary" in text and "## Exercises" in text, path.name
+    references = text.split("## References", 1)
+    assert len(references) == 2 and "https://" in references[1], f"{path.name}: end with linked references"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebook_text_speaks_the_fields_language(path):
+    found = sorted({m.group(0).lower() for m in PROJECT_WORDS.finditer(_markdown(path))})
+    assert not found, f"{path.name}: project words in the text: {found}"
+
+
+def test_readme_course_and_results_speak_the_fields_language():
+    for block in ("syllabus", "results-summary"):
+        found = sorted({m.group(0).lower() for m in PROJECT_WORDS.finditer(_readme_block(block))})
+        assert not found, f"README {block}: project words: {found}"
 
 
 def test_core_import_needs_no_course_extras():
