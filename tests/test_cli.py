@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 
 import pytest
 
@@ -31,6 +32,17 @@ def test_help_is_plain_text(capsys):
     text = capsys.readouterr().out
     assert exit_.value.code == 0 and "``" not in text and ":func:" not in text
     assert "python -m minimipt train needle --preset smoke --out runs/needle" in text
+
+
+@pytest.mark.parametrize("bench", ["", "scan", "scaling", "cache", "entry", "generate"])
+def test_benchmark_help_is_plain_text(bench, capsys):
+    from minimipt.bench.__main__ import main as bench_main
+
+    with pytest.raises(SystemExit) as exit_:
+        bench_main([bench, "--help"] if bench else ["--help"])
+    text = capsys.readouterr().out
+    assert exit_.value.code == 0 and "python -m minimipt.bench" in text
+    assert "``" not in text and not re.search(r":[a-z]+:`", text), text
 
 
 def test_every_command_has_a_description_and_every_option_help():

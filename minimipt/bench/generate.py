@@ -2,7 +2,7 @@
 
 Time to first token (TTFT) for a prompt of n tokens, batch 1: the *parallel* path reads the prompt in
 one call (``model(prompt, return_state=True)``, what ``generate`` does), the *token-by-token* path
-feeds it through ``step`` one token at a time (eager, as ``generate`` did before; on CUDA also through
+feeds it through ``step`` one token at a time (eager, as a plain loop over ``step`` would; on CUDA also through
 the captured step of :class:`~minimipt.decoding.Decoder`, capture included). Both then pick the first
 new token (argmax); the file records whether they agree and the largest difference of their logits.
 
