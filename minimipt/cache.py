@@ -98,9 +98,6 @@ def check_cache_slots(cache_slots) -> None:
                          f"got {cache_slots!r}")
 
 
-_METHODS = CACHE_METHODS  # the batched attention paths (minimipt.ops.cache_attention.attend)
-
-
 # ----------------------------------------------------------------------------------------------
 # the module
 # ----------------------------------------------------------------------------------------------
@@ -129,8 +126,8 @@ class CausalSparseCache(nn.Module):
             raise ValueError(f"cache_heads must be a positive int dividing d_model={d_model}; got {heads!r}")
         if not 0.0 <= float(write_threshold) <= 1.0:
             raise ValueError(f"write_threshold must lie in [0, 1] (a bound on the mean rate w); got {write_threshold}")
-        if method not in ("auto", *_METHODS):
-            raise ValueError(f"method must be 'auto', 'fused', 'blocked', 'slots' or 'dense'; got {method!r}")
+        if method not in ("auto", *CACHE_METHODS):
+            raise ValueError(f"method must be one of {', '.join(map(repr, ('auto', *CACHE_METHODS)))}; got {method!r}")
         if method in ("slots", "blocked", "fused") and slots is None:
             raise ValueError(f"method={method!r} needs a finite number of slots; use 'dense' or 'auto' for slots=None")
         self.d_model, self.slots, self.heads = d_model, slots, heads

@@ -137,11 +137,14 @@ class _TransformerStack(PretrainedMixin, nn.Module):
                                     for _ in range(c.n_layers))
         self.final_norm = nn.LayerNorm(c.d_model)
 
-    def features(self, tokens, key_mask=None, causal=False):
+    def features(self, tokens, key_mask=None, causal=False, return_aux: bool = False):
+        """The final normed hidden states ``(B, L, d)``; with ``return_aux`` also the (empty)
+        :class:`~minimipt.state.ModelAux`, as the MIPT models' ``features`` returns it."""
         x = self.embed(tokens)
         for block in self.blocks:
             x = block(x, key_mask, causal)
-        return self.final_norm(x)
+        x = self.final_norm(x)
+        return (x, self._aux()) if return_aux else x
 
     def _aux(self) -> ModelAux:
         """No cache statistics and no auxiliary loss: the same interface as the MIPT models."""

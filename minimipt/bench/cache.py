@@ -24,14 +24,13 @@ import argparse
 import itertools
 import json
 import time
-from pathlib import Path
 
 import torch
 
 from ..env import get_device, smoke_mode
 from ..ops.cache_attention import cache_attention_blocked, evict_and_attend
 from ..ops.eviction import eviction_times, slot_table
-from .common import timer
+from .common import results_path, timer
 
 __all__ = ["add_arguments", "run"]
 
@@ -146,9 +145,7 @@ def run(args: argparse.Namespace) -> int:
     for name, ms in rows.items():
         print(f"  {name:32s} {ms:9.3f}")
     print(f"  peak MB above the inputs (forward+backward): {peak}")
-    hw = torch.cuda.get_device_name(device).replace(" ", "_") if device.type == "cuda" else "cpu"
-    out = Path(args.out or f"results/bench/cache_{hw}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = results_path(args.out, "cache", device)
     best = {part: min((r for r in sweep if r["part"] == part and "ms" in r), key=lambda r: r["ms"], default=None)
             for part in ("evict", "fused_fwd_bwd")}
     out.write_text(json.dumps({"benchmark": "cache", "config": {"B": B, "L": L, "H": H, "d_h": dh, "K": K,

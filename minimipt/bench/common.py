@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from pathlib import Path
 
 import torch
 
@@ -63,3 +64,12 @@ def scan_inputs(B: int, D: int, L: int, dtype: str, device: torch.device, seed: 
     if dtype == "bf16":  # the reference sees the rounded values
         p, theta, u = p.bfloat16().float(), theta.bfloat16().float(), u.bfloat16().float()
     return {k: v.to(device) for k, v in dict(p=p, theta=theta, u=u, gh=gh).items()}
+
+
+def results_path(out: str | None, benchmark: str, device: torch.device) -> Path:
+    """``out``, else ``results/bench/<benchmark>_<GPU name or cpu>.json``; its folder is created."""
+    hw = torch.cuda.get_device_name(device).replace(" ", "_") if device.type == "cuda" else "cpu"
+    path = Path(out or f"results/bench/{benchmark}_{hw}.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 
 import torch
 
@@ -31,7 +30,7 @@ from ..env import get_device, smoke_mode
 from ..ops import mipt_scan
 from ..ops.checks import check_scan_values, flag_invalid_values
 from ..ops.scan import _REGISTRY, resolve_method
-from .common import parse_shapes, scan_inputs, timer
+from .common import results_path, parse_shapes, scan_inputs, timer
 
 __all__ = ["add_arguments", "run"]
 
@@ -91,9 +90,7 @@ def run(args: argparse.Namespace) -> int:
             fb = f"{r['fwd_bwd_ms']:9.3f}" if "fwd_bwd_ms" in r else " " * 9
             print(f"B={B} D={D} L={L}  {r['row']:9s} fwd {r['fwd_ms']:9.3f}  fwd+bwd {fb}{ratio}", flush=True)
         results.append({"B": B, "D": D, "L": L, "rows": rows})
-    hw = torch.cuda.get_device_name(device).replace(" ", "_") if device.type == "cuda" else "cpu"
-    out = Path(args.out or f"results/bench/entry_{hw}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = results_path(args.out, "entry", device)
     out.write_text(json.dumps({"benchmark": "entry", "config": {"dtype": "float32", "shapes": shapes},
                                "results": results, "wall_time_s": round(time.time() - t0, 1),
                                **provenance(device)}, indent=1) + "\n")

@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 import torch
+
+from .common import results_path
 
 __all__ = ["add_arguments", "run"]
 
@@ -177,9 +178,7 @@ def run(args) -> int:
         del model
         if cuda:
             torch.cuda.empty_cache()
-    hw = torch.cuda.get_device_name(device).replace(" ", "_") if cuda else "cpu"
-    out = Path(args.out or f"results/bench/generate_{hw}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = results_path(args.out, "generate", device)
     res = {"benchmark": "generate",
            "config": {"d_model": args.d_model, "layers": args.layers, "vocab": VOCAB, "models": names,
                       "prompts": prompts, "ttft_batch": 1, "ttft_step_modes": step_modes, "decode_modes": modes,

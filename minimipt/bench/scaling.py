@@ -28,9 +28,10 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from pathlib import Path
 
 import torch
+
+from .common import results_path
 
 __all__ = ["add_arguments", "run"]
 
@@ -117,7 +118,6 @@ def _setup(make, B, N, device, capturable=False):
     torch.manual_seed(0)
     model = make().to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, capturable=capturable)
-    opt.n_params = sum(q.numel() for q in model.parameters())
     x = torch.randint(0, 256, (B, N + 1), device=device)
 
     def update():
@@ -160,7 +160,7 @@ def _train_point(make, B, N, device, repeats):
         ms = _median_ms(step, device, repeats)
         peak = (torch.cuda.max_memory_allocated(device) - base) / 2**20 if device.type == "cuda" else None
         return {"ms_per_step": round(ms, 3), "tokens_per_s": round(B * N / ms * 1e3),
-                "peak_mb": peak and round(peak, 1), "params": opt.n_params}
+                "peak_mb": peak and round(peak, 1), "params": sum(q.numel() for g in opt.param_groups for q in g["params"])}
     except torch.OutOfMemoryError:
         return {"oom": True}
     finally:
@@ -336,11 +336,11 @@ def run(args) -> int:
     why = hgrn_missing() if "hgrn" in names else None
     skipped = {"hgrn": why} if why else {}
     t0 = time.time()
-    hw = torch.cuda.get_device_name(device).replace(" ", "_") if device.type == "cuda" else "cpu"
-    out = Path(args.out or f"results/bench/scaling_{hw}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = results_path(args.out, "scaling", device)
     B = args.decode_batch
     modes = [m for m in (args.decode_modes or ("graph" if device.type == "cuda" else "")).split(",") if m]
+
+    prov = provenance(device)  # git and versions: read once, not for every row
 
     def write(train: list[dict], decode: list[dict], partial: str | None) -> None:
         res = {"benchmark": "scaling", "config": {"d_model": args.d_model, "layers": args.layers, "batch": args.batch,
@@ -349,7 +349,7 @@ def run(args) -> int:
                                                   "decode_batch": B, "decode_modes": modes,
                                                   "cuda_graphs": args.cuda_graphs and device.type == "cuda"},
                "train": train, "ratios": _ratios(train), "decode": decode, "wall_time_s": round(time.time() - t0, 1),
-               **({"partial": partial} if partial else {}), **provenance(device)}
+               **({"partial": partial} if partial else {}), **prov}
         out.write_text(json.dumps(res, indent=1) + "\n")
 
     # the results so far are written after every row: a run cut short keeps what it measured

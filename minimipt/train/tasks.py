@@ -23,7 +23,6 @@ import torch.nn.functional as F
 
 from ..config import MIPTConfig, TransformerConfig
 from ..models import MIPTClassifier, MIPTLM
-from ..state import ModelAux
 from ..transformer import TransformerClassifier, TransformerLM
 from .config import TrainConfig, model_config
 from .distributed import DistInfo
@@ -349,11 +348,8 @@ class RecallTask(ClassificationTask):
         if isinstance(model, nn.parallel.DistributedDataParallel):
             logits, aux = model(x, return_aux=True)
             return logits.gather(1, pos[..., None].expand(-1, -1, self.vocab_size)), target, aux
-        if isinstance(model, TransformerLM):
-            h = model.features(x, None, True)  # (B, L, d), causal
-            aux = ModelAux(cache_stats=[], loss=h.new_zeros(()))  # no cache, no auxiliary loss
-        else:
-            h, aux = model.features(x, return_aux=True)  # (B, L, d)
+        causal = {"causal": True} if isinstance(model, TransformerLM) else {}  # MIPT is causal by construction
+        h, aux = model.features(x, return_aux=True, **causal)  # (B, L, d)
         h = h.gather(1, pos[..., None].expand(-1, -1, h.shape[-1]))  # (B, P, d)
         return F.linear(h, model.embed.tok.weight), target, aux  # tied output layer, as the LMs' forward
 

@@ -22,12 +22,11 @@ Importing this module never imports Triton unless it is installed.
 
 from __future__ import annotations
 
-import os
 
 import torch
 
 from . import _checked_once, _mismatch
-from ._tl import triton
+from ._tl import interpreting, triton
 
 __all__ = ["cache_attention_triton", "evict_blocks_triton", "fused_available", "fused_self_check",
            "fused_supports", "FUSED_MAX_SLOTS", "block_size"]
@@ -51,10 +50,6 @@ def block_size(slots: int) -> int:
 
 def _pow2(n: int) -> int:
     return 1 << max(0, int(n) - 1).bit_length()
-
-
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "") == "1"
 
 
 @torch.no_grad()
@@ -155,7 +150,7 @@ def cache_attention_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lo
     if not (q.dtype == k.dtype == v.dtype) or not fused_supports(q.dtype, L, slots):
         raise ValueError(f"the fused cache path takes q, k, v of one dtype among float32, bf16, float16 and "
                          f"min(slots, L) <= {FUSED_MAX_SLOTS}; got {q.dtype}, {k.dtype}, {v.dtype} and slots={slots}")
-    if q.device.type != "cuda" and not _interpreting():
+    if q.device.type != "cuda" and not interpreting():
         raise ValueError(f"the fused cache path needs a CUDA device; got q on {q.device}. Use method='blocked'.")
     if block is not None and (block < 16 or block & (block - 1)):
         raise ValueError(f"block must be a power of two >= 16; got {block}")
