@@ -80,7 +80,7 @@ import torch
 import torch.nn as nn
 from torch.utils.checkpoint import checkpoint
 
-from .cache_continue import Prefix, slot_table_from, state_as_prefix, state_from_table
+from .cache_continue import Prefix, final_slots_from, state_as_prefix, state_from_table
 from .ops.cache_attention import CACHE_METHODS, attend, evictions, fused_usable
 from .ops.reference import eligible_mask, softmax_with_sink, write_scores
 from .state import CacheAux, CacheState, CacheStats, outputs
@@ -240,9 +240,8 @@ class CausalSparseCache(nn.Module):
         else:
             slot, held = prefix.slot, prefix.eligible
             pos_all = torch.cat([prefix.pos, new_pos], 1)
-        row = slot_table_from(evict, self.slots, slot, held)[:, -1]  # (B, K): who holds each slot at the end
-        lw_dtype = dtype if dtype in (torch.float32, torch.float64) else torch.float32
-        return state_from_table(row, k.to(dtype), v.to(dtype), log_w_all.to(lw_dtype), pos_all, t0 + L, self.slots)
+        row = final_slots_from(evict, self.slots, slot, held)  # (B, K): who holds each slot at the end
+        return state_from_table(row, k, v, log_w_all, pos_all, t0 + L, self.slots, dtype)
 
     @staticmethod
     def _aux(log_w, eligible, evict, P: int, lengths) -> CacheAux:
@@ -269,7 +268,7 @@ class CausalSparseCache(nn.Module):
         device, dtype = device or ref.device, dtype or ref.dtype
         K = 0 if self.slots is None else self.slots
         B, H, dh = batch_size, self.heads, self.head_dim
-        lw_dtype = dtype if dtype in (torch.float32, torch.float64) else torch.float32
+        lw_dtype = CacheState.score_dtype(dtype)
         return CacheState(k=torch.zeros(B, K, H, dh, device=device, dtype=dtype),
                           v=torch.zeros(B, K, H, dh, device=device, dtype=dtype),
                           log_w=torch.zeros(B, K, device=device, dtype=lw_dtype),

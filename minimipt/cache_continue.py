@@ -15,7 +15,7 @@ with the state's invalid slots placed first as tokens that are never written. Ov
 :func:`~minimipt.ops.eviction.eviction_times` gives every entry's eviction time (all n held entries are
 written while the prefix is read, since n ≤ K), the attention paths read it as they read any sequence,
 and the new tokens' outputs are the last L rows. :func:`eviction_times_from_reference` runs the
-streaming rule from the held set as a loop (the slow twin). :func:`slot_table_from` keeps the slots
+streaming rule from the held set as a loop (the slow twin). :func:`final_slots_from` keeps the slots
 the held entries occupy in the state (not the order in which the prefix lists them), so the state
 returned by a batched call equals the one ``step`` would hold, slot for slot.
 """
@@ -26,10 +26,10 @@ from dataclasses import dataclass
 
 import torch
 
-from .ops.eviction import eviction_times, slot_table
+from .ops.eviction import eviction_times, final_slots
 from .state import CacheState
 
-__all__ = ["Prefix", "state_as_prefix", "eviction_times_from", "eviction_times_from_reference", "slot_table_from",
+__all__ = ["Prefix", "state_as_prefix", "eviction_times_from", "eviction_times_from_reference", "final_slots_from",
            "state_from_table"]
 
 
@@ -102,40 +102,41 @@ def eviction_times_from_reference(prefix_log_w: torch.Tensor, prefix_eligible: t
 
 
 @torch.no_grad()
-def slot_table_from(evict: torch.Tensor, slots: int, prefix_slot: torch.Tensor,
-                    prefix_eligible: torch.Tensor) -> torch.Tensor:
-    """Which combined position each of the K streaming slots holds at every combined position:
-    long ``(B, S + L, K)``, −1 = empty, with the held entries in the slots ``prefix_slot`` ``(B, S)``
-    they occupy in the state.
+def final_slots_from(evict: torch.Tensor, slots: int, prefix_slot: torch.Tensor,
+                     prefix_eligible: torch.Tensor) -> torch.Tensor:
+    """Which combined position each of the K streaming slots holds after the last token: long
+    ``(B, K)``, −1 = empty, with the held entries in the slots ``prefix_slot`` ``(B, S)`` they occupy
+    in the state.
 
-    :func:`~minimipt.ops.eviction.slot_table` gives the n held entries slots 0 … n − 1 in the order the
+    :func:`~minimipt.ops.eviction.final_slots` gives the n held entries slots 0 … n − 1 in the order the
     prefix lists them, and every later token the slot it takes in the streaming form (the first free
     one, or its victim's). The state's n valid slots are 0 … n − 1 too, in another order: relabelling
     slot ``j < n`` as the state's slot of the j-th held entry gives the streaming layout.
     """
     B, S = prefix_slot.shape
     K = slots
-    table = slot_table(evict, K)  # (B, S + L, K)
-    rank = torch.cumsum(prefix_eligible, 1) - 1  # (B, S): the slot_table slot of each held entry
+    row = final_slots(evict, K)  # (B, K)
+    rank = torch.cumsum(prefix_eligible, 1) - 1  # (B, S): the final_slots slot of each held entry
     held = prefix_eligible & (rank < K)
-    relabel = torch.arange(K + 1, device=evict.device).expand(B, K + 1).clone()  # slot_table slot → state slot
+    relabel = torch.arange(K + 1, device=evict.device).expand(B, K + 1).clone()  # its slot → state slot
     relabel.scatter_(1, torch.where(held, rank, K), torch.where(held, prefix_slot, K))  # column K: a dump
-    relabel = relabel[:, :K]
-    return torch.empty_like(table).scatter_(2, relabel[:, None, :].expand_as(table), table)
+    return torch.empty_like(row).scatter_(1, relabel[:, :K], row)
 
 
 def state_from_table(row: torch.Tensor, k: torch.Tensor, v: torch.Tensor, log_w: torch.Tensor,
-                     pos: torch.Tensor, t: torch.Tensor, slots: int | None) -> CacheState:
-    """The :class:`CacheState` whose slot j holds combined position ``row[:, j]`` (−1: empty).
+                     pos: torch.Tensor, t: torch.Tensor, slots: int | None, dtype: torch.dtype) -> CacheState:
+    """The :class:`CacheState` in ``dtype`` whose slot j holds combined position ``row[:, j]`` (−1: empty).
 
     ``row``: long ``(B, K)``; ``k, v``: ``(B, S + L, H, d_h)``; ``log_w``, ``pos``: ``(B, S + L)``.
+    Only the K gathered rows are cast, never the whole sequence.
     """
     B, K = row.shape
     idx = row.clamp(min=0)
     valid = row >= 0
-    kk = k.gather(1, idx[:, :, None, None].expand(B, K, *k.shape[2:]))
-    vv = v.gather(1, idx[:, :, None, None].expand(B, K, *v.shape[2:]))
-    zero = torch.zeros((), dtype=k.dtype, device=k.device)
+    kk = k.gather(1, idx[:, :, None, None].expand(B, K, *k.shape[2:])).to(dtype)
+    vv = v.gather(1, idx[:, :, None, None].expand(B, K, *v.shape[2:])).to(dtype)
+    zero = torch.zeros((), dtype=dtype, device=k.device)
+    lw = log_w.gather(1, idx).to(CacheState.score_dtype(dtype))
     return CacheState(k=torch.where(valid[..., None, None], kk, zero), v=torch.where(valid[..., None, None], vv, zero),
-                      log_w=torch.where(valid, log_w.gather(1, idx), 0), valid=valid,
+                      log_w=torch.where(valid, lw, 0), valid=valid,
                       pos=torch.where(valid, pos.gather(1, idx), -1), t=t, slots=slots)

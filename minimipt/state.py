@@ -99,6 +99,12 @@ class CacheState(_Tensors):
     t: torch.Tensor      # () long: tokens seen
     slots: int | None = None
 
+    @staticmethod
+    def score_dtype(dtype: torch.dtype) -> torch.dtype:
+        """The dtype of ``log_w`` in a state whose keys and values are ``dtype``: the same for
+        float32/float64, float32 for half precision (a log score needs the range)."""
+        return dtype if dtype in (torch.float32, torch.float64) else torch.float32
+
 
 @dataclass
 class MIPTLayerState(_Tensors):

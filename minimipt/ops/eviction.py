@@ -13,7 +13,7 @@ import math
 
 import torch
 
-__all__ = ["eviction_times", "eviction_times_pairwise", "slot_table"]
+__all__ = ["eviction_times", "eviction_times_pairwise", "slot_table", "final_slots"]
 
 
 @torch.no_grad()
@@ -91,15 +91,14 @@ def eviction_times_pairwise(log_w: torch.Tensor, eligible: torch.Tensor, slots: 
 
 
 @torch.no_grad()
-def slot_table(evict: torch.Tensor, slots: int) -> torch.Tensor:
-    """Which position each of the K streaming slots holds at every t: long ``(B, L, K)``, −1 = empty.
+def _slot_of_each_token(evict: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``pos``, ``written`` and ``slot`` ``(B, L)``: each written token's streaming slot.
 
     Written tokens fill slots 0, 1, … in order while the cache has room; afterwards the token
     written at t takes the slot of the entry it evicts (the s with ``e_s = t``). Pointer jumping
-    along these links finds each token's slot; a cumulative max over time gives the occupant.
+    along these links finds the first token of each chain, whose slot is its index among written tokens.
     """
     B, L = evict.shape
-    K = slots
     pos = torch.arange(L, device=evict.device).expand(B, L)
     written = evict > pos  # (B, L)
     order = torch.cumsum(written, dim=1) - 1  # (B, L) index among written tokens
@@ -109,7 +108,27 @@ def slot_table(evict: torch.Tensor, slots: int) -> torch.Tensor:
     link = link[:, :L]
     for _ in range(max(1, math.ceil(math.log2(max(L, 2)))) + 1):
         link = link.gather(1, link)  # → the first token of the chain (it filled a free slot)
-    slot = order.gather(1, link)  # (B, L)
+    return pos, written, order.gather(1, link)
+
+
+def slot_table(evict: torch.Tensor, slots: int) -> torch.Tensor:
+    """Which position each of the K streaming slots holds at every t: long ``(B, L, K)``, −1 = empty.
+    Each written token takes its slot (:func:`_slot_of_each_token`); a cumulative max over time gives
+    the occupant."""
+    B, L = evict.shape
+    K = slots
+    pos, written, slot = _slot_of_each_token(evict)
     table = torch.full((B, L, K + 1), -1, dtype=torch.long, device=evict.device)
     table.scatter_(2, torch.where(written, slot, K)[..., None], pos[..., None])
     return table[..., :K].cummax(dim=1).values  # (B, L, K) latest token written into each slot
+
+
+def final_slots(evict: torch.Tensor, slots: int) -> torch.Tensor:
+    """``slot_table(evict, slots)[:, -1]`` without the table: long ``(B, K)``, the position each slot
+    holds after the last token (−1 = empty). The occupant of a slot at the end is the token written
+    into it that is never evicted (``e_s = L``)."""
+    B, L = evict.shape
+    pos, written, slot = _slot_of_each_token(evict)
+    kept = written & (evict >= L)
+    row = torch.full((B, slots + 1), -1, dtype=torch.long, device=evict.device)
+    return row.scatter_(1, torch.where(kept, slot, slots), pos)[:, :slots]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from minimipt.ops.eviction import eviction_times, eviction_times_pairwise
+from minimipt.ops.eviction import eviction_times, eviction_times_pairwise, final_slots, slot_table
 from minimipt.ops.reference import eviction_times_reference
 from tests._support import log_w_scores
 
@@ -22,6 +22,16 @@ def test_eviction_times_match_streaming_loop(slots, ties):
         ref = eviction_times_reference(log_w, eligible, slots)
         assert torch.equal(eviction_times(log_w, eligible, slots), ref)
         assert torch.equal(eviction_times_pairwise(log_w, eligible, slots, max_elements=17), ref)  # small chunks
+
+
+@pytest.mark.parametrize("ties", [False, True])
+@pytest.mark.parametrize("slots", [1, 3, 8, 30])
+def test_final_slots_is_the_last_row_of_the_slot_table(slots, ties):
+    gen = torch.Generator().manual_seed(7 + slots + 100 * ties)
+    for L in (1, 5, 40, 200):
+        log_w = log_w_scores(4, L, ties, gen)
+        evict = eviction_times(log_w, torch.rand(4, L, generator=gen) > 0.3, slots)
+        assert torch.equal(final_slots(evict, slots), slot_table(evict, slots)[:, -1])
 
 
 @pytest.mark.parametrize("block", [1, 4, 16])
