@@ -22,6 +22,12 @@ def parse_shapes(text: str) -> list[tuple[int, int, int]]:
     return shapes
 
 
+def sync(device: torch.device) -> None:
+    """Wait for the device (CUDA kernels run asynchronously; the CPU needs no wait)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def timer(device: torch.device):
     if device.type == "cuda":
         import triton.testing

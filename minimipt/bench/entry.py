@@ -30,7 +30,7 @@ from ..env import get_device, smoke_mode
 from ..ops import mipt_scan
 from ..ops.checks import check_scan_values, flag_invalid_values
 from ..ops.scan import _REGISTRY, resolve_method
-from .common import results_path, parse_shapes, scan_inputs, timer
+from .common import parse_shapes, results_path, scan_inputs, timer
 
 __all__ = ["add_arguments", "run"]
 

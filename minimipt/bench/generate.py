@@ -25,7 +25,7 @@ import time
 
 import torch
 
-from .common import results_path
+from .common import results_path, sync
 
 __all__ = ["add_arguments", "run"]
 
@@ -58,17 +58,12 @@ def _make(name: str, d: int, layers: int):
     raise ValueError(f"unknown model {name!r}; use mipt or mipt-K<k> (e.g. mipt-K64)")
 
 
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _timed(fn, device):
     """``(seconds, result)`` of ``fn()``, waiting for the device before and after."""
-    _sync(device)
+    sync(device)
     t0 = time.perf_counter()
     out = fn()
-    _sync(device)
+    sync(device)
     return time.perf_counter() - t0, out
 
 

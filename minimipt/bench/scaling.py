@@ -31,7 +31,7 @@ import time
 
 import torch
 
-from .common import results_path
+from .common import results_path, sync
 
 __all__ = ["add_arguments", "run"]
 
@@ -106,11 +106,6 @@ def _models(names, d, layers, max_len):
     return out
 
 
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _setup(make, B, N, device, capturable=False):
     """A fresh model and AdamW on ``B`` random windows of ``N + 1`` tokens; returns the optimizer and
     ``update()``: one forward, backward and optimizer step (bf16 autocast on CUDA). Gradients are
@@ -139,7 +134,7 @@ def _median_ms(fn, device, repeats) -> float:
     for _ in range(repeats):
         t0 = time.perf_counter()
         fn()
-        _sync(device)
+        sync(device)
         times.append(time.perf_counter() - t0)
     return sorted(times)[len(times) // 2] * 1e3
 
@@ -153,7 +148,7 @@ def _train_point(make, B, N, device, repeats):
 
     try:
         step()  # warm-up (compilation, allocator)
-        _sync(device)
+        sync(device)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
             base = torch.cuda.memory_allocated(device)
@@ -190,7 +185,7 @@ def _graph_point(make, B, N, device, repeats):
         with torch.cuda.graph(graph):
             update()
         graph.replay()
-        _sync(device)
+        sync(device)
         ms = _median_ms(graph.replay, device, repeats)
         return {"graph_ms_per_step": round(ms, 3), "graph_tokens_per_s": round(B * N / ms * 1e3)}
     except torch.OutOfMemoryError:
@@ -251,7 +246,7 @@ def _decode_point(make, name, n, device, repeats, B=1, modes=()):
         _, state = model(torch.randint(0, 256, (B, n), device=device), return_state=True)
     nbytes = state.nbytes
     _, state2 = model.step(tok, state)  # warm-up
-    _sync(device)
+    sync(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     ms = _median_ms(lambda: model.step(tok, state), device, repeats)

@@ -58,6 +58,11 @@ class Task:
         raise NotImplementedError
 
     @torch.no_grad()
+    def eval_outputs(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor):
+        """What ``evaluate`` scores for a batch: logits ``(n, C)``, targets ``(n,)`` and the model's aux."""
+        logits, aux = model(x, return_aux=True)
+        return logits, y, aux
+
     def evaluate(self, model: nn.Module, split: str, device: torch.device, amp) -> dict:
         raise NotImplementedError
 
@@ -124,7 +129,7 @@ class ClassificationTask(Task):
         for i in range(0, len(rows.y), bs):
             x, y = rows.x[i:i + bs].to(device), rows.y[i:i + bs].to(device)
             with amp():
-                logits, aux = model(x, return_aux=True)
+                logits, y, aux = self.eval_outputs(model, x, y)
                 logits = logits.float()
             correct += (logits.argmax(-1) == y).sum().item()
             nll += F.cross_entropy(logits, y, reduction="sum").item()
@@ -358,27 +363,10 @@ class RecallTask(ClassificationTask):
         return F.cross_entropy(logits.flatten(0, 1).float(), target.flatten()) + aux.loss
 
     @torch.no_grad()
-    def evaluate(self, model: nn.Module, split: str, device: torch.device, amp) -> dict:
-        rows = self.val if split == "val" else self.evals[split]
-        model.eval()
-        correct, nll, n, written, held = 0, 0.0, 0, [], []
-        bs = self.cfg.batch_size * 2
-        for i in range(0, len(rows.y), bs):
-            x, y = rows.x[i:i + bs].to(device), rows.y[i:i + bs].to(device)
-            with amp():
-                logits, target, aux = self.query_logits(model, x, y)
-            logits, target = logits.flatten(0, 1).float(), target.flatten()  # (queries, V), (queries,)
-            correct += (logits.argmax(-1) == target).sum().item()
-            nll += F.cross_entropy(logits, target, reduction="sum").item()
-            n += len(target)
-            for s in aux.cache_stats:
-                written.append(s.written.float().mean().item())
-                held.append(s.held.float().mean().item())
-        model.train()
-        out = {"accuracy": correct / n, "loss": nll / n, "n": n}
-        if written:  # per sequence, averaged over layers and batches
-            out.update(writes_per_seq=sum(written) / len(written), slots_used_mean=sum(held) / len(held))
-        return out
+    def eval_outputs(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor):
+        """Only the query positions are scored: ``(B·P, V)`` logits and ``(B·P,)`` targets."""
+        logits, target, aux = self.query_logits(model, x, y)
+        return logits.flatten(0, 1), target.flatten(), aux
 
     def describe(self) -> dict:
         return {**super().describe(), "n_pairs": self.cfg.n_pairs}
