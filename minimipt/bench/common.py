@@ -1,5 +1,6 @@
-"""What the benchmarks share: a timer (``triton.testing.do_bench`` on CUDA, ``perf_counter`` repeats on
-the CPU), the device's copy bandwidth, shape parsing and the scan's random inputs."""
+"""What the benchmarks share: timers (``triton.testing.do_bench`` on CUDA, ``perf_counter`` repeats on
+the CPU; whole calls waited for on the device; a :class:`~minimipt.decoding.Decoder` step by step),
+the device's copy bandwidth, shape parsing, the scan's random inputs and the language models compared."""
 
 from __future__ import annotations
 
@@ -9,7 +10,11 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["timer", "copy_bandwidth", "parse_shapes", "scan_inputs"]
+__all__ = ["timer", "timed", "median_ms", "time_decoder", "copy_bandwidth", "parse_shapes", "scan_inputs",
+           "lm_makers", "results_path", "sync", "VOCAB"]
+
+#: vocabulary of the benchmarks' language models: small, so that embeddings do not dominate
+VOCAB = 256
 
 
 def parse_shapes(text: str) -> list[tuple[int, int, int]]:
@@ -26,6 +31,68 @@ def sync(device: torch.device) -> None:
     """Wait for the device (CUDA kernels run asynchronously; the CPU needs no wait)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def timed(fn, device: torch.device):
+    """``(seconds, result)`` of one call of ``fn()``, waiting for the device before and after."""
+    sync(device)
+    t0 = time.perf_counter()
+    out = fn()
+    sync(device)
+    return time.perf_counter() - t0, out
+
+
+def median_ms(fn, device: torch.device, repeats: int) -> float:
+    """Median over ``repeats`` calls of ``fn()`` of its wall time in milliseconds (device waited for)."""
+    return statistics.median(timed(fn, device)[0] for _ in range(repeats)) * 1e3
+
+
+def time_decoder(model, state, mode: str, feed: torch.Tensor, device: torch.device, repeats: int):
+    """``(decoder, setup_s, ms_per_token)`` of a :class:`~minimipt.decoding.Decoder` in ``mode``.
+
+    ``setup_s`` is the decoder's construction and three warm-up steps (compilation in ``compile``
+    mode, capture in ``graph`` mode, lazy initialisation); ``ms_per_token`` the median over
+    ``repeats`` of ``feed``'s ``(steps, B)`` tokens fed back to back, divided by the steps.
+    """
+    from ..decoding import Decoder
+
+    if mode == "compile":
+        torch._dynamo.reset()  # a fresh compile per measurement: no recompilation limit reached across runs
+
+    def setup():
+        dec = Decoder(model, state, mode=mode)
+        for t in range(3):
+            dec.step(feed[t % len(feed)])
+        return dec
+
+    setup_s, dec = timed(setup, device)
+    ms = median_ms(lambda: [dec.step(tok) for tok in feed], device, repeats)
+    return dec, setup_s, ms / len(feed)
+
+
+def lm_makers(names: list[str], d: int, layers: int, max_len: int) -> dict:
+    """``{name: make}`` where ``make()`` builds a fresh language model of ``d`` width, ``layers`` layers and
+    :data:`VOCAB` tokens: ``mipt`` (no cache), ``mipt-fused`` (the fused Triton mixer on CUDA),
+    ``mipt-K<k>[-<cache method>]`` (a K-slot cache, its batched path forced or ``auto``), ``sdpa`` and
+    ``naive`` (Transformers of 4 heads, ``max_len`` positions)."""
+    from ..models import MIPTLM
+    from ..transformer import TransformerLM
+
+    out = {}
+    for name in names:
+        k, _, method = name[6:].partition("-") if name.startswith("mipt-K") else ("", "", "")
+        if name == "mipt":
+            out[name] = lambda: MIPTLM(VOCAB, d, layers, cache_slots=0)
+        elif name == "mipt-fused":
+            out[name] = lambda: MIPTLM(VOCAB, d, layers, cache_slots=0, fused_mixer=True)
+        elif k.isdigit():
+            out[name] = lambda k=int(k), m=method or "auto": MIPTLM(VOCAB, d, layers, cache_slots=k, cache_method=m)
+        elif name in ("sdpa", "naive"):
+            out[name] = lambda a=name: TransformerLM(VOCAB, d, layers, n_heads=4, attention=a, max_len=max_len)
+        else:
+            raise ValueError(f"unknown model {name!r}; use mipt, mipt-fused, mipt-K<k>[-<cache method>] "
+                             f"(e.g. mipt-K64, mipt-K64-blocked), sdpa or naive")
+    return out
 
 
 def timer(device: torch.device):

@@ -25,11 +25,9 @@ import time
 
 import torch
 
-from .common import results_path, sync
+from .common import VOCAB, lm_makers, median_ms, results_path, time_decoder, timed
 
 __all__ = ["add_arguments", "run"]
-
-VOCAB = 256
 
 
 def add_arguments(p) -> None:
@@ -49,22 +47,10 @@ def add_arguments(p) -> None:
 
 
 def _make(name: str, d: int, layers: int):
-    from ..models import MIPTLM
-
-    if name == "mipt":
-        return MIPTLM(VOCAB, d, layers, cache_slots=0)
-    if name.startswith("mipt-K") and name[6:].isdigit():
-        return MIPTLM(VOCAB, d, layers, cache_slots=int(name[6:]))
-    raise ValueError(f"unknown model {name!r}; use mipt or mipt-K<k> (e.g. mipt-K64)")
-
-
-def _timed(fn, device):
-    """``(seconds, result)`` of ``fn()``, waiting for the device before and after."""
-    sync(device)
-    t0 = time.perf_counter()
-    out = fn()
-    sync(device)
-    return time.perf_counter() - t0, out
+    if not name.startswith("mipt"):
+        raise ValueError(f"unknown model {name!r}; use mipt or mipt-K<k> (e.g. mipt-K64): the benchmark decodes "
+                         "through minimipt.decoding.Decoder, which steps MIPT language models")
+    return lm_makers([name], d, layers, max_len=0)[name]()
 
 
 @torch.no_grad()
@@ -86,13 +72,13 @@ def _ttft(model, n: int, device, repeats: int, modes: list[str]) -> dict:
         return go
 
     parallel()  # warm-up at this length (kernels tuned per shape, allocator)
-    runs = [_timed(parallel, device) for _ in range(repeats)]
+    runs = [timed(parallel, device) for _ in range(repeats)]
     ms_par = sorted(r[0] for r in runs)[len(runs) // 2] * 1e3
     last = runs[0][1]
     row = {"n": n, "parallel_ms": round(ms_par, 3)}
     for mode in modes:
         try:
-            sec, logits = _timed(by_step(mode), device)
+            sec, logits = timed(by_step(mode), device)
         except Exception as err:  # noqa: BLE001 - recorded in the results file, the benchmark goes on
             row[f"step_{mode}_error"] = f"{type(err).__name__}: {err}"[:300]
             continue
@@ -105,31 +91,13 @@ def _ttft(model, n: int, device, repeats: int, modes: list[str]) -> dict:
 
 @torch.no_grad()
 def _decode(model, B: int, mode: str, device, tokens: int, repeats: int) -> dict:
-    from ..decoding import Decoder
-
-    if mode == "compile":
-        torch._dynamo.reset()  # a fresh compile per measurement: no recompilation limit reached across runs
     g = torch.Generator().manual_seed(B)
     prompt = torch.randint(0, VOCAB, (B, 256), generator=g).to(device)
     feed = torch.randint(0, VOCAB, (tokens, B), generator=g).to(device)
     _, state = model(prompt, return_state=True)
-
-    def setup():
-        dec = Decoder(model, state, mode=mode)
-        for t in range(3):  # first calls: compilation (compile mode), lazy initialisation
-            dec.step(feed[t])
-        return dec
-
-    setup_s, dec = _timed(setup, device)
-
-    def block():
-        for t in range(tokens):
-            dec.step(feed[t])
-
-    times = sorted(_timed(block, device)[0] for _ in range(repeats))
-    sec = times[len(times) // 2]
-    return {"ms_per_token": round(sec / tokens * 1e3, 4), "tokens_per_s": round(B * tokens / sec),
-            "setup_s": round(setup_s, 2), "decode_mode": dec.mode}
+    dec, setup_s, ms = time_decoder(model, state, mode, feed, device, repeats)
+    return {"ms_per_token": round(ms, 4), "tokens_per_s": round(B * 1e3 / ms), "setup_s": round(setup_s, 2),
+            "decode_mode": dec.mode}
 
 
 def run(args) -> int:

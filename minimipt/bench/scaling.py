@@ -2,7 +2,7 @@
 
 Training: peak device memory of one forward + backward step and training tokens/s, for language
 models of identical width, depth and batch (default d_model 128, 2 layers, batch 8, as in the
-reference anchors), a 256-token vocabulary so that embeddings do not dominate, bf16 autocast on
+reference measurements), a 256-token vocabulary so that embeddings do not dominate, bf16 autocast on
 CUDA. ``naive`` attention materialises the (B, H, N, N) softmax, as the paper's baseline did;
 ``sdpa`` is PyTorch's fused attention; ``hgrn`` is flash-linear-attention's ``HGRNForCausalLM``
 (its chunked Triton kernels; the optional ``bench`` extra, skipped with a note when not installed),
@@ -31,7 +31,7 @@ import time
 
 import torch
 
-from .common import results_path, sync
+from .common import VOCAB, lm_makers, median_ms, results_path, sync, time_decoder
 
 __all__ = ["add_arguments", "run"]
 
@@ -83,27 +83,11 @@ def hgrn_missing() -> str | None:
 
 
 def _models(names, d, layers, max_len):
-    from ..models import MIPTLM
-    from ..transformer import TransformerLM
-
-    V = 256
-    out = {}
-    for name in names:
-        if name == "mipt":
-            out[name] = lambda: MIPTLM(V, d, layers, cache_slots=0)
-        elif name == "mipt-fused":  # the fused Triton mixer (minimipt.ops.triton.mixer) on CUDA
-            out[name] = lambda: MIPTLM(V, d, layers, cache_slots=0, fused_mixer=True)
-        elif name.startswith("mipt-K"):
-            k, _, method = name[6:].partition("-")
-            out[name] = lambda k=int(k), m=method or "auto": MIPTLM(V, d, layers, cache_slots=k, cache_method=m)
-        elif name in ("sdpa", "naive"):
-            out[name] = lambda a=name: TransformerLM(V, d, layers, n_heads=4, attention=a, max_len=max_len)
-        elif name == "hgrn":
-            out[name] = lambda: _hgrn(V, d, layers)
-        else:
-            raise ValueError(f"unknown model {name!r}; use mipt, mipt-fused, mipt-K<k>[-<cache method>], sdpa, "
-                             f"naive, hgrn")
-    return out
+    """:func:`~minimipt.bench.common.lm_makers`, plus ``hgrn``."""
+    out = lm_makers([n for n in names if n != "hgrn"], d, layers, max_len)
+    if "hgrn" in names:
+        out["hgrn"] = lambda: _hgrn(VOCAB, d, layers)
+    return {n: out[n] for n in names}
 
 
 def _setup(make, B, N, device, capturable=False):
@@ -113,7 +97,7 @@ def _setup(make, B, N, device, capturable=False):
     torch.manual_seed(0)
     model = make().to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, capturable=capturable)
-    x = torch.randint(0, 256, (B, N + 1), device=device)
+    x = torch.randint(0, VOCAB, (B, N + 1), device=device)
 
     def update():
         # a graph capture needs autocast's weight cache off (it would hold tensors from before capture)
@@ -126,17 +110,6 @@ def _setup(make, B, N, device, capturable=False):
         opt.step()
 
     return opt, update
-
-
-def _median_ms(fn, device, repeats) -> float:
-    """Median wall time of ``fn()`` in milliseconds, waiting for the device after each call."""
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - t0)
-    return sorted(times)[len(times) // 2] * 1e3
 
 
 def _train_point(make, B, N, device, repeats):
@@ -152,7 +125,7 @@ def _train_point(make, B, N, device, repeats):
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
             base = torch.cuda.memory_allocated(device)
-        ms = _median_ms(step, device, repeats)
+        ms = median_ms(step, device, repeats)
         peak = (torch.cuda.max_memory_allocated(device) - base) / 2**20 if device.type == "cuda" else None
         return {"ms_per_step": round(ms, 3), "tokens_per_s": round(B * N / ms * 1e3),
                 "peak_mb": peak and round(peak, 1), "params": sum(q.numel() for g in opt.param_groups for q in g["params"])}
@@ -186,7 +159,7 @@ def _graph_point(make, B, N, device, repeats):
             update()
         graph.replay()
         sync(device)
-        ms = _median_ms(graph.replay, device, repeats)
+        ms = median_ms(graph.replay, device, repeats)
         return {"graph_ms_per_step": round(ms, 3), "graph_tokens_per_s": round(B * N / ms * 1e3)}
     except torch.OutOfMemoryError:
         return {"graph_oom": True}
@@ -232,34 +205,29 @@ def _graph_points(names, args, lengths, max_len, device) -> dict[tuple[str, int]
 
 @torch.no_grad()
 def _decode_point(make, name, n, device, repeats, B=1, modes=()):
-    from ..decoding import Decoder
     from ..state import KVCache, TransformerState
 
     torch.manual_seed(0)
     model = make().to(device).eval()
-    tok = torch.randint(0, 256, (B,), device=device)
+    tok = torch.randint(0, VOCAB, (B,), device=device)
     if name in ("sdpa", "naive"):  # a KV cache of n random entries, of the model's shape
         att = model.blocks[0].attn
         kv = lambda: torch.randn(B, att.n_heads, n, att.head_dim, device=device)
         state = TransformerState(layers=[KVCache(k=kv(), v=kv()) for _ in model.blocks])
     else:  # the n-token context read in parallel
-        _, state = model(torch.randint(0, 256, (B, n), device=device), return_state=True)
+        _, state = model(torch.randint(0, VOCAB, (B, n), device=device), return_state=True)
     nbytes = state.nbytes
     _, state2 = model.step(tok, state)  # warm-up
     sync(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    ms = _median_ms(lambda: model.step(tok, state), device, repeats)
+    ms = median_ms(lambda: model.step(tok, state), device, repeats)
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
     out = {"ms_per_token": round(ms, 4), "state_mb": round(nbytes / 2**20, 4), "peak_mb": peak and round(peak, 1)}
     for mode in modes if name.startswith("mipt") else ():
         try:
-            dec = Decoder(model, state, mode=mode)
-            for _ in range(3):  # compilation, lazy initialisation
-                dec.step(tok)
-            steps = 32
-            block_ms = _median_ms(lambda: [dec.step(tok) for _ in range(steps)], device, repeats)
-            out[f"{mode}_ms_per_token"] = round(block_ms / steps, 4)
+            _, _, ms = time_decoder(model, state, mode, tok.expand(32, B), device, repeats)
+            out[f"{mode}_ms_per_token"] = round(ms, 4)
         except Exception as err:  # noqa: BLE001 - recorded in the results file, the benchmark goes on
             out[f"{mode}_error"] = f"{type(err).__name__}: {err}"[:300]
     del model, state, state2
@@ -339,7 +307,7 @@ def run(args) -> int:
 
     def write(train: list[dict], decode: list[dict], partial: str | None) -> None:
         res = {"benchmark": "scaling", "config": {"d_model": args.d_model, "layers": args.layers, "batch": args.batch,
-                                                  "vocab": 256, "amp": "bf16" if device.type == "cuda" else None,
+                                                  "vocab": VOCAB, "amp": "bf16" if device.type == "cuda" else None,
                                                   "models": names, "lengths": lengths, "decode_lengths": dec,
                                                   "decode_batch": B, "decode_modes": modes,
                                                   "cuda_graphs": args.cuda_graphs and device.type == "cuda"},
