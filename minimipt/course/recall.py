@@ -6,7 +6,7 @@ of ``K`` slots keeps ``K`` tokens verbatim, so a cached model should recall abou
 if its state holds some too). A Transformer keeps every token: its recall should not depend on the
 number of pairs, only on training.
 
-:func:`recall_table` lays the held-out accuracies out as model × (L, pairs); :func:`capacity_checks`
+`recall_cells` groups the summary rows by model and cell; :func:`recall_table` lays the held-out accuracies out as model × (L, pairs); :func:`capacity_checks`
 tests the prediction cell by cell and says, for each model and length, whether the measurements
 agree with it, contradict it, or cannot decide it (a capacity no tested pair count crosses, or a
 model that does not solve even the easiest cell).
@@ -16,13 +16,13 @@ from __future__ import annotations
 
 from . import runs as runs_
 
-__all__ = ["SOLVED", "recall_table", "capacity_checks", "format_checks"]
+__all__ = ["SOLVED", "recall_cells", "recall_table", "capacity_checks", "format_checks"]
 
 #: held-out query accuracy at or above which a cell counts as recalled
 SOLVED = 0.9
 
 
-def _cells(rows: list[dict]) -> dict[str, dict[tuple[int, int], dict]]:
+def recall_cells(rows: list[dict]) -> dict[str, dict[tuple[int, int], dict]]:
     """model -> (L, pairs) -> summary row, for the recall rows of ``rows``."""
     out: dict[str, dict[tuple[int, int], dict]] = {}
     for r in rows:
@@ -38,7 +38,7 @@ def _cells(rows: list[dict]) -> dict[str, dict[tuple[int, int], dict]]:
 def recall_table(rows: list[dict]) -> str:
     """Markdown: one row per model, one column per (L, pairs) cell: held-out query accuracy (mean over
     seeds; ``n`` when more than one), the learning rate chosen on validation in brackets."""
-    cells = _cells(rows)
+    cells = recall_cells(rows)
     keys = sorted({k for m in cells.values() for k in m})
     lines = ["| model | " + " | ".join(f"L = {L:,}, {P} pairs" for L, P in keys) + " |",
              "|---|" + "---|" * len(keys)]
@@ -75,7 +75,7 @@ def capacity_checks(rows: list[dict], solved: float = SOLVED) -> list[dict]:
     Transformer's prediction is "recalls every pair count".
     """
     out = []
-    for model, by_cell in _cells(rows).items():
+    for model, by_cell in recall_cells(rows).items():
         for L in sorted({L for L, _ in by_cell}):
             accs = {P: by_cell[(L, P)]["eval_accuracy"].mean for (LL, P) in sorted(by_cell) if LL == L}
             desc, cap = _capacity(next(iter(by_cell.values())))

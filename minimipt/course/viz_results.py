@@ -22,6 +22,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from . import runs as runs_
+from .recall import recall_cells
 from .results import model_label
 
 __all__ = ["plot_curves", "plot_seeds", "plot_recall", "plot_training_scaling", "plot_decode_scaling"]
@@ -192,27 +193,22 @@ def plot_recall(rows: list[dict], title: str | None = None) -> Figure:
     ``"…, L=…, pairs=…"``). Dotted vertical lines mark each cached model's K slots, the dashed grey
     curve 1/pairs (guessing among the sequence's values).
     """
-    rows = [r for r in rows if r.get("config", {}).get("task") == "mqar" and "eval_accuracy" in r]
-    if not rows:
-        raise ValueError("rows has no recall (task 'mqar') row with a held-out accuracy: pass the summary rows "
-                         "of the mqar grid (minimipt.course.results.grid_report('mqar').rows)")
-    lengths = sorted({r["config"]["seq_len"] for r in rows})
-    models = sorted({runs_.variant_of(r, cell=False) for r in rows},
-                    key=lambda m: (m.startswith("MIPT"), "cache K=" in m, len(m), m))
+    cells = recall_cells(rows)  # model -> (L, pairs) -> summary row
+    lengths = sorted({L for by_cell in cells.values() for L, _ in by_cell})
+    models = sorted(cells, key=lambda m: (m.startswith("MIPT"), "cache K=" in m, len(m), m))
     fig = Figure(figsize=(3.6 * len(lengths) + 0.6, 3.8), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(lengths), sharey=True))
-    all_pairs = sorted({r["config"]["n_pairs"] for r in rows})
+    all_pairs = sorted({P for by_cell in cells.values() for _, P in by_cell})
     for ax, L in zip(axes, lengths):
         for i, m in enumerate(models):
-            pts = sorted((r["config"]["n_pairs"], r["eval_accuracy"]) for r in rows
-                         if r["config"]["seq_len"] == L and runs_.variant_of(r, cell=False) == m)
+            pts = sorted((P, r["eval_accuracy"]) for (L_, P), r in cells[m].items() if L_ == L)
             if not pts:
                 continue
             color = f"C{i % 10}"
             ax.plot([p for p, _ in pts], [st.mean for _, st in pts], "-D", color=color, ms=5, label=m)
             for p, st in pts:
                 ax.plot([p] * st.n, st.values, "o", mfc="none", color=color, ms=5)
-            k = next((r["config"]["cache_slots"] for r in rows if runs_.variant_of(r, cell=False) == m), 0)
+            k = next(iter(cells[m].values()))["config"]["cache_slots"]
             if k:
                 ax.axvline(k, ls=":", lw=1.2, color=color)
         ax.plot(all_pairs, [1 / p for p in all_pairs], "--", color="0.5", lw=1, label="1 / pairs")
