@@ -205,9 +205,14 @@ class TransformerLM(GenerateMixin, _TransformerStack):
         logits, new = self._run(tokens, state, return_state)
         return outputs(logits, new, self._aux() if return_aux else None, return_state, return_aux)
 
+    def features(self, tokens: torch.Tensor, return_aux: bool = False):
+        """The final normed hidden states ``(B, L, d)``, causal (a language model reads left to right);
+        with ``return_aux`` also the (empty) :class:`~minimipt.state.ModelAux`."""
+        return super().features(tokens, None, True, return_aux)
+
     def _run(self, tokens, state, return_state):
         if state is None and not return_state:
-            return F.linear(self.features(tokens, None, True), self.embed.tok.weight), None
+            return F.linear(self.features(tokens), self.embed.tok.weight), None
         state = state or self.init_state(tokens.shape[0], tokens.device)
         x = self.embed(tokens, start=state.t)  # (B, L, d)
         layers = []

@@ -40,6 +40,16 @@ def test_lm_is_causal(attention):
     assert_causal(_lm(attention), V, batch=2, length=16, positions=(1, 9, 15), seed=2)
 
 
+def test_lm_features_are_causal_and_feed_the_logits():
+    lm = _lm("sdpa").eval()
+    features = type("Features", (torch.nn.Module,), {"forward": lambda self, x: lm.features(x)})()
+    assert_causal(features, V, batch=2, length=16, positions=(1, 9, 15), seed=3)
+    tokens = torch.randint(0, V, (2, 16), generator=torch.Generator().manual_seed(4))
+    h, aux = lm.features(tokens, return_aux=True)
+    torch.testing.assert_close(torch.nn.functional.linear(h, lm.embed.tok.weight), lm(tokens))
+    assert aux.cache_stats == []
+
+
 @pytest.mark.parametrize("attention", ["sdpa", "naive"])
 def test_kv_cache_step_equals_forward(attention):
     model = _lm(attention)

@@ -71,10 +71,8 @@ def _ttft(model, n: int, device, repeats: int, modes: list[str]) -> dict:
             return logits.clone()
         return go
 
-    parallel()  # warm-up at this length (kernels tuned per shape, allocator)
-    runs = [timed(parallel, device) for _ in range(repeats)]
-    ms_par = sorted(r[0] for r in runs)[len(runs) // 2] * 1e3
-    last = runs[0][1]
+    last = parallel()  # warm-up at this length (kernels tuned per shape, allocator)
+    ms_par = median_ms(parallel, device, repeats)
     row = {"n": n, "parallel_ms": round(ms_par, 3)}
     for mode in modes:
         try:

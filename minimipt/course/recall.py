@@ -6,8 +6,8 @@ of ``K`` slots keeps ``K`` tokens verbatim, so a cached model should recall abou
 if its state holds some too). A Transformer keeps every token: its recall should not depend on the
 number of pairs, only on training.
 
-`recall_cells` groups the summary rows by model and cell; :func:`recall_table` lays the held-out accuracies out as model × (L, pairs); :func:`capacity_checks`
-tests the prediction cell by cell and says, for each model and length, whether the measurements
+:func:`recall_cells` groups the summary rows by model and cell; :func:`recall_table` lays the
+held-out accuracies out as model × (L, pairs); :func:`capacity_checks` tests the prediction cell by cell and says, for each model and length, whether the measurements
 agree with it, contradict it, or cannot decide it (a capacity no tested pair count crosses, or a
 model that does not solve even the easiest cell).
 """

@@ -353,8 +353,7 @@ class RecallTask(ClassificationTask):
         if isinstance(model, nn.parallel.DistributedDataParallel):
             logits, aux = model(x, return_aux=True)
             return logits.gather(1, pos[..., None].expand(-1, -1, self.vocab_size)), target, aux
-        causal = {"causal": True} if isinstance(model, TransformerLM) else {}  # MIPT is causal by construction
-        h, aux = model.features(x, return_aux=True, **causal)  # (B, L, d)
+        h, aux = model.features(x, return_aux=True)  # (B, L, d), causal
         h = h.gather(1, pos[..., None].expand(-1, -1, h.shape[-1]))  # (B, P, d)
         return F.linear(h, model.embed.tok.weight), target, aux  # tied output layer, as the LMs' forward
 

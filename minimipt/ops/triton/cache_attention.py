@@ -22,7 +22,6 @@ Importing this module never imports Triton unless it is installed.
 
 from __future__ import annotations
 
-
 import torch
 
 from . import _checked_once, _mismatch
